@@ -1,0 +1,39 @@
+"""The ``CatalogConfig`` block: where the dataset catalog lives (embedded SQLite or OpenSearch)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from prefect.blocks.core import Block
+from pydantic import Field, SecretStr, model_validator
+
+from blocks.region import DOCS, LOGO
+
+
+class CatalogConfig(Block):
+    """The dataset catalog: an embedded SQLite file (the default, zero setup) or an OpenSearch cluster
+    reached over HTTPS with basic auth or AWS SigV4."""
+
+    _block_type_name = "Proximate Catalog"
+    _logo_url = LOGO
+    _documentation_url = DOCS
+
+    backend: Literal["sqlite", "opensearch"] = Field(default="sqlite", description="Which catalog backend.")
+    sqlite_path: str = Field(default="catalog/proximate.sqlite", description="For sqlite: the catalog database file.")
+    opensearch_url: str | None = Field(default=None, description="For opensearch: https://host:port of the cluster.")
+    index: str = Field(default="proximate-datasets", description="For opensearch: the alias searches go through.")
+    username: str | None = Field(default=None, description="For opensearch basic auth: the user name.")
+    password: SecretStr | None = Field(default=None, description="For opensearch basic auth: the password.")
+    aws_sigv4_region: str | None = Field(
+        default=None, description="For Amazon OpenSearch Service: sign requests with SigV4 for this AWS region."
+    )
+    verify_certs: bool = Field(default=True, description="For opensearch: verify the server's TLS certificate.")
+    ca_certs: str | None = Field(default=None, description="For opensearch: CA bundle file to verify against.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CatalogConfig:
+        if self.backend == "opensearch" and not self.opensearch_url:
+            raise ValueError("the opensearch backend needs opensearch_url")
+        if self.username and self.aws_sigv4_region:
+            raise ValueError("use basic auth or SigV4, not both")
+        return self

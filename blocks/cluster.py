@@ -1,0 +1,82 @@
+"""The ``RegionalCluster`` block: which multi-region Dask cluster a flow runs on."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from prefect.blocks.core import Block
+from prefect_dask import DaskTaskRunner
+from pydantic import Field, model_validator
+
+from blocks.region import DOCS, LOGO, Region
+from proximate.cluster import LocalRegionalCluster, RegionSpec, TLSFiles
+
+LOCAL = "local"
+
+
+class RegionalCluster(Block):
+    """The multi-region Dask cluster: either the address of a running scheduler (production, optionally TLS),
+    or 'local' to start a scheduler and per-region workers on this machine for the length of a flow run."""
+
+    _block_type_name = "Proximate Regional Cluster"
+    _logo_url = LOGO
+    _documentation_url = DOCS
+
+    address: str = Field(
+        default=LOCAL,
+        description="Scheduler address (tcp://host:port or tls://host:port), or 'local' to start a cluster.",
+    )
+    regions: list[str] = Field(
+        default_factory=list,
+        description="For 'local': names of the saved Region blocks whose roots the local workers serve.",
+    )
+    workers_per_region: int = Field(default=2, ge=1, description="For 'local': worker processes per region.")
+    threads_per_worker: int = Field(default=1, ge=1, description="For 'local': threads per worker process.")
+    no_workers_timeout: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="For 'local': seconds a task may wait for a region without live workers before it errs.",
+    )
+    tls_ca_file: str | None = Field(default=None, description="CA certificate file for a tls:// scheduler.")
+    tls_cert: str | None = Field(default=None, description="Client certificate file for a tls:// scheduler.")
+    tls_key: str | None = Field(default=None, description="Client private key file for a tls:// scheduler.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RegionalCluster:
+        if self.address != LOCAL and not self.address.startswith(("tcp://", "tls://")):
+            raise ValueError(f"address must be 'local', tcp://... or tls://..., got {self.address!r}")
+        tls = [self.tls_ca_file, self.tls_cert, self.tls_key]
+        if any(tls) and not all(tls):
+            raise ValueError("TLS needs tls_ca_file, tls_cert and tls_key together")
+        if self.address.startswith("tls://") and not all(tls):
+            raise ValueError("a tls:// scheduler needs tls_ca_file, tls_cert and tls_key")
+        return self
+
+    def tls(self) -> TLSFiles | None:
+        if self.tls_ca_file and self.tls_cert and self.tls_key:
+            return TLSFiles(self.tls_ca_file, self.tls_cert, self.tls_key)
+        return None
+
+    @contextlib.contextmanager
+    def task_runner(self, region_blocks: list[Region] | None = None) -> Iterator[DaskTaskRunner]:
+        """A DaskTaskRunner on this cluster; for 'local', the cluster lives as long as the context."""
+        tls = self.tls()
+        client_kwargs = {"security": tls.security()} if tls else {}
+        if self.address != LOCAL:
+            yield DaskTaskRunner(address=self.address, client_kwargs=client_kwargs)
+            return
+        blocks = region_blocks if region_blocks is not None else [Region.load(n) for n in self.regions]
+        if not blocks:
+            raise ValueError("a local RegionalCluster needs at least one Region")
+        specs = [RegionSpec(b.name, Path(b.root)) for b in blocks]
+        with LocalRegionalCluster(
+            specs,
+            workers_per_region=self.workers_per_region,
+            threads_per_worker=self.threads_per_worker,
+            no_workers_timeout=self.no_workers_timeout,
+            tls=tls,
+        ) as cluster:
+            yield DaskTaskRunner(address=cluster.address, client_kwargs=client_kwargs)

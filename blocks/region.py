@@ -1,0 +1,61 @@
+"""The ``Region`` block: where one region's data lives and where it syncs from."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect.blocks.core import Block
+from prefect_aws import AwsCredentials
+from pydantic import Field, field_validator
+
+from proximate.regions import validate_region_name
+
+DOCS = "https://github.com/proximate-project/proximate#configuration-blocks"
+LOGO = "https://cdn.sanity.io/images/3ugk85nk/production/d74b16fe84ce626345adf235a47008fea2869a60-225x225.png"
+
+
+class Region(Block):
+    """A data region: its name (the Dask pool it maps to), the file system its workers read, and the object
+    store prefix that the nightly sync mirrors into that file system."""
+
+    _block_type_name = "Proximate Region"
+    _logo_url = LOGO
+    _documentation_url = DOCS
+
+    name: str = Field(
+        description="Region name, e.g. 'eu-west-2'; workers of this region offer the Dask resource pool-<name>."
+    )
+    root: str = Field(
+        description="File-system root of the region's data as its workers see it (the FSx for Lustre mount)."
+    )
+    source_url: str | None = Field(
+        default=None,
+        description="fsspec URL the nightly sync mirrors into the root, e.g. 's3://bucket/prefix/'.",
+    )
+    aws_credentials: AwsCredentials | None = Field(
+        default=None, description="Credentials for an s3:// source; omit to use the default AWS chain."
+    )
+    endpoint_url: str | None = Field(
+        default=None, description="S3 endpoint for S3-compatible stores (MinIO, SeaweedFS, a test server)."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        return validate_region_name(value)
+
+    def storage_options(self) -> dict[str, Any]:
+        """fsspec/s3fs options for ``source_url``; secrets come from the credentials block, never from here."""
+        options: dict[str, Any] = {}
+        if self.aws_credentials is not None:
+            frozen = self.aws_credentials.get_boto3_session().get_credentials()
+            if frozen is not None:
+                frozen = frozen.get_frozen_credentials()
+                options.update(key=frozen.access_key, secret=frozen.secret_key)
+                if frozen.token:
+                    options["token"] = frozen.token
+            if self.aws_credentials.region_name:
+                options.setdefault("client_kwargs", {})["region_name"] = self.aws_credentials.region_name
+        if self.endpoint_url:
+            options.setdefault("client_kwargs", {})["endpoint_url"] = self.endpoint_url
+        return options

@@ -1,0 +1,168 @@
+"""The ``proximate`` command: local cluster, production workers, and the demo."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from proximate.regions import RegionError, validate_region_name
+
+
+def _terminate_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit so context managers clean up exactly as on Ctrl-C."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _tls_from_args(args: argparse.Namespace):
+    from proximate.cluster import TLSFiles
+
+    given = [args.tls_ca_file, args.tls_cert, args.tls_key]
+    if not any(given):
+        return None
+    if not all(given):
+        raise RegionError("TLS needs all of --tls-ca-file, --tls-cert and --tls-key")
+    for path in given:
+        if not Path(path).is_file():
+            raise RegionError(f"TLS file does not exist: {path}")
+    return TLSFiles(args.tls_ca_file, args.tls_cert, args.tls_key)
+
+
+def _add_tls(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tls-ca-file", help="CA certificate that signs scheduler and worker certificates")
+    parser.add_argument("--tls-cert", help="this process's certificate")
+    parser.add_argument("--tls-key", help="this process's private key")
+
+
+def cmd_cluster_up(args: argparse.Namespace) -> int:
+    from proximate.cluster import LocalRegionalCluster, parse_region_arg, validate_regions
+
+    regions = validate_regions([parse_region_arg(r) for r in args.region])  # before anything starts
+    _terminate_on_sigterm()
+    cluster = LocalRegionalCluster(
+        regions,
+        workers_per_region=args.workers_per_region,
+        threads_per_worker=args.threads_per_worker,
+        scheduler_port=args.port,
+        dashboard=args.dashboard,
+        no_workers_timeout=args.no_workers_timeout,
+        tls=_tls_from_args(args),
+    )
+    try:
+        cluster.start()
+        print(cluster.address, flush=True)
+        summary = ", ".join(f"{r.name}={r.root}" for r in cluster.regions)
+        print(f"# {args.workers_per_region} worker(s) per region: {summary}", file=sys.stderr, flush=True)
+        if cluster.dashboard_link:
+            print(f"# dashboard: {cluster.dashboard_link}", file=sys.stderr, flush=True)
+        while True:
+            signal.pause()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        cluster.close()
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from proximate.cluster import worker_command, worker_env
+
+    validate_region_name(args.region)
+    root = Path(args.root).expanduser()
+    if not root.is_dir():
+        raise RegionError(f"root directory of region {args.region!r} does not exist: {root}")
+    tls = _tls_from_args(args)
+    if tls is None and args.scheduler.startswith("tls://"):
+        raise RegionError("a tls:// scheduler needs --tls-ca-file, --tls-cert and --tls-key")
+    name = args.name or f"{args.region}-{socket.gethostname()}-{os.getpid()}"
+    cmd = worker_command(
+        scheduler=args.scheduler,
+        region=args.region,
+        name=name,
+        nthreads=args.nthreads,
+        host=args.host,
+        nanny=not args.no_nanny,
+        tls=tls,
+        memory_limit=args.memory_limit,
+    )
+    env = worker_env(args.region, root.resolve())
+    os.execve(cmd[0], cmd, env)  # the worker takes over this process: signals reach it directly
+    return 0  # pragma: no cover
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from proximate.demo import run_demo
+
+    _terminate_on_sigterm()
+    run_demo(workdir=Path(args.workdir), workers_per_region=args.workers_per_region)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="proximate", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    cluster = sub.add_parser("cluster", help="a local multi-region Dask cluster")
+    csub = cluster.add_subparsers(dest="cluster_command", required=True)
+    up = csub.add_parser("up", help="start it, print the scheduler address, run until interrupted")
+    up.add_argument(
+        "--region",
+        action="append",
+        required=True,
+        metavar="NAME=ROOT",
+        help="a region and the folder holding its data; repeat for each region",
+    )
+    up.add_argument("--workers-per-region", type=int, default=2)
+    up.add_argument("--threads-per-worker", type=int, default=1)
+    up.add_argument("--port", type=int, default=0, help="scheduler port (0: any free port)")
+    up.add_argument("--dashboard", action="store_true", help="serve the Dask dashboard on loopback")
+    up.add_argument(
+        "--no-workers-timeout",
+        type=float,
+        default=60.0,
+        help="seconds a task may wait for a region with no live worker before it errs",
+    )
+    _add_tls(up)
+    up.set_defaults(func=cmd_cluster_up)
+
+    worker = sub.add_parser("worker", help="one region's Dask worker, as an ECS task in that region runs it")
+    worker.add_argument("--region", required=True)
+    worker.add_argument("--root", required=True, help="the region's data root (its FSx mount)")
+    worker.add_argument("--scheduler", required=True, help="scheduler address, tcp:// or tls://")
+    worker.add_argument("--nthreads", type=int, default=os.cpu_count() or 1)
+    worker.add_argument("--name", help="worker name (default: <region>-<host>-<pid>)")
+    worker.add_argument("--host", help="interface or address to listen on")
+    worker.add_argument("--memory-limit", default="auto")
+    worker.add_argument("--no-nanny", action="store_true")
+    _add_tls(worker)
+    worker.set_defaults(func=cmd_worker)
+
+    demo = sub.add_parser("demo", help="the end-to-end demo on the embedded defaults")
+    demo.add_argument("--workdir", default="proximate-demo", help="where regions' data and results go")
+    demo.add_argument("--workers-per-region", type=int, default=2)
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (RegionError, ValueError) as exc:
+        print(f"proximate: error: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:  # ClusterError and friends: the message names what failed
+        print(f"proximate: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""What actually crossed regions: read from the workers' transfer logs and the scheduler's task stream.
+
+Each worker logs every piece of data it sends (``transfer_outgoing_log``: to another worker, or to the
+scheduler/client on gather). Attributing sender and receiver to regions gives measured bytes between regions,
+with everything outside the regions counted as ``"client"``. Data the client itself uploads (scatter, values
+embedded in a graph) is not in those logs and is not counted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+CLIENT = "client"
+
+
+def _log_marks(dask_worker: Any) -> tuple[int, int]:
+    """Where each worker's outgoing log stands now: (id of last entry, length)."""
+    log = dask_worker.transfer_outgoing_log
+    return (id(log[-1]) if log else 0, len(log))
+
+
+def _log_since(mark: tuple[int, int] | None, dask_worker: Any) -> list[dict[str, Any]]:
+    """Outgoing transfers logged after ``mark``."""
+    log = list(dask_worker.transfer_outgoing_log)
+    if mark is None or mark[0] == 0:
+        new = log
+    else:
+        for i in range(len(log) - 1, -1, -1):
+            if id(log[i]) == mark[0]:
+                new = log[i + 1 :]
+                break
+        else:
+            new = log  # the mark rotated out of the deque: everything in it is newer
+    return [{"who": e["who"], "total": int(e["total"]), "keys": len(e["keys"])} for e in new]
+
+
+@dataclass
+class LocalityReport:
+    """Measured data movement and task placement of a computation."""
+
+    bytes_between: dict[tuple[str, str], int] = field(default_factory=dict)
+    tasks_by_region: dict[str, int] = field(default_factory=dict)
+    #: (task name, region it ran in, worker name) for every task that finished inside the block.
+    tasks: list[tuple[str, str, str]] = field(default_factory=list)
+    complete: bool = False
+
+    @property
+    def cross_region_bytes(self) -> int:
+        """Bytes between different regions, the client counting as a region."""
+        return sum(n for (src, dst), n in self.bytes_between.items() if src != dst)
+
+    @property
+    def inter_region_bytes(self) -> int:
+        """Bytes between two data regions (client traffic excluded)."""
+        return sum(n for (src, dst), n in self.bytes_between.items() if src != dst and CLIENT not in (src, dst))
+
+    def egress_cost(self, usd_per_gb: float = 0.02) -> float:
+        """Estimated egress charge for the cross-region bytes at ``usd_per_gb`` (decimal GB, as AWS bills)."""
+        return self.cross_region_bytes / 1e9 * usd_per_gb
+
+    def tasks_in(self, region: str, prefix: str = "") -> list[str]:
+        return [k for k, r, _ in self.tasks if r == region and k.startswith(prefix)]
+
+    def to_markdown(self) -> str:
+        lines = ["| from | to | bytes |", "| --- | --- | ---: |"]
+        for (src, dst), n in sorted(self.bytes_between.items()):
+            lines.append(f"| {src} | {dst} | {n:,} |")
+        lines += [
+            "",
+            f"Cross-region bytes: **{self.cross_region_bytes:,}** "
+            f"(estimated egress ${self.egress_cost():.6f} at $0.02/GB)",
+            "",
+            "| region | tasks |",
+            "| --- | ---: |",
+        ]
+        lines += [f"| {r} | {n} |" for r, n in sorted(self.tasks_by_region.items())]
+        return "\n".join(lines)
+
+    def summary(self) -> str:
+        parts = [f"{r}: {n} tasks" for r, n in sorted(self.tasks_by_region.items())]
+        moves = [f"{s}->{d}: {n:,} B" for (s, d), n in sorted(self.bytes_between.items()) if s != d]
+        return "; ".join(parts) + " | cross-region " + (", ".join(moves) or "0 B")
+
+
+def key_name(key: Any) -> str:
+    """The name part of a Dask key (``("open_dataset-x-abc", 0, 1)`` -> ``"open_dataset-x-abc"``)."""
+    return str(key[0]) if isinstance(key, tuple) and key else str(key)
+
+
+def _regions_and_names(client: Any) -> tuple[dict[str, str], dict[str, str]]:
+    from proximate.client import worker_regions
+
+    info = client.scheduler_info(n_workers=-1)["workers"]
+    return worker_regions(client), {addr: str(w.get("name", addr)) for addr, w in info.items()}
+
+
+@contextlib.contextmanager
+def locality(client: Any = None) -> Iterator[LocalityReport]:
+    """Measure what the computations inside the block moved between regions and where their tasks ran.
+
+    The report is filled in when the block exits.
+    """
+    from distributed import get_task_stream
+
+    from proximate.client import client_context
+
+    report = LocalityReport()
+    with client_context(client) as c:
+        regions, names = _regions_and_names(c)
+        marks = c.run(_log_marks)
+        with get_task_stream(client=c) as stream:
+            yield report
+        later_regions, later_names = _regions_and_names(c)
+        regions.update(later_regions)
+        names.update(later_names)
+        logs = _collect(c, marks)
+    _fill(report, regions, names, logs, stream.data)
+
+
+def _collect(client: Any, marks: dict[str, tuple[int, int]]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for addr, mark in marks.items():
+        with contextlib.suppress(OSError, KeyError, ValueError):  # a worker that died since: its log died with it
+            out.update(client.run(_log_since, mark, workers=[addr]))
+    # Workers that joined during the block: everything they logged is new.
+    for addr in client.scheduler_info(n_workers=-1)["workers"]:
+        if addr not in marks:
+            with contextlib.suppress(OSError, KeyError, ValueError):
+                out.update(client.run(_log_since, None, workers=[addr]))
+    return out
+
+
+def _fill(
+    report: LocalityReport,
+    regions: dict[str, str],
+    names: dict[str, str],
+    logs: dict[str, list[dict[str, Any]]],
+    stream: list[dict[str, Any]],
+) -> None:
+    between: dict[tuple[str, str], int] = defaultdict(int)
+    for sender, entries in logs.items():
+        src = regions.get(sender, CLIENT)
+        for entry in entries:
+            between[(src, regions.get(entry["who"], CLIENT))] += entry["total"]
+    tasks = []
+    for rec in stream:
+        addr = rec.get("worker")
+        tasks.append((key_name(rec.get("key")), regions.get(addr, CLIENT), names.get(addr, str(addr))))
+    report.bytes_between = dict(between)
+    report.tasks = tasks
+    report.tasks_by_region = dict(Counter(r for _, r, _ in tasks))
+    report.complete = True

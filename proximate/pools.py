@@ -1,0 +1,34 @@
+"""``pool()`` and ``propagate_pools()``: the Met Office / dask-worker-pools vocabulary, made to hold.
+
+``pool(region)`` restricts what is created inside it to that region's workers with a resource requirement
+of 0, which restricts placement without consuming a slot. Propagation to derived tasks happens on the
+scheduler (see :mod:`proximate.scheduler_plugin`), so ``propagate_pools()`` only keeps client-side
+optimisation from fusing pinned layers when the graph is optimised in this process (a LocalCluster).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import dask
+
+from proximate.regions import pool_resource
+
+
+@contextlib.contextmanager
+def pool(region: str) -> Iterator[None]:
+    """Pin every Dask task created inside the block to ``region``."""
+    with dask.annotate(resources={pool_resource(region): 0}):
+        yield
+
+
+@contextlib.contextmanager
+def propagate_pools() -> Iterator[None]:
+    """Run what derives from pinned data where that data is.
+
+    On a proximate scheduler this is always on; the context stays for code written against
+    dask-worker-pools, and switches off client-side fusion for in-process clusters.
+    """
+    with dask.config.set({"optimization.fuse.active": False}):
+        yield

@@ -1,0 +1,94 @@
+"""Generated CF-compliant data: an ensemble forecast and gridded observations (the Met Office scenario).
+
+Deterministic for a given seed, so a test can recompute the expected result from the same files.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+
+def _grid(nlat: int, nlon: int) -> tuple[np.ndarray, np.ndarray]:
+    lat = np.linspace(-89.5, 89.5, nlat)
+    lon = np.linspace(-179.5, 179.5, nlon)
+    return lat, lon
+
+
+def forecast(*, realizations: int = 4, heights: int = 16, nlat: int = 90, nlon: int = 180, seed: int = 0) -> xr.Dataset:
+    """Air temperature ensemble: realization x height x latitude x longitude, float32."""
+    rng = np.random.default_rng(seed)
+    lat, lon = _grid(nlat, nlon)
+    height = np.linspace(10.0, 10_000.0, heights)
+    base = 288.0 - 30.0 * np.abs(np.sin(np.deg2rad(lat)))[None, :, None] - 0.0065 * height[:, None, None]
+    data = base[None] + rng.standard_normal((realizations, heights, nlat, nlon), dtype=np.float32)
+    ds = xr.Dataset(
+        {
+            "air_temperature": (
+                ("realization", "height", "latitude", "longitude"),
+                data.astype(np.float32),
+                {"standard_name": "air_temperature", "units": "K", "long_name": "Air temperature"},
+            )
+        },
+        coords={
+            "realization": ("realization", np.arange(realizations, dtype=np.int32), {"standard_name": "realization"}),
+            "height": ("height", height, {"standard_name": "height", "units": "m", "positive": "up"}),
+            "latitude": ("latitude", lat, {"standard_name": "latitude", "units": "degrees_north"}),
+            "longitude": ("longitude", lon, {"standard_name": "longitude", "units": "degrees_east"}),
+            "time": ((), pd.Timestamp("2026-06-01T00:00"), {"standard_name": "time"}),
+        },
+        attrs={
+            "Conventions": "CF-1.8",
+            "title": "Synthetic ensemble forecast",
+            "institution": "proximate",
+            "source": "proximate.synthetic.forecast",
+        },
+    )
+    return ds
+
+
+def observations(*, nlat: int = 90, nlon: int = 180, seed: int = 1) -> xr.Dataset:
+    """Near-surface air temperature observations on a latitude x longitude grid, float32."""
+    rng = np.random.default_rng(seed)
+    lat, lon = _grid(nlat, nlon)
+    base = 288.0 - 30.0 * np.abs(np.sin(np.deg2rad(lat)))[:, None] + np.zeros((1, nlon))
+    data = (base + rng.standard_normal((nlat, nlon))).astype(np.float32)
+    return xr.Dataset(
+        {"air_temperature": (("latitude", "longitude"), data, {"standard_name": "air_temperature", "units": "K"})},
+        coords={
+            "latitude": ("latitude", lat, {"standard_name": "latitude", "units": "degrees_north"}),
+            "longitude": ("longitude", lon, {"standard_name": "longitude", "units": "degrees_east"}),
+            "time": ((), pd.Timestamp("2026-06-01T00:00"), {"standard_name": "time"}),
+        },
+        attrs={
+            "Conventions": "CF-1.8",
+            "title": "Synthetic gridded observations",
+            "institution": "proximate",
+            "source": "proximate.synthetic.observations",
+        },
+    )
+
+
+def write_netcdf(ds: xr.Dataset, path: str | os.PathLike[str], chunks: dict[str, int] | None = None) -> Path:
+    """Write atomically (temp name, then rename), netCDF4 with optional on-disk chunking."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    encoding = {}
+    if chunks:
+        for name, var in ds.data_vars.items():
+            sizes = zip(var.dims, var.shape, strict=True)
+            encoding[name] = {"chunksizes": tuple(min(chunks.get(d, n), n) for d, n in sizes)}
+    tmp = path.with_name(f".{path.name}.tmp")
+    ds.to_netcdf(tmp, engine="netcdf4", encoding=encoding)
+    os.replace(tmp, path)
+    return path
+
+
+def forecast_shape_for_bytes(target_bytes: int, *, heights: int = 16, nlat: int = 180, nlon: int = 360) -> int:
+    """Realizations needed for a float32 forecast of at least ``target_bytes``."""
+    per_realization = heights * nlat * nlon * 4
+    return max(1, -(-target_bytes // per_realization))

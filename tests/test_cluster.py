@@ -1,0 +1,179 @@
+"""The local multi-region cluster is real: separate processes, region resources, clean shutdown."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from distributed import Client
+
+from proximate.cluster import LocalRegionalCluster, validate_regions
+from proximate.regions import RegionError
+
+PROXIMATE = str(Path(sys.executable).with_name("proximate"))
+
+
+def _whoami() -> dict:
+    from distributed import get_worker
+
+    return {"pid": os.getpid(), "region": os.environ.get("PROXIMATE_REGION"), "name": get_worker().name}
+
+
+def test_task_pinned_to_region_runs_on_that_regions_worker_process(client):
+    futures = [client.submit(_whoami, pure=False, resources={"pool-a": 0}) for _ in range(6)]
+    results = client.gather(futures)
+    assert {r["region"] for r in results} == {"a"}
+    assert all(r["name"].startswith("a-") for r in results)
+    assert all(r["pid"] != os.getpid() for r in results)
+    futures = [client.submit(_whoami, pure=False, resources={"pool-b": 0}) for _ in range(6)]
+    assert {r["region"] for r in client.gather(futures)} == {"b"}
+
+
+def test_workers_have_names_resources_and_roots(client, cluster, region_roots):
+    workers = client.scheduler_info(n_workers=-1)["workers"].values()
+    by_name = {w["name"]: w for w in workers}
+    assert sorted(by_name) == ["a-0", "a-1", "b-0", "b-1"]
+    assert by_name["a-0"]["resources"] == {"pool-a": 1}
+    assert by_name["b-1"]["resources"] == {"pool-b": 1}
+    roots = client.run(lambda: (os.environ["PROXIMATE_REGION"], os.environ["PROXIMATE_ROOT"]))
+    assert {tuple(v) for v in roots.values()} == {
+        ("a", str(region_roots["a"].resolve())),
+        ("b", str(region_roots["b"].resolve())),
+    }
+    # each worker is its own OS process, none of them this one
+    pids = client.run(os.getpid)
+    assert len(set(pids.values())) == 4 and os.getpid() not in pids.values()
+
+
+def _descendants(pid: int) -> set[int]:
+    try:
+        return {p.pid for p in psutil.Process(pid).children(recursive=True)}
+    except psutil.NoSuchProcess:
+        return set()
+
+
+def test_cluster_up_cli_serves_two_regions_and_sigterm_reaps_everything(tmp_path):
+    (tmp_path / "A").mkdir()
+    (tmp_path / "B").mkdir()
+    proc = subprocess.Popen(
+        [
+            PROXIMATE,
+            "cluster",
+            "up",
+            "--region",
+            f"a={tmp_path / 'A'}",
+            "--region",
+            f"b={tmp_path / 'B'}",
+            "--workers-per-region",
+            "1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = proc.stdout.readline().strip()
+        assert line.startswith("tcp://"), (line, proc.stderr.read() if proc.poll() is not None else "")
+        started = _descendants(proc.pid)
+        assert len(started) >= 3  # scheduler + 2 workers (+ nannies' children)
+        with Client(line, timeout=30) as c:
+            workers = c.scheduler_info(n_workers=-1)["workers"].values()
+            assert sorted(tuple(w["resources"]) for w in workers) == [("pool-a",), ("pool-b",)]
+        proc.terminate()  # SIGTERM
+        assert proc.wait(timeout=60) is not None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(
+        psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in started
+    ):
+        time.sleep(0.2)
+    left = [p for p in started if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    assert left == [], f"processes left after SIGTERM: {left}"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--region", "a={A}", "--region", "a={B}"], "region 'a' is given twice"),
+        (["--region", "a={A}", "--region", "b={A}/missing"], "root directory of region 'b' does not exist"),
+        (["--region", "Bad_Name={A}"], "invalid region name 'Bad_Name'"),
+        (["--region", "a"], "--region takes NAME=ROOT"),
+    ],
+)
+def test_cluster_up_bad_input_starts_nothing(tmp_path, args, message):
+    (tmp_path / "A").mkdir()
+    (tmp_path / "B").mkdir()
+    args = [a.format(A=tmp_path / "A", B=tmp_path / "B") for a in args]
+    out = subprocess.run([PROXIMATE, "cluster", "up", *args], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert message in out.stderr
+    assert out.stdout == ""  # no scheduler address: nothing started
+
+
+def test_validate_regions_rejects_before_starting(tmp_path):
+    with pytest.raises(RegionError, match="at least one region"):
+        validate_regions({})
+    with pytest.raises(RegionError, match="does not exist"):
+        LocalRegionalCluster({"a": tmp_path / "nope"})
+
+
+def test_production_worker_command_joins_with_same_conventions(cluster, client, region_roots):
+    proc = subprocess.Popen(
+        [
+            PROXIMATE,
+            "worker",
+            "--region",
+            "a",
+            "--root",
+            str(region_roots["a"]),
+            "--scheduler",
+            cluster.address,
+            "--nthreads",
+            "1",
+            "--name",
+            "a-prod",
+            "--no-nanny",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            info = client.scheduler_info(n_workers=-1)["workers"]
+            workers = {w["name"]: dict(w, address=addr) for addr, w in info.items()}
+            if "a-prod" in workers:
+                break
+            assert proc.poll() is None, proc.stderr.read()
+            time.sleep(0.2)
+        assert workers["a-prod"]["resources"] == {"pool-a": 1}
+        env = client.run(lambda: os.environ.get("PROXIMATE_ROOT"), workers=[workers["a-prod"]["address"]])
+        assert list(env.values()) == [str(region_roots["a"].resolve())]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_production_worker_refuses_bad_input(tmp_path):
+    out = subprocess.run(
+        [PROXIMATE, "worker", "--region", "a", "--root", str(tmp_path / "none"), "--scheduler", "tcp://127.0.0.1:1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2 and "root directory of region 'a' does not exist" in out.stderr
+    out = subprocess.run(
+        [PROXIMATE, "worker", "--region", "A!", "--root", str(tmp_path), "--scheduler", "tcp://127.0.0.1:1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2 and "invalid region name" in out.stderr
