@@ -1,0 +1,29 @@
+"""proximate: run xarray/Dask work in the region that holds the data.
+
+The names below are imported lazily so that ``import proximate`` stays cheap on schedulers and workers.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "pool": "proximate.pools",
+    "propagate_pools": "proximate.pools",
+    "compute": "proximate.pools",
+    "open_dataset": "proximate.io",
+    "locality": "proximate.locality_report",
+    "LocalityReport": "proximate.locality_report",
+    "LocalRegionalCluster": "proximate.cluster",
+    "RegionUnavailableError": "proximate.errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'proximate' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
