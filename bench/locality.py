@@ -72,20 +72,18 @@ def run_proximate(roots: dict[str, Path], workers: int) -> dict:
 
 
 def run_centralised(roots: dict[str, Path], workers: int) -> dict:
-    with LocalRegionalCluster(roots, workers_per_region={"ecmwf": 1, "gcp": 1, "central": workers}) as cluster:
-        with cluster.client() as c:
-            central = [
-                a for a, w in c.scheduler_info(n_workers=-1)["workers"].items() if "pool-central" in w["resources"]
-            ]
-            before = c.run(_rchar, workers=central)
-            pred = xr.open_dataset(roots["ecmwf"] / "predictions.nc", chunks={"realization": 1, "height": 4})
-            obs = xr.open_dataset(roots["gcp"] / "observations.nc", chunks={})
-            t0 = time.perf_counter()
-            result = compute(
-                pred.air_temperature.mean("realization").isel(height=10) - obs.air_temperature, region="central"
-            )
-            wall = time.perf_counter() - t0
-            after = c.run(_rchar, workers=central)
+    counts = {"ecmwf": 1, "gcp": 1, "central": workers}
+    with LocalRegionalCluster(roots, workers_per_region=counts) as cluster, cluster.client() as c:
+        info = c.scheduler_info(n_workers=-1)["workers"]
+        central = [a for a, w in info.items() if "pool-central" in w["resources"]]
+        before = c.run(_rchar, workers=central)
+        pred = xr.open_dataset(roots["ecmwf"] / "predictions.nc", chunks={"realization": 1, "height": 4})
+        obs = xr.open_dataset(roots["gcp"] / "observations.nc", chunks={})
+        t0 = time.perf_counter()
+        expr = pred.air_temperature.mean("realization").isel(height=10) - obs.air_temperature
+        result = compute(expr, region="central")
+        wall = time.perf_counter() - t0
+        after = c.run(_rchar, workers=central)
     read = sum(after[w] - before[w] for w in central)
     return {"bytes": read, "wall": wall, "result": result}
 
@@ -123,7 +121,8 @@ def main() -> None:
         f"{prox['bytes'] / prox['minimum']:.3f}"
     )
     print(
-        f"centralised / proximate: bytes {cent['bytes'] / prox['bytes']:,.0f}x, wall {cent['wall'] / prox['wall']:.2f}x, "
+        f"centralised / proximate: bytes {cent['bytes'] / prox['bytes']:,.0f}x, "
+        f"wall {cent['wall'] / prox['wall']:.2f}x, "
         f"projected {(cent['wall'] + cent['bytes'] / wan) / (prox['wall'] + prox['bytes'] / wan):,.1f}x"
     )
 
