@@ -1,0 +1,167 @@
+"""The scientists' workloads as pure functions over (lazy, region-pinned) xarray objects.
+
+Each builds a lazy graph; the scheduler's router runs every part where its data lives. Checks that can fail
+(missing variable, incompatible grids or units) run on metadata, before any heavy work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import xarray as xr
+
+LAT_NAMES = ("latitude", "lat", "grid_latitude", "y")
+LON_NAMES = ("longitude", "lon", "grid_longitude", "x")
+STATISTICS = ("mean", "min", "max", "std")
+
+
+class AnalysisInputError(ValueError):
+    """The inputs cannot be combined as asked; the message says what to change."""
+
+
+def require_variable(ds: xr.Dataset, variable: str, what: str = "dataset") -> xr.DataArray:
+    if variable not in ds.data_vars:
+        available = ", ".join(sorted(map(str, ds.data_vars))) or "(none)"
+        raise AnalysisInputError(f"variable {variable!r} is not in the {what}; available: {available}")
+    return ds[variable]
+
+
+def _dim(da: xr.DataArray, names: Sequence[str], what: str) -> str:
+    for name in names:
+        if name in da.dims:
+            return name
+    raise AnalysisInputError(f"{da.name!r} has no {what} dimension (dims: {', '.join(map(str, da.dims))})")
+
+
+def check_units(a: xr.DataArray, b: xr.DataArray) -> None:
+    ua, ub = a.attrs.get("units"), b.attrs.get("units")
+    if ua and ub and ua != ub:
+        raise AnalysisInputError(f"units differ: {a.name!r} is in {ua!r}, {b.name!r} in {ub!r}; convert one first")
+
+
+def _same_grid(a: xr.DataArray, b: xr.DataArray, lat: tuple[str, str], lon: tuple[str, str]) -> bool:
+    return (
+        a.sizes[lat[0]] == b.sizes[lat[1]]
+        and a.sizes[lon[0]] == b.sizes[lon[1]]
+        and np.allclose(a[lat[0]].values, b[lat[1]].values)
+        and np.allclose(a[lon[0]].values, b[lon[1]].values)
+    )
+
+
+def select_level(da: xr.DataArray, height: float | None = None, height_index: int | None = None) -> xr.DataArray:
+    """One level by value (nearest) or by position; ``da`` unchanged when neither is given."""
+    if height is None and height_index is None:
+        return da
+    level_dim = next((d for d in ("height", "level", "pressure", "z") if d in da.dims), None)
+    if level_dim is None:
+        raise AnalysisInputError(f"{da.name!r} has no height/level dimension to select from")
+    if height is not None:
+        return da.sel({level_dim: height}, method="nearest")
+    size = da.sizes[level_dim]
+    if not -size <= int(height_index) < size:
+        raise AnalysisInputError(f"height_index {height_index} is out of range: {level_dim} has {size} levels")
+    return da.isel({level_dim: int(height_index)})
+
+
+def forecast_minus_observations(
+    forecast: xr.Dataset,
+    observations: xr.Dataset,
+    variable: str,
+    *,
+    height: float | None = None,
+    height_index: int | None = None,
+    realization_dim: str = "realization",
+    observation_variable: str | None = None,
+) -> xr.DataArray:
+    """The Met Office computation: ensemble mean, one level, minus observations (interpolated onto the forecast
+    grid when the grids differ). Lazy."""
+    fc = require_variable(forecast, variable, "forecast")
+    obs = require_variable(observations, observation_variable or variable, "observations")
+    check_units(fc, obs)
+    if realization_dim not in fc.dims:
+        raise AnalysisInputError(f"forecast {variable!r} has no {realization_dim!r} dimension to average over")
+    mean = select_level(fc.mean(realization_dim), height, height_index)
+    lat = (_dim(mean, LAT_NAMES, "latitude"), _dim(obs, LAT_NAMES, "latitude"))
+    lon = (_dim(mean, LON_NAMES, "longitude"), _dim(obs, LON_NAMES, "longitude"))
+    extra = set(obs.dims) - {lat[1], lon[1]}
+    if extra:
+        raise AnalysisInputError(f"observations have dimensions the forecast level lacks: {sorted(extra)}")
+    if not _same_grid(mean, obs, lat, lon):
+        lat_ok = _overlap(mean[lat[0]].values, obs[lat[1]].values)
+        lon_ok = _overlap(mean[lon[0]].values, obs[lon[1]].values)
+        if not (lat_ok and lon_ok):
+            raise AnalysisInputError("forecast and observation grids do not overlap; nothing to compare")
+        obs = obs.interp({lat[1]: mean[lat[0]].values, lon[1]: mean[lon[0]].values})
+    obs = obs.rename({lat[1]: lat[0], lon[1]: lon[0]}) if lat[0] != lat[1] or lon[0] != lon[1] else obs
+    obs = obs.assign_coords({lat[0]: mean[lat[0]], lon[0]: mean[lon[0]]})
+    diff = mean - obs
+    diff.name = f"{variable}_forecast_minus_observation"
+    diff.attrs = {"units": fc.attrs.get("units", ""), "long_name": f"ensemble-mean {variable} minus observations"}
+    return diff
+
+
+def _overlap(a: np.ndarray, b: np.ndarray) -> bool:
+    return bool(max(a.min(), b.min()) <= min(a.max(), b.max()))
+
+
+@dataclass
+class SeasonalPartials:
+    """What one dataset contributes to a seasonal mean: per-season sums and counts (small, and additive)."""
+
+    total: xr.DataArray
+    count: xr.DataArray
+
+
+def seasonal_partials(
+    ds: xr.Dataset, variable: str, *, valid_min: float | None = None, valid_max: float | None = None
+) -> SeasonalPartials:
+    """Masked per-season sums and counts of one dataset; lazy, so they are computed where the data lives."""
+    da = require_variable(ds, variable)
+    if "time" not in da.dims:
+        raise AnalysisInputError(f"{variable!r} has no time dimension; a seasonal mean needs one")
+    if valid_min is not None:
+        da = da.where(da >= valid_min)
+    if valid_max is not None:
+        da = da.where(da <= valid_max)
+    groups = da.groupby("time.season")
+    return SeasonalPartials(total=groups.sum(skipna=True), count=groups.count())
+
+
+def combine_seasonal(partials: Sequence[SeasonalPartials]) -> xr.DataArray:
+    """Count-weighted seasonal mean over datasets: sum of sums over sum of counts (lazy)."""
+    if not partials:
+        raise AnalysisInputError("no datasets to combine")
+    first = partials[0]
+    for p in partials[1:]:
+        if p.total.dims != first.total.dims or any(
+            p.total.sizes[d] != first.total.sizes[d] for d in first.total.dims if d != "season"
+        ):
+            raise AnalysisInputError(
+                f"datasets are on different grids: {dict(first.total.sizes)} vs {dict(p.total.sizes)}"
+            )
+    total = sum((p.total for p in partials[1:]), start=first.total)
+    count = sum((p.count for p in partials[1:]), start=first.count)
+    mean = total / count.where(count > 0)
+    mean.name = f"{first.total.name or 'value'}_seasonal_mean"
+    return mean
+
+
+def summarize(
+    ds: xr.Dataset, variables: Sequence[str], dims: Sequence[str] | None, statistics: Sequence[str]
+) -> xr.Dataset:
+    """Reductions (mean, min, max, std) of each variable over ``dims`` (all dims when empty); lazy."""
+    unknown = [s for s in statistics if s not in STATISTICS]
+    if unknown:
+        raise AnalysisInputError(f"unknown statistics {unknown}; choose from {', '.join(STATISTICS)}")
+    out = {}
+    for name in variables:
+        da = require_variable(ds, name)
+        reduce_dims = list(dims) if dims else list(da.dims)
+        missing = [d for d in reduce_dims if d not in da.dims]
+        if missing:
+            raise AnalysisInputError(f"{name!r} has no dimensions {missing}; it has {list(map(str, da.dims))}")
+        for stat in statistics:
+            out[f"{name}_{stat}"] = getattr(da, stat)(reduce_dims)
+    return xr.Dataset(out)
