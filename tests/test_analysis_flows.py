@@ -56,7 +56,7 @@ def test_compare_flow_matches_plain_xarray_publishes_artifacts_and_moves_the_min
     with xr.open_dataset(flow_data["a"] / FC) as f, xr.open_dataset(flow_data["b"] / OBS_SAME) as o:
         expected = f.air_temperature.mean("realization").isel(height=3) - o.air_temperature
     got = xr.open_dataset(out)
-    np.testing.assert_allclose(got[list(got.data_vars)[0]].values, expected.values, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(got[next(iter(got.data_vars))].values, expected.values, rtol=1e-5, atol=1e-4)
     assert res["cross_region_bytes"] <= 1.1 * res["minimum_bytes"]
     assert res["centralised_bytes"] >= 3 * res["cross_region_bytes"]  # 6 realizations + obs vs 2 fields
     assert set(res["tasks_by_region"]) >= {"a", "b"}
@@ -80,7 +80,7 @@ def test_compare_flow_interpolates_observations_on_a_different_grid(prefect_serv
         obs = o.air_temperature.interp(latitude=level.latitude.values, longitude=level.longitude.values)
         expected = level - obs
     got = xr.open_dataset(out)
-    np.testing.assert_allclose(got[list(got.data_vars)[0]].values, expected.values, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(got[next(iter(got.data_vars))].values, expected.values, rtol=1e-5, atol=1e-4)
 
 
 @pytest.mark.parametrize(
