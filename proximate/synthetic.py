@@ -92,3 +92,36 @@ def forecast_shape_for_bytes(target_bytes: int, *, heights: int = 16, nlat: int 
     """Realizations needed for a float32 forecast of at least ``target_bytes``."""
     per_realization = heights * nlat * nlon * 4
     return max(1, -(-target_bytes // per_realization))
+
+
+def daily_temperature(
+    *, start: str = "2024-01-01", days: int = 366, nlat: int = 45, nlon: int = 90, seed: int = 2
+) -> xr.Dataset:
+    """Daily near-surface temperature with a seasonal cycle (the EASI seasonal-mean workload's input)."""
+    rng = np.random.default_rng(seed)
+    lat, lon = _grid(nlat, nlon)
+    time = pd.date_range(start, periods=days, freq="D")
+    doy = time.dayofyear.values
+    cycle = 10.0 * np.cos(2 * np.pi * (doy - 200) / 365.25)[:, None, None] * np.sign(lat)[None, :, None]
+    base = 288.0 - 30.0 * np.abs(np.sin(np.deg2rad(lat)))[None, :, None]
+    data = (base + cycle + rng.standard_normal((days, nlat, nlon))).astype(np.float32)
+    return xr.Dataset(
+        {
+            "tas": (
+                ("time", "latitude", "longitude"),
+                data,
+                {"standard_name": "air_temperature", "units": "K", "long_name": "Near-surface air temperature"},
+            )
+        },
+        coords={
+            "time": ("time", time, {"standard_name": "time"}),
+            "latitude": ("latitude", lat, {"standard_name": "latitude", "units": "degrees_north"}),
+            "longitude": ("longitude", lon, {"standard_name": "longitude", "units": "degrees_east"}),
+        },
+        attrs={
+            "Conventions": "CF-1.8",
+            "title": f"Synthetic daily temperature from {start}",
+            "institution": "proximate",
+            "source": "proximate.synthetic.daily_temperature",
+        },
+    )
