@@ -15,6 +15,7 @@ from pathlib import Path
 
 import boto3
 import pytest
+from botocore.config import Config
 from conftest import free_port
 from s3_fault_proxy import FaultProxy
 
@@ -56,7 +57,9 @@ def put_multipart(c, key: str, payload: bytes, part: int = 5 * MiB) -> str:
     up = c.create_multipart_upload(Bucket=BUCKET, Key=key)
     parts = []
     for n, start in enumerate(range(0, len(payload), part), 1):
-        r = c.upload_part(Bucket=BUCKET, Key=key, UploadId=up["UploadId"], PartNumber=n, Body=payload[start : start + part])
+        r = c.upload_part(
+            Bucket=BUCKET, Key=key, UploadId=up["UploadId"], PartNumber=n, Body=payload[start : start + part]
+        )
         parts.append({"PartNumber": n, "ETag": r["ETag"]})
     c.complete_multipart_upload(Bucket=BUCKET, Key=key, UploadId=up["UploadId"], MultipartUpload={"Parts": parts})
     return c.head_object(Bucket=BUCKET, Key=key)["ETag"].strip('"')
@@ -245,7 +248,8 @@ HOSTILE = [
     "p/../../../../tmp/escape-abs.txt",
     "p//etc/passwd-like",
     "p/back\\slash.txt",
-    "p/new\nline.txt",
+    "p/nul\x00byte.txt",
+    "p/esc\x1bape.txt",
     "p/" + "n" * 300,
     f"p/{STATE_DIR}/manifest.json",
     f"p/dir/{TEMP_PREFIX}deadbeef",
@@ -288,22 +292,36 @@ def test_server_faults_fail_only_their_objects_and_a_rerun_finishes(s3, tmp_path
     big = os.urandom(3 * MiB)
     objects["p/big.bin"] = big
     put_many(c, objects)
+    # Stored without an additional checksum (as older clients do): only the MD5 ETag can catch corruption.
+    plain = boto3.client(
+        "s3",
+        endpoint_url=s3["endpoint_url"],
+        region_name="us-east-1",
+        config=Config(request_checksum_calculation="when_required"),
+    )
+    plain.put_object(Bucket=BUCKET, Key="p/plain.bin", Body=(plain_body := os.urandom(5000)))
+    objects["p/plain.bin"] = plain_body
     root = tmp_path / "root"
-    broken = {"p/d0/sub0/obj-0000.bin", "p/big.bin"}
+    broken = {"p/d5/sub2/obj-0005.bin", "p/big.bin"}
     with FaultProxy(s3["endpoint_url"]) as proxy:
         proxy.fail = {f"{BUCKET}/{k}" for k in broken}
         proxy.flaky = {f"{BUCKET}/p/d2/sub2/obj-0002.bin": 2}  # two 503s, then fine: retried
-        proxy.corrupt = {f"{BUCKET}/p/d3/sub0/obj-0003.bin"}  # flipped byte: the MD5 check catches it
+        # A flipped byte: botocore's CRC check or our MD5 check (no CRC stored) catches it, after one retry.
+        proxy.corrupt = {f"{BUCKET}/p/d3/sub0/obj-0003.bin", f"{BUCKET}/p/plain.bin"}
         result = sync(
-            f"s3://{BUCKET}/p/", root, storage_options=options(proxy.url, s3), retries=3, backoff=0.01,
+            f"s3://{BUCKET}/p/",
+            root,
+            storage_options=options(proxy.url, s3),
+            retries=3,
+            backoff=0.01,
             block_size=1 * MiB,
         )
         assert proxy.gets[f"{BUCKET}/p/d2/sub2/obj-0002.bin"] == 3
     failed = dict(result.failed)
-    assert set(failed) == broken | {"p/d3/sub0/obj-0003.bin"}
+    assert set(failed) == broken | {"p/d3/sub0/obj-0003.bin", "p/plain.bin"}
     assert all("503" in failed[k] or "ServiceUnavailable" in failed[k] for k in broken), failed
-    assert "MD5" in failed["p/d3/sub0/obj-0003.bin"]
-    assert result.transferred == len(objects) - 3
+    assert "checksum" in failed["p/d3/sub0/obj-0003.bin"] and "MD5" in failed["p/plain.bin"], failed
+    assert result.transferred == len(objects) - 4
     on_disk = data_files(root)
     assert on_disk == {k.removeprefix("p/"): v for k, v in objects.items() if k not in failed}
 
@@ -324,7 +342,7 @@ def test_a_down_server_raises_a_clear_error_and_loses_nothing(s3, tmp_path):
         sync(f"s3://{BUCKET}/p/", root, storage_options=options(down, s3), retries=1, backoff=0.01, delete=True)
     assert data_files(root) == {"a.bin": b"a", "b/c.bin": b"c"}
     assert (root / STATE_DIR / "manifest.json").read_bytes() == manifest_before
-    with pytest.raises(SourceError, match="NoSuchBucket|does not exist|Not Found|404"):
+    with pytest.raises(SourceError, match=r"NoSuchBucket|does not exist|Not Found|404"):
         sync("s3://no-such-bucket/p/", root / "other", storage_options=options(s3["endpoint_url"], s3), retries=0)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import hashlib
 import os
 import stat
@@ -227,10 +228,8 @@ class _Writer:
 
 
 def _discard(tmp: Path) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(tmp)
-    except FileNotFoundError:
-        pass
 
 
 def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
@@ -328,10 +327,8 @@ async def _transfer(
                 return mtime
             finally:
                 if not placed:
-                    try:
+                    with contextlib.suppress(OSError):
                         os.close(fd)
-                    except OSError:
-                        pass
                     _discard(tmp)
 
         async def one(obj: RemoteObject) -> None:

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import fsspec
-from fsspec.asyn import AsyncFileSystem
 
 T = TypeVar("T")
 
@@ -81,6 +80,7 @@ def is_retryable(exc: BaseException) -> bool:
         "ServerDisconnectedError",
         "ClientPayloadError",
         "ClientOSError",
+        "FlexibleChecksumError",  # botocore checked the body against the CRC stored with the object
     }
 
 
@@ -234,9 +234,7 @@ class Source:
         if not self.is_s3 or not obj.parts:
             return None
         try:
-            head = await self._retry(
-                lambda: self._client.head_object(Bucket=self.bucket, Key=obj.path, PartNumber=1)
-            )
+            head = await self._retry(lambda: self._client.head_object(Bucket=self.bucket, Key=obj.path, PartNumber=1))
         except Exception:
             return None
         size = int(head.get("ContentLength") or 0)
