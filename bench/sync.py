@@ -21,7 +21,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -86,8 +85,8 @@ def seaweedfs(workdir: Path):
         f"-webdav.port={free_port()}",
         f"-admin.port={free_port()}",
     ]
-    log = open(workdir / "weed.log", "w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    with open(workdir / "weed.log", "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{s3_port}"
     try:
         deadline = time.monotonic() + 120
@@ -110,7 +109,6 @@ def seaweedfs(workdir: Path):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-        log.close()
 
 
 def s3client(url: str):
@@ -150,7 +148,7 @@ def populate(url: str, bucket: str, count: int, size: int) -> None:
 
 def run(cmd: list[str], env: dict[str, str]) -> float:
     t0 = time.monotonic()
-    proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     elapsed = time.monotonic() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"{cmd[0]} failed ({proc.returncode}): {proc.stderr[-2000:]}")

@@ -17,15 +17,16 @@ ROOT = Path(__file__).resolve().parents[1]
 SECRET = "flow-test-secret-value-9f3c"
 
 
-def _artifacts(flow_run_id):
+def _read(kind: str, flow_run_id) -> list[dict]:
+    """The flow run's artifacts or logs, as the server's REST API returns them."""
     from prefect import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
     async def read():
         async with get_client() as c:
-            return await c.read_artifacts(
-                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
-            )
+            body = {kind: {"flow_run_id": {"any_": [str(flow_run_id)]}}, "limit": 200, "offset": 0}
+            response = await c._client.post(f"/{kind}/filter", json=body)
+            response.raise_for_status()
+            return response.json()
 
     return asyncio.run(read())
 
@@ -37,7 +38,10 @@ def test_sync_region_flow_fails_listing_keys_then_completes(prefect_server, s3, 
     from flows.sync import sync_region
 
     c = boto3.client(
-        "s3", endpoint_url=s3["endpoint_url"], aws_access_key_id="k", aws_secret_access_key=SECRET,
+        "s3",
+        endpoint_url=s3["endpoint_url"],
+        aws_access_key_id="k",
+        aws_secret_access_key=SECRET,
         region_name="us-east-1",
     )
     c.create_bucket(Bucket="flow")
@@ -64,11 +68,12 @@ def test_sync_region_flow_fails_listing_keys_then_completes(prefect_server, s3, 
     data = state.result(raise_on_failure=False)
     assert sorted(data["changed"]) == sorted(k.removeprefix("src/") for k in objects if k not in broken)
     assert {k for k, _ in data["failed"]} == broken
-    artifacts = _artifacts(state.state_details.flow_run_id)
-    by_type = {a.type: a for a in artifacts}
-    assert by_type["progress"].data == 100.0
-    assert "| new |" in by_type["markdown"].data and "src/g1/f04.nc" in by_type["markdown"].data
-    for text in [state.message, repr(data), *(repr(a.model_dump()) for a in artifacts)]:
+    artifacts = _read("artifacts", state.state_details.flow_run_id)
+    logs = _read("logs", state.state_details.flow_run_id)
+    by_type = {a["type"]: a for a in artifacts}
+    assert by_type["progress"]["data"] == 100.0
+    assert "| new |" in by_type["markdown"]["data"] and "src/g1/f04.nc" in by_type["markdown"]["data"]
+    for text in [state.message, repr(data), *(repr(a) for a in artifacts), *(repr(entry) for entry in logs)]:
         assert SECRET not in text
 
     # The store is back: the next run fetches only what failed, deletes nothing unasked.
