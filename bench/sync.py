@@ -40,6 +40,12 @@ print(json.dumps({"transferred": r.transferred, "bytes": r.bytes_transferred, "s
 """
 
 
+#: Every listener of `weed mini` gets a free port (defaults collide with anything else on 8333, 9333, ...).
+PORT_FLAGS = [
+    f"{server}.{kind}" for server in ("master", "volume", "filer", "admin") for kind in ("port", "port.grpc")
+] + ["s3.port.grpc", "s3.port.iceberg", "s3.port.lance"]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -79,11 +85,9 @@ def seaweedfs(workdir: Path):
         "-ip.bind=127.0.0.1",
         f"-s3.port={s3_port}",
         f"-s3.config={config}",
-        f"-master.port={free_port()}",
-        f"-volume.port={free_port()}",
-        f"-filer.port={free_port()}",
-        f"-webdav.port={free_port()}",
-        f"-admin.port={free_port()}",
+        "-webdav=false",
+        "-admin.ui=false",
+        *(f"-{flag}={free_port()}" for flag in PORT_FLAGS),
     ]
     with open(workdir / "weed.log", "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -158,6 +162,7 @@ def run(cmd: list[str], env: dict[str, str]) -> float:
 def tools(url: str) -> dict[str, callable]:
     env = dict(os.environ, AWS_ACCESS_KEY_ID=KEY, AWS_SECRET_ACCESS_KEY=SECRET, AWS_DEFAULT_REGION="us-east-1")
     env.pop("AWS_PROFILE", None)
+    env.pop("AWS_CA_BUNDLE", None)  # plain-HTTP endpoint; rclone refuses a custom bundle on its transport
     rclone_env = dict(
         env,
         RCLONE_CONFIG_BENCH_TYPE="s3",

@@ -118,29 +118,11 @@ def _unchanged_on_disk(path: Path, entry: Entry) -> bool:
 # -- plan ------------------------------------------------------------------------------------------------------
 
 
-def plan_sync(
-    source_url: str,
-    dest_root: str | os.PathLike[str],
-    *,
-    storage_options: dict[str, Any] | None = None,
-    retries: int = 4,
-    backoff: float = 0.25,
-) -> SyncPlan:
-    """List the source once and compare with the manifest; refuse hostile keys; clean old temporaries.
-
-    Raises :class:`~proximate.sync.source.SourceError` when the source cannot be listed; nothing is written.
-    """
-    root = Path(dest_root)
-    root.mkdir(parents=True, exist_ok=True)
-
-    async def listing() -> list[tuple[str, str, int, str, str | None]]:
-        async with Source(source_url, storage_options, retries=retries, backoff=backoff) as src:
-            return await src.list()
-
-    plan = SyncPlan(source_url=source_url, dest_root=str(root))
-    with Manifest(root, source_url) as manifest:
+async def _plan(src: Source, root: Path) -> SyncPlan:
+    plan = SyncPlan(source_url=src.url, dest_root=str(root))
+    with Manifest(root, src.url) as manifest:
         plan.temp_files_removed = remove_temp_files(root)
-        objects = _run(listing())
+        objects = await src.list()
         seen: set[str] = set()
         for path, rel, size, fingerprint, etag in objects:
             if size == 0 and (rel == "" or rel.endswith("/")):
@@ -166,6 +148,28 @@ def plan_sync(
             plan.fetch.append(RemoteObject(path=path, rel=rel, size=size, fingerprint=fingerprint, etag=etag))
         plan.gone = sorted(rel for rel in manifest.entries if rel not in seen)
     return plan
+
+
+def plan_sync(
+    source_url: str,
+    dest_root: str | os.PathLike[str],
+    *,
+    storage_options: dict[str, Any] | None = None,
+    retries: int = 4,
+    backoff: float = 0.25,
+) -> SyncPlan:
+    """List the source once and compare with the manifest; refuse hostile keys; clean old temporaries.
+
+    Raises :class:`~proximate.sync.source.SourceError` when the source cannot be listed; nothing is written.
+    """
+    root = Path(dest_root)
+    root.mkdir(parents=True, exist_ok=True)
+
+    async def go() -> SyncPlan:
+        async with Source(source_url, storage_options, retries=retries, backoff=backoff) as src:
+            return await _plan(src, root)
+
+    return _run(go())
 
 
 # -- transfer --------------------------------------------------------------------------------------------------
@@ -268,19 +272,21 @@ def _checker(obj: RemoteObject, part_size: int | None, verify: bool) -> Callable
 
 
 async def _transfer(
+    src: Source,
     objects: list[RemoteObject],
     result: SyncResult,
     *,
     new: Iterable[str],
-    storage_options: dict[str, Any] | None,
     concurrency: int,
     block_size: int,
-    retries: int,
-    backoff: float,
     fsync: bool,
     verify: bool,
     progress: Progress | None,
 ) -> None:
+    # File work (write, fsync, hash) runs in threads: as many as requests in flight, so fsyncs overlap.
+    asyncio.get_running_loop().set_default_executor(
+        concurrent.futures.ThreadPoolExecutor(max_workers=concurrency + 2, thread_name_prefix="proximate-sync")
+    )
     root = Path(result.dest_root)
     new_set = set(new)
     writer = _Writer(root, fsync)
@@ -295,9 +301,7 @@ async def _transfer(
             state["last"] = now
             progress(state["done"], len(objects), state["bytes"], total_bytes)
 
-    async with Source(
-        result.source_url, storage_options, concurrency=concurrency, retries=retries, backoff=backoff
-    ) as src:
+    if True:  # (kept as a block: the helpers below close over src, writer and manifest)
 
         async def fetch_small(obj: RemoteObject, check: Callable) -> int:
             async with requests:
@@ -388,22 +392,25 @@ def transfer(
     """Fetch ``objects`` (from :func:`plan_sync`) into the root; one object's failure never stops the rest."""
     t0 = time.monotonic()
     result = SyncResult(source_url=source_url, dest_root=str(Path(dest_root)))
-    if objects:
-        _run(
-            _transfer(
+
+    async def go() -> None:
+        async with Source(
+            source_url, storage_options, concurrency=concurrency, retries=retries, backoff=backoff
+        ) as src:
+            await _transfer(
+                src,
                 objects,
                 result,
                 new=new,
-                storage_options=storage_options,
                 concurrency=concurrency,
                 block_size=block_size,
-                retries=retries,
-                backoff=backoff,
                 fsync=fsync,
                 verify=verify,
                 progress=progress,
             )
-        )
+
+    if objects:
+        _run(go())
     result.seconds = time.monotonic() - t0
     return result
 
@@ -469,24 +476,32 @@ def sync(
     (refused keys, server faults, checksum mismatches) are collected in ``result.failed`` instead.
     """
     t0 = time.monotonic()
-    plan = plan_sync(source_url, dest_root, storage_options=storage_options, retries=retries, backoff=backoff)
-    result = plan.result()
-    result.merge(
-        transfer(
-            plan.fetch,
-            source_url,
-            dest_root,
-            new=plan.new,
-            storage_options=storage_options,
-            concurrency=concurrency,
-            block_size=block_size,
-            retries=retries,
-            backoff=backoff,
-            fsync=fsync,
-            verify=verify,
-            progress=progress,
-        )
-    )
+    root = Path(dest_root)
+    root.mkdir(parents=True, exist_ok=True)
+
+    async def go() -> tuple[SyncPlan, SyncResult]:
+        # One client for listing and transfer: building an S3 client costs a noticeable share of a small run.
+        async with Source(
+            source_url, storage_options, concurrency=concurrency, retries=retries, backoff=backoff
+        ) as src:
+            plan = await _plan(src, root)
+            fetched = SyncResult(source_url=source_url, dest_root=str(root))
+            if plan.fetch:
+                await _transfer(
+                    src,
+                    plan.fetch,
+                    fetched,
+                    new=plan.new,
+                    concurrency=concurrency,
+                    block_size=block_size,
+                    fsync=fsync,
+                    verify=verify,
+                    progress=progress,
+                )
+            return plan, fetched
+
+    plan, fetched = _run(go())
+    result = plan.result().merge(fetched)
     result.merge(finish_sync(plan, delete=delete))
     result.seconds = time.monotonic() - t0
     return result

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import aiohttp
 import fsspec
 
 T = TypeVar("T")
@@ -30,6 +31,17 @@ _MULTIPART_ETAG = re.compile(r"^[0-9a-f]{32}-(\d+)$")
 
 class SourceError(RuntimeError):
     """The source cannot be listed (down server, missing bucket, no access): nothing is written."""
+
+
+class S3ReadError(OSError):
+    """A GET answered with an error status; shaped like botocore's errors so retry rules apply alike."""
+
+    def __init__(self, key: str, status: int, code: str | None) -> None:
+        super().__init__(f"GET of {key!r} answered HTTP {status} {code or ''}".rstrip())
+        self.response = {"ResponseMetadata": {"HTTPStatusCode": status}, "Error": {"Code": code or str(status)}}
+
+
+_ERROR_CODE = re.compile(rb"<Code>([^<]{1,100})</Code>")
 
 
 class ChecksumError(OSError):
@@ -80,6 +92,8 @@ def is_retryable(exc: BaseException) -> bool:
         "ServerDisconnectedError",
         "ClientPayloadError",
         "ClientOSError",
+        "ClientConnectorError",
+        "ServerTimeoutError",
         "FlexibleChecksumError",  # botocore checked the body against the CRC stored with the object
     }
 
@@ -127,6 +141,8 @@ class Source:
             config.setdefault("max_pool_connections", max(10, concurrency))
             # Retries are ours (bounded, with jitter, per request); botocore's would multiply them.
             config.setdefault("retries", {"max_attempts": 1, "mode": "standard"})
+            # Bodies are checked here (size, MD5 ETag or multipart ETag); a second CRC pass only costs CPU.
+            config.setdefault("response_checksum_validation", "when_required")
             options["config_kwargs"] = config
             options.setdefault("use_listings_cache", False)
             self.fs = fsspec.filesystem("s3", asynchronous=True, skip_instance_cache=True, **options)
@@ -138,14 +154,27 @@ class Source:
         else:
             self.fs = fsspec.filesystem(self.protocol, skip_instance_cache=True, **options)
             self.root = self.fs._strip_protocol(url).rstrip("/")
+        self.concurrency = concurrency
         self._client: Any = None
+        self._http: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Source:
         if self.is_s3:
             self._client = await self.fs.set_session()
+            # Object bytes travel over plain aiohttp with a presigned URL: botocore's per-response work
+            # (hooks, header and date parsing) costs more CPU than the transfer itself for MiB-sized objects.
+            self._http = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=max(10, self.concurrency)),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=120),
+                trust_env=True,
+                auto_decompress=False,
+            )
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
         if self.is_s3 and self._client is not None:
             with contextlib.suppress(Exception):
                 await self._client.__aexit__(None, None, None)
@@ -211,14 +240,20 @@ class Source:
 
         async def once() -> bytes:
             if self.is_s3:
-                kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": obj.path}
+                assert self._http is not None, "source is not open"
+                url = await self._client.generate_presigned_url(
+                    "get_object", Params={"Bucket": self.bucket, "Key": obj.path}, ExpiresIn=3600
+                )
+                headers = {}
                 if obj.etag:
-                    kwargs["IfMatch"] = f'"{obj.etag}"'  # the object changed since listing: fail, not mix
+                    headers["If-Match"] = f'"{obj.etag}"'  # the object changed since listing: fail, not mix
                 if end - start != obj.size:
-                    kwargs["Range"] = f"bytes={start}-{end - 1}"
-                resp = await self._client.get_object(**kwargs)
-                async with resp["Body"] as body:
-                    data = await body.read()
+                    headers["Range"] = f"bytes={start}-{end - 1}"
+                async with self._http.get(url, headers=headers) as resp:
+                    data = await resp.read()
+                    if resp.status not in (200, 206):
+                        found = _ERROR_CODE.search(data)
+                        raise S3ReadError(obj.path, resp.status, found.group(1).decode() if found else None)
             else:
                 data = await asyncio.to_thread(self.fs.cat_file, obj.path, start, end)
             if len(data) != end - start:
