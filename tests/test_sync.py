@@ -366,3 +366,10 @@ def test_file_url_staging_source_is_mirrored_incrementally(tmp_path):
     assert again.changed == ["top.txt"] and again.deleted_paths == ["a/b/x.nc"]
     assert data_files(root) == {"top.txt": b"TOP"}
     assert hashlib.md5((root / "top.txt").read_bytes()).hexdigest() == hashlib.md5(b"TOP").hexdigest()
+
+
+def test_error_reports_blank_presigned_url_credentials():
+    from proximate.sync.source import describe
+
+    text = describe(OSError("GET http://h/b/k?X-Amz-Credential=AKIDSECRET%2F1&X-Amz-Signature=f00d&x=1 failed"))
+    assert "AKIDSECRET" not in text and "f00d" not in text and text.startswith("OSError: GET http://h/b/k?")

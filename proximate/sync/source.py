@@ -111,9 +111,24 @@ async def with_retries(call: Callable[[], Awaitable[T]], *, retries: int, backof
             attempt += 1
 
 
+def _lean_session() -> Any:
+    """An aiobotocore session that leaves timestamps as text: parsing 10,000 LastModified values with dateutil
+    would cost seconds of CPU per listing, and the sync only compares them as text."""
+    from aiobotocore.session import AioSession
+
+    session = AioSession()
+    session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=str)
+    return session
+
+
+_SIGNED_QUERY = re.compile(r"(X-Amz-[A-Za-z-]+|AWSAccessKeyId|Signature|x-amz-security-token)=[^&\s'\"]*", re.I)
+
+
 def describe(exc: BaseException) -> str:
-    """A one-line error for reports: the type and message, never the request (which may carry credentials)."""
+    """A one-line error for reports: the type and message, with any presigned-URL query (key id, signature,
+    session token) blanked, so nothing that authenticates reaches results, logs or artifacts."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    text = _SIGNED_QUERY.sub(r"\1=...", text)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
@@ -145,6 +160,8 @@ class Source:
             config.setdefault("response_checksum_validation", "when_required")
             options["config_kwargs"] = config
             options.setdefault("use_listings_cache", False)
+            if "session" not in options and "profile" not in options:
+                options["session"] = _lean_session()
             self.fs = fsspec.filesystem("s3", asynchronous=True, skip_instance_cache=True, **options)
             bucket, _, prefix = path.partition("/")
             if not bucket:
