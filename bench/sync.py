@@ -34,7 +34,7 @@ BIN = Path(sys.executable).parent
 PROXIMATE = """
 import json, sys, time
 from proximate.sync import sync
-r = sync(sys.argv[1], sys.argv[2], storage_options=json.loads(sys.argv[3]))
+r = sync(sys.argv[1], sys.argv[2], storage_options=json.loads(sys.argv[3]), fsync=sys.argv[4] == "fsync")
 assert not r.failed, r.failed[:3]
 print(json.dumps({"transferred": r.transferred, "bytes": r.bytes_transferred, "seconds": r.seconds}))
 """
@@ -174,7 +174,11 @@ def tools(url: str) -> dict[str, callable]:
     )
     opts = json.dumps({"key": KEY, "secret": SECRET, "client_kwargs": {"endpoint_url": url}})
     return {
-        "proximate": lambda b, d: run([sys.executable, "-c", PROXIMATE, f"s3://{b}/data/", str(d), opts], env),
+        "proximate": lambda b, d: run([sys.executable, "-c", PROXIMATE, f"s3://{b}/data/", str(d), opts, "fsync"], env),
+        # The same without fsync before rename (what the other two tools do): shows what durability costs.
+        "proximate-nofsync": lambda b, d: run(
+            [sys.executable, "-c", PROXIMATE, f"s3://{b}/data/", str(d), opts, "no"], env
+        ),
         "aws s3 sync": lambda b, d: run(
             [str(BIN / "aws"), "s3", "sync", "--only-show-errors", "--endpoint-url", url, f"s3://{b}/data/", str(d)],
             env,
@@ -215,6 +219,8 @@ def main() -> None:
                 print(f"\n{title}  (uploaded in {time.monotonic() - t0:.1f} s)", flush=True)
                 results = {}
                 for name, go in runners.items():
+                    if bucket == "noop" and name == "proximate-nofsync":
+                        continue
                     dest = workdir / "dest" / bucket / name.split()[0]
                     seconds = go(bucket, dest)
                     n, total = tree_bytes(dest)
@@ -231,7 +237,7 @@ def main() -> None:
                 ours = results["proximate"]
                 for name in ("aws s3 sync", "rclone sync"):
                     ratio = results[name] / ours if bucket == "noop" else ours / results[name]
-                    print(f"  proximate vs {name}: {ratio:.2f}x {'faster' if ratio >= 1 else 'slower'}")
+                    print(f"  proximate vs {name}: {ratio:.2f}x {'faster' if ratio >= 1 else 'slower'}", flush=True)
     finally:
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
