@@ -236,6 +236,18 @@ def _discard(tmp: Path) -> None:
         os.unlink(tmp)
 
 
+async def _finish_in_thread(func: Callable[..., T], *args: Any) -> T:
+    """Run ``func`` in a thread; if cancelled, wait for the thread before re-raising, so a file descriptor is
+    never closed (and its number reused) while a thread still writes through it."""
+    future = asyncio.get_running_loop().run_in_executor(None, func, *args)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await future
+        raise
+
+
 def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
     view = memoryview(data)
     while view:
@@ -301,77 +313,76 @@ async def _transfer(
             state["last"] = now
             progress(state["done"], len(objects), state["bytes"], total_bytes)
 
-    if True:  # (kept as a block: the helpers below close over src, writer and manifest)
+    async def fetch_small(obj: RemoteObject, check: Callable) -> int:
+        async with requests:
+            data = await src.read(obj, 0, obj.size)
+            return await asyncio.to_thread(writer.write_small, obj.rel, data, check)
 
-        async def fetch_small(obj: RemoteObject, check: Callable) -> int:
-            async with requests:
-                data = await src.read(obj, 0, obj.size)
-                return await asyncio.to_thread(writer.write_small, obj.rel, data, check)
+    async def fetch_large(obj: RemoteObject, check: Callable) -> int:
+        tmp = await asyncio.to_thread(writer.temp_for, obj.rel)
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        fd_open, placed = True, False
+        try:
 
-        async def fetch_large(obj: RemoteObject, check: Callable) -> int:
-            tmp = await asyncio.to_thread(writer.temp_for, obj.rel)
-            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-            placed = False
+            async def block(start: int) -> None:
+                async with requests:
+                    data = await src.read(obj, start, min(obj.size, start + block_size))
+                    await _finish_in_thread(_pwrite_all, fd, data, start)
+
+            async with asyncio.TaskGroup() as tg:
+                for start in range(0, obj.size, block_size):
+                    tg.create_task(block(start))
+            size = os.fstat(fd).st_size
+            if size != obj.size:
+                raise ChecksumError(f"{obj.path!r} came out {size} bytes, the source says {obj.size}")
+            await _finish_in_thread(check, lambda off, n: os.pread(fd, n, off))
+            fd_open = False  # place() closes it, whatever happens
+            mtime = await _finish_in_thread(writer.place, fd, tmp, obj.rel)
+            placed = True
+            return mtime
+        finally:
+            if not placed:
+                if fd_open:
+                    os.close(fd)
+                _discard(tmp)
+
+    async def one(obj: RemoteObject) -> None:
+        attempts = 2  # a checksum mismatch gets one fresh download; transient faults retry per request
+        for attempt in range(attempts):
             try:
-
-                async def block(start: int) -> None:
-                    async with requests:
-                        data = await src.read(obj, start, min(obj.size, start + block_size))
-                        await asyncio.to_thread(_pwrite_all, fd, data, start)
-
-                async with asyncio.TaskGroup() as tg:
-                    for start in range(0, obj.size, block_size):
-                        tg.create_task(block(start))
-                size = os.fstat(fd).st_size
-                if size != obj.size:
-                    raise ChecksumError(f"{obj.path!r} came out {size} bytes, the source says {obj.size}")
-                await asyncio.to_thread(check, lambda off, n: os.pread(fd, n, off))
-                mtime = await asyncio.to_thread(writer.place, fd, tmp, obj.rel)
-                placed = True
-                return mtime
-            finally:
-                if not placed:
-                    with contextlib.suppress(OSError):
-                        os.close(fd)
-                    _discard(tmp)
-
-        async def one(obj: RemoteObject) -> None:
-            attempts = 2  # a checksum mismatch gets one fresh download; transient faults retry per request
-            for attempt in range(attempts):
-                try:
-                    part_size = await src.part_size(obj) if (verify and obj.parts) else None
-                    check = _checker(obj, part_size, verify)
-                    if obj.size <= block_size:
-                        mtime = await fetch_small(obj, check)
-                    else:
-                        mtime = await fetch_large(obj, check)
-                except Exception as exc:
-                    if isinstance(exc, ExceptionGroup):
-                        exc = exc.exceptions[0]
-                    if isinstance(exc, ChecksumError) and attempt + 1 < attempts:
-                        continue
-                    result.failed.append([obj.path, describe(exc)])
-                    break
-                manifest.record_put(obj.rel, Entry(obj.size, obj.fingerprint, mtime))
-                result.transferred += 1
-                result.bytes_transferred += obj.size
-                result.changed.append(obj.rel)
-                if obj.rel in new_set:
-                    result.new += 1
+                part_size = await src.part_size(obj) if (verify and obj.parts) else None
+                check = _checker(obj, part_size, verify)
+                if obj.size <= block_size:
+                    mtime = await fetch_small(obj, check)
+                else:
+                    mtime = await fetch_large(obj, check)
+            except Exception as exc:
+                if isinstance(exc, ExceptionGroup):
+                    exc = exc.exceptions[0]
+                if isinstance(exc, ChecksumError) and attempt + 1 < attempts:
+                    continue
+                result.failed.append([obj.path, describe(exc)])
                 break
-            state["done"] += 1
-            state["bytes"] += obj.size
-            if state["done"] % 1000 == 0:
-                manifest.maybe_compact()
-            report()
+            manifest.record_put(obj.rel, Entry(obj.size, obj.fingerprint, mtime))
+            result.transferred += 1
+            result.bytes_transferred += obj.size
+            result.changed.append(obj.rel)
+            if obj.rel in new_set:
+                result.new += 1
+            break
+        state["done"] += 1
+        state["bytes"] += obj.size
+        if state["done"] % 1000 == 0:
+            manifest.maybe_compact()
+        report()
 
-        async def worker() -> None:
-            for obj in todo:
-                await one(obj)
+    async def worker() -> None:
+        for obj in todo:
+            await one(obj)
 
-        with Manifest(root, result.source_url) as manifest:
-            await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
-            report(force=True)
+    with Manifest(root, result.source_url) as manifest:
+        await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
+        report(force=True)
 
 
 def transfer(
