@@ -29,6 +29,7 @@ class FaultProxy:
         self.corrupt: set[str] = set()
         self.delay = 0.0
         self.gets: Counter[str] = Counter()
+        self.largest_get = 0  # bytes of the largest object body relayed: blocks, not whole objects
         self._lock = threading.Lock()
         proxy = self
 
@@ -63,6 +64,9 @@ class FaultProxy:
                     out = {k: v for k, v in resp.getheaders() if k.lower() not in HOP_BY_HOP | {"content-length"}}
                 finally:
                     conn.close()
+                if self.command == "GET" and is_object_read and resp.status in (200, 206):
+                    with proxy._lock:
+                        proxy.largest_get = max(proxy.largest_get, len(data))
                 if self.command == "GET" and target in proxy.corrupt and data:
                     data = bytes([data[0] ^ 0xFF]) + data[1:]
                 if self.command == "HEAD":

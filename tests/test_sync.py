@@ -233,6 +233,8 @@ def test_killed_sync_leaves_no_partial_files_and_resumes_without_refetching(s3, 
             completed = set(m.entries)
         assert len(completed) >= 40 and completed <= set(finals)
 
+        # Objects above the block size (64 KiB here) came in ranged blocks, never in one piece.
+        assert 64 * 1024 == proxy.largest_get < max(len(v) for v in objects.values())
         proxy.gets.clear()
         resumed = sync(f"s3://{BUCKET}/p/", root, storage_options=opts)
     assert resumed.failed == []
