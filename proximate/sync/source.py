@@ -1,0 +1,293 @@
+"""Reading a source tree through fsspec: one listing call, ranged reads, retries with backoff.
+
+S3 (through s3fs, whose async client the reads share) is listed with raw ``list_objects_v2`` pages so every
+key is seen exactly as stored, hostile ones included; any other fsspec file system (``file://`` staging,
+...) is listed with ``find(detail=True)`` and read in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import aiohttp
+import fsspec
+
+T = TypeVar("T")
+
+#: HTTP statuses and S3 error codes worth retrying: throttling and server-side faults.
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+RETRY_CODES = frozenset(
+    {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed", "InternalError"}
+)
+_SIMPLE_ETAG = re.compile(r"^[0-9a-f]{32}$")
+_MULTIPART_ETAG = re.compile(r"^[0-9a-f]{32}-(\d+)$")
+
+
+class SourceError(RuntimeError):
+    """The source cannot be listed (down server, missing bucket, no access): nothing is written."""
+
+
+class S3ReadError(OSError):
+    """A GET answered with an error status; shaped like botocore's errors so retry rules apply alike."""
+
+    def __init__(self, key: str, status: int, code: str | None) -> None:
+        super().__init__(f"GET of {key!r} answered HTTP {status} {code or ''}".rstrip())
+        self.response = {"ResponseMetadata": {"HTTPStatusCode": status}, "Error": {"Code": code or str(status)}}
+
+
+_ERROR_CODE = re.compile(rb"<Code>([^<]{1,100})</Code>")
+
+
+class ChecksumError(OSError):
+    """Bytes received do not match what the source says it holds (size or checksum)."""
+
+
+@dataclass(frozen=True)
+class RemoteObject:
+    """One object to mirror: where to read it, where it goes (relative to the root), what it should be."""
+
+    path: str
+    rel: str
+    size: int
+    fingerprint: str
+    etag: str | None = None
+
+    @property
+    def md5(self) -> str | None:
+        """The MD5 hex digest when the ETag is one (single-part upload without SSE-KMS)."""
+        return self.etag if self.etag and _SIMPLE_ETAG.match(self.etag) else None
+
+    @property
+    def parts(self) -> int | None:
+        """Number of parts of a multipart upload, from its ``<md5>-<N>`` ETag."""
+        m = _MULTIPART_ETAG.match(self.etag or "")
+        return int(m.group(1)) if m else None
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Throttling, 5xx and dropped connections are transient; 403/404 and bad input are not."""
+    if isinstance(exc, ChecksumError | asyncio.TimeoutError | ConnectionError):
+        return True
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        code = response.get("Error", {}).get("Code")
+        return status in RETRY_STATUSES or code in RETRY_CODES or str(code) in {str(s) for s in RETRY_STATUSES}
+    name = type(exc).__name__
+    # botocore / aiohttp connection-level failures, without importing their exception trees here.
+    return name in {
+        "EndpointConnectionError",
+        "ConnectionClosedError",
+        "ReadTimeoutError",
+        "ConnectTimeoutError",
+        "ResponseStreamingError",
+        "IncompleteReadError",
+        "ClientConnectionError",
+        "ServerDisconnectedError",
+        "ClientPayloadError",
+        "ClientOSError",
+        "ClientConnectorError",
+        "ServerTimeoutError",
+        "FlexibleChecksumError",  # botocore checked the body against the CRC stored with the object
+    }
+
+
+async def with_retries(call: Callable[[], Awaitable[T]], *, retries: int, backoff: float) -> T:
+    """Run ``call``; on a transient error wait ``backoff * 2**i`` (full jitter, capped at 20 s) and try again."""
+    attempt = 0
+    while True:
+        try:
+            return await call()
+        except Exception as exc:
+            if attempt >= retries or not is_retryable(exc):
+                raise
+            await asyncio.sleep(random.uniform(0, min(20.0, backoff * 2**attempt)))
+            attempt += 1
+
+
+def _lean_session() -> Any:
+    """An aiobotocore session that leaves timestamps as text: parsing 10,000 LastModified values with dateutil
+    would cost seconds of CPU per listing, and the sync only compares them as text."""
+    from aiobotocore.session import AioSession
+
+    session = AioSession()
+    session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=str)
+    return session
+
+
+_SIGNED_QUERY = re.compile(r"(X-Amz-[A-Za-z-]+|AWSAccessKeyId|Signature|x-amz-security-token)=[^&\s'\"]*", re.I)
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line error for reports: the type and message, with any presigned-URL query (key id, signature,
+    session token) blanked, so nothing that authenticates reaches results, logs or artifacts."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    text = _SIGNED_QUERY.sub(r"\1=...", text)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class Source:
+    """An fsspec source tree opened for one run (create and use inside one event loop)."""
+
+    def __init__(
+        self,
+        url: str,
+        storage_options: dict[str, Any] | None = None,
+        *,
+        concurrency: int = 16,
+        retries: int = 4,
+        backoff: float = 0.25,
+    ) -> None:
+        self.url = url
+        self.protocol, path = fsspec.core.split_protocol(url)
+        self.protocol = self.protocol or "file"
+        self.retries = retries
+        self.backoff = backoff
+        options = dict(storage_options or {})
+        self.is_s3 = self.protocol in ("s3", "s3a")
+        if self.is_s3:
+            config = dict(options.pop("config_kwargs", None) or {})
+            config.setdefault("max_pool_connections", max(10, concurrency))
+            # Retries are ours (bounded, with jitter, per request); botocore's would multiply them.
+            config.setdefault("retries", {"max_attempts": 1, "mode": "standard"})
+            # Bodies are checked here (size, MD5 ETag or multipart ETag); a second CRC pass only costs CPU.
+            config.setdefault("response_checksum_validation", "when_required")
+            options["config_kwargs"] = config
+            options.setdefault("use_listings_cache", False)
+            if "session" not in options and "profile" not in options:
+                options["session"] = _lean_session()
+            self.fs = fsspec.filesystem("s3", asynchronous=True, skip_instance_cache=True, **options)
+            bucket, _, prefix = path.partition("/")
+            if not bucket:
+                raise SourceError(f"source {url!r} names no bucket")
+            self.bucket = bucket
+            self.prefix = prefix if prefix == "" or prefix.endswith("/") else prefix + "/"
+        else:
+            self.fs = fsspec.filesystem(self.protocol, skip_instance_cache=True, **options)
+            self.root = self.fs._strip_protocol(url).rstrip("/")
+        self.concurrency = concurrency
+        self._client: Any = None
+        self._http: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Source:
+        if self.is_s3:
+            self._client = await self.fs.set_session()
+            # Object bytes travel over plain aiohttp with a presigned URL: botocore's per-response work
+            # (hooks, header and date parsing) costs more CPU than the transfer itself for MiB-sized objects.
+            self._http = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=max(10, self.concurrency)),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=120),
+                trust_env=True,
+                auto_decompress=False,
+            )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+        if self.is_s3 and self._client is not None:
+            with contextlib.suppress(Exception):
+                await self._client.__aexit__(None, None, None)
+            self._client = None
+
+    async def _retry(self, call: Callable[[], Awaitable[T]]) -> T:
+        return await with_retries(call, retries=self.retries, backoff=self.backoff)
+
+    # -- listing -----------------------------------------------------------------------------------------------
+
+    async def list(self) -> list[tuple[str, str, int, str, str | None]]:
+        """Every object below the source: (read path, key relative to the source, size, fingerprint, etag)."""
+        try:
+            if self.is_s3:
+                return await self._list_s3()
+            return await asyncio.to_thread(self._list_fs)
+        except Exception as exc:
+            raise SourceError(f"cannot list source {self.url!r}: {describe(exc)}") from exc
+
+    async def _list_s3(self) -> list[tuple[str, str, int, str, str | None]]:
+        out: list[tuple[str, str, int, str, str | None]] = []
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self.prefix, "MaxKeys": 1000}
+            if token:
+                kwargs["ContinuationToken"] = token
+            page = await self._retry(lambda kw=kwargs: self._client.list_objects_v2(**kw))
+            for item in page.get("Contents", []):
+                key = item["Key"]
+                etag = (item.get("ETag") or "").strip('"') or None
+                fingerprint = f"etag:{etag}" if etag else f"mtime:{item.get('LastModified')}"
+                out.append((key, key[len(self.prefix) :], int(item["Size"]), fingerprint, etag))
+            if not page.get("IsTruncated"):
+                return out
+            token = page.get("NextContinuationToken")
+            if not token:
+                return out
+
+    def _list_fs(self) -> list[tuple[str, str, int, str, str | None]]:
+        if not self.fs.exists(self.root):
+            raise FileNotFoundError(f"{self.root} does not exist")
+        found = self.fs.find(self.root, detail=True)
+        out = []
+        base = self.root + "/"
+        for name, info in found.items():
+            if info.get("type") != "file" or not name.startswith(base):
+                continue
+            etag = info.get("ETag") or info.get("etag")
+            etag = etag.strip('"') if isinstance(etag, str) else None
+            if etag:
+                fingerprint = f"etag:{etag}"
+            elif info.get("version_id"):
+                fingerprint = f"version:{info['version_id']}"
+            else:
+                fingerprint = f"mtime:{info.get('mtime') or info.get('LastModified') or info.get('last_modified')}"
+            out.append((name, name[len(base) :], int(info["size"]), fingerprint, etag))
+        return out
+
+    # -- reading -----------------------------------------------------------------------------------------------
+
+    async def read(self, obj: RemoteObject, start: int, end: int) -> bytes:
+        """Bytes ``[start, end)`` of ``obj``, retried on transient faults and checked for length."""
+
+        async def once() -> bytes:
+            if self.is_s3:
+                assert self._http is not None, "source is not open"
+                url = await self._client.generate_presigned_url(
+                    "get_object", Params={"Bucket": self.bucket, "Key": obj.path}, ExpiresIn=3600
+                )
+                headers = {}
+                if obj.etag:
+                    headers["If-Match"] = f'"{obj.etag}"'  # the object changed since listing: fail, not mix
+                if end - start != obj.size:
+                    headers["Range"] = f"bytes={start}-{end - 1}"
+                async with self._http.get(url, headers=headers) as resp:
+                    data = await resp.read()
+                    if resp.status not in (200, 206):
+                        found = _ERROR_CODE.search(data)
+                        raise S3ReadError(obj.path, resp.status, found.group(1).decode() if found else None)
+            else:
+                data = await asyncio.to_thread(self.fs.cat_file, obj.path, start, end)
+            if len(data) != end - start:
+                raise ChecksumError(f"short read of {obj.path!r}: got {len(data)} of {end - start} bytes at {start}")
+            return data
+
+        if end <= start:
+            return b""
+        return await self._retry(once)
+
+    async def part_size(self, obj: RemoteObject) -> int | None:
+        """Size of part 1 of a multipart S3 object (to recompute its ETag); None where the store cannot say."""
+        if not self.is_s3 or not obj.parts:
+            return None
+        try:
+            head = await self._retry(lambda: self._client.head_object(Bucket=self.bucket, Key=obj.path, PartNumber=1))
+        except Exception:
+            return None
+        size = int(head.get("ContentLength") or 0)
+        return size if 0 < size < obj.size or obj.parts == 1 else None

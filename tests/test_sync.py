@@ -1,0 +1,377 @@
+"""proximate.sync against the real moto server process and real files: mirror, incremental re-run, deletes,
+kill and resume, hostile keys, injected server faults, a down server, file:// staging."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.config import Config
+from conftest import free_port
+from s3_fault_proxy import FaultProxy
+
+from proximate.sync import (
+    STATE_DIR,
+    TEMP_PREFIX,
+    HostileKeyError,
+    Manifest,
+    SourceError,
+    is_data_path,
+    safe_relative_path,
+    sync,
+)
+
+MiB = 2**20
+BUCKET = "data"
+
+
+def client(endpoint: str):
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=os.environ["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=os.environ["AWS_SECRET_ACCESS_KEY"],
+        region_name="us-east-1",
+    )
+
+
+def options(endpoint: str, s3: dict) -> dict:
+    return {"key": s3["key"], "secret": s3["secret"], "client_kwargs": {"endpoint_url": endpoint}}
+
+
+def put_many(c, objects: dict[str, bytes], workers: int = 8) -> None:
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(lambda kv: c.put_object(Bucket=BUCKET, Key=kv[0], Body=kv[1]), objects.items()))
+
+
+def put_multipart(c, key: str, payload: bytes, part: int = 5 * MiB) -> str:
+    up = c.create_multipart_upload(Bucket=BUCKET, Key=key)
+    parts = []
+    for n, start in enumerate(range(0, len(payload), part), 1):
+        r = c.upload_part(
+            Bucket=BUCKET, Key=key, UploadId=up["UploadId"], PartNumber=n, Body=payload[start : start + part]
+        )
+        parts.append({"PartNumber": n, "ETag": r["ETag"]})
+    c.complete_multipart_upload(Bucket=BUCKET, Key=key, UploadId=up["UploadId"], MultipartUpload={"Parts": parts})
+    return c.head_object(Bucket=BUCKET, Key=key)["ETag"].strip('"')
+
+
+def data_files(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` except the sync's own folder, by relative path."""
+    out = {}
+    for path in root.rglob("*"):
+        rel = path.relative_to(root).as_posix()
+        if path.is_file() and not rel.startswith(STATE_DIR + "/"):
+            out[rel] = path.read_bytes()
+    return out
+
+
+def small_payloads(n: int, prefix: str = "p/") -> dict[str, bytes]:
+    return {f"{prefix}d{i % 7}/sub{i % 3}/obj-{i:04d}.bin": os.urandom(i % 2000) for i in range(n)}
+
+
+# -- pure rules ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "rel",
+    [
+        "../x",
+        "a/../../x",
+        "/etc/passwd",
+        "a\\b",
+        "a\x00b",
+        "a\nb",
+        "a//b",
+        "./a",
+        "a/./b",
+        "dir/",
+        "",
+        "x" * 256,
+        "ok/" + "é" * 128,  # 256 bytes in UTF-8
+        "a/" * 2100 + "b",
+        f"{STATE_DIR}/manifest.json",
+        f"d/{TEMP_PREFIX}123",
+    ],
+)
+def test_hostile_relative_paths_are_refused(rel):
+    with pytest.raises(HostileKeyError):
+        safe_relative_path(rel)
+
+
+def test_ordinary_relative_paths_pass_unchanged():
+    for rel in ("a", "a/b/c.nc", "x" * 255, "Ünïcode/ファイル.zarr/.zattrs", ".hidden", "a..b", "..."):
+        assert safe_relative_path(rel) == rel
+    assert not is_data_path(f"{STATE_DIR}/journal.jsonl") and is_data_path("a/b.nc")
+
+
+def test_manifest_drops_a_torn_journal_line_and_keeps_the_rest(tmp_path):
+    from proximate.sync.manifest import Entry
+
+    with Manifest(tmp_path, "s3://b/p/") as m:
+        m.record_put("a", Entry(1, "etag:x", 5))
+        m.record_put("b", Entry(2, "etag:y", 6))
+    journal = tmp_path / STATE_DIR / "journal.jsonl"
+    with open(journal, "ab") as f:
+        f.write(b'{"put":"c","s":3')  # what a kill in the middle of a write could leave
+    with Manifest(tmp_path, "s3://b/p/") as m:
+        assert set(m.entries) == {"a", "b"}
+        m.record_put("d", Entry(4, "etag:z", 7))
+    assert [json.loads(line)["put"] for line in journal.read_text().splitlines()] == ["a", "b", "d"]
+    with Manifest(tmp_path, "s3://b/other/") as m:  # a manifest of another source is not reused
+        assert m.entries == {}
+
+
+# -- against the moto server -----------------------------------------------------------------------------------
+
+
+def test_mirror_1000_objects_and_a_multipart_one_then_incremental_and_delete(s3, tmp_path):
+    c = client(s3["endpoint_url"])
+    c.create_bucket(Bucket=BUCKET)
+    objects = small_payloads(1000)
+    put_many(c, objects)
+    big = os.urandom(12 * MiB)
+    etag = put_multipart(c, "p/big/multipart.bin", big)
+    assert etag.endswith("-3"), etag
+    objects["p/big/multipart.bin"] = big
+    c.put_object(Bucket=BUCKET, Key="other/not-mine.bin", Body=b"outside the prefix")
+    root = tmp_path / "root"
+    opts = options(s3["endpoint_url"], s3)
+
+    first = sync(f"s3://{BUCKET}/p/", root, storage_options=opts, block_size=2 * MiB, concurrency=8)
+    assert first.failed == []
+    assert first.transferred == first.new == 1001 and first.skipped == 0
+    assert first.bytes_transferred == sum(len(v) for v in objects.values())
+    expected = {k.removeprefix("p/"): v for k, v in objects.items()}
+    assert sorted(first.changed) == sorted(expected)
+    assert data_files(root) == expected  # byte-equal, nothing else (manifest lives in STATE_DIR)
+
+    second = sync(f"s3://{BUCKET}/p/", root, storage_options=opts)
+    assert (second.transferred, second.bytes_transferred, second.skipped, second.changed) == (0, 0, 1001, [])
+
+    # One changed, one new, one deleted at the source; a file of someone else's in the root.
+    c.put_object(Bucket=BUCKET, Key="p/d0/sub0/obj-0000.bin", Body=b"changed")
+    c.put_object(Bucket=BUCKET, Key="p/new/one.bin", Body=b"new")
+    c.delete_object(Bucket=BUCKET, Key="p/d1/sub1/obj-0001.bin")
+    (root / "d1" / "sub1" / "users-own.txt").write_bytes(b"mine")
+    third = sync(f"s3://{BUCKET}/p/", root, storage_options=opts)
+    assert sorted(third.changed) == ["d0/sub0/obj-0000.bin", "new/one.bin"]
+    assert (third.transferred, third.new, third.modified, third.deleted) == (2, 1, 1, 0)
+    assert (root / "d0/sub0/obj-0000.bin").read_bytes() == b"changed"
+    assert (root / "d1/sub1/obj-0001.bin").exists(), "without delete=True nothing is removed"
+
+    fourth = sync(f"s3://{BUCKET}/p/", root, storage_options=opts, delete=True)
+    assert (fourth.transferred, fourth.deleted, fourth.deleted_paths) == (0, 1, ["d1/sub1/obj-0001.bin"])
+    assert not (root / "d1/sub1/obj-0001.bin").exists()
+    assert (root / "d1/sub1/users-own.txt").read_bytes() == b"mine", "a file sync did not write is never deleted"
+    assert fourth.skipped == 1001
+
+
+def test_delete_spares_a_synced_file_that_someone_replaced(s3, tmp_path):
+    c = client(s3["endpoint_url"])
+    c.create_bucket(Bucket=BUCKET)
+    put_many(c, {"p/a.txt": b"aaa", "p/b.txt": b"bbb"})
+    root = tmp_path / "root"
+    opts = options(s3["endpoint_url"], s3)
+    sync(f"s3://{BUCKET}/p/", root, storage_options=opts)
+    c.delete_object(Bucket=BUCKET, Key="p/a.txt")
+    c.delete_object(Bucket=BUCKET, Key="p/b.txt")
+    (root / "a.txt").write_bytes(b"edited by a person")
+    result = sync(f"s3://{BUCKET}/p/", root, storage_options=opts, delete=True)
+    assert result.deleted_paths == ["b.txt"] and result.deleted == 1
+    assert (root / "a.txt").read_bytes() == b"edited by a person"
+
+
+KILL_SCRIPT = """
+import json, sys
+from proximate.sync import sync
+sync(sys.argv[1], sys.argv[2], storage_options=json.loads(sys.argv[3]), block_size=64 * 1024, concurrency=4)
+"""
+
+
+def test_killed_sync_leaves_no_partial_files_and_resumes_without_refetching(s3, tmp_path):
+    c = client(s3["endpoint_url"])
+    c.create_bucket(Bucket=BUCKET)
+    objects = {f"p/f{i % 5}/o{i:03d}.bin": os.urandom(40_000 + (i % 4) * 100_000) for i in range(240)}
+    put_many(c, objects)
+    expected = {k.removeprefix("p/"): v for k, v in objects.items()}
+    root = tmp_path / "root"
+    journal = root / STATE_DIR / "journal.jsonl"
+    with FaultProxy(s3["endpoint_url"]) as proxy:
+        proxy.delay = 0.01  # paces the run so the kill lands in the middle of it
+        opts = options(proxy.url, s3)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", KILL_SCRIPT, f"s3://{BUCKET}/p/", str(root), json.dumps(opts)],
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and proc.poll() is None:
+                if journal.exists() and journal.read_bytes().count(b"\n") >= 40:
+                    break
+                time.sleep(0.01)
+            assert proc.poll() is None, "the sync finished before it could be killed"
+            os.killpg(proc.pid, signal.SIGKILL)
+        finally:
+            proc.wait()
+        assert proc.returncode == -signal.SIGKILL
+
+        # Whatever sits under a final name is complete and correct.
+        on_disk = data_files(root)
+        finals = {rel: data for rel, data in on_disk.items() if not Path(rel).name.startswith(TEMP_PREFIX)}
+        assert finals and all(expected[rel] == data for rel, data in finals.items())
+        with Manifest(root, f"s3://{BUCKET}/p/") as m:
+            completed = set(m.entries)
+        assert len(completed) >= 40 and completed <= set(finals)
+
+        # Objects above the block size (64 KiB here) came in ranged blocks, never in one piece.
+        assert 64 * 1024 == proxy.largest_get < max(len(v) for v in objects.values())
+        proxy.gets.clear()
+        resumed = sync(f"s3://{BUCKET}/p/", root, storage_options=opts)
+    assert resumed.failed == []
+    assert resumed.skipped == len(completed) and resumed.transferred == len(expected) - len(completed)
+    refetched = {k.removeprefix(f"{BUCKET}/p/") for k in proxy.gets} & completed
+    assert refetched == set(), "objects completed before the kill were downloaded again"
+    assert data_files(root) == expected  # complete, and the leftover temporaries are gone
+    assert not any(p.name.startswith(TEMP_PREFIX) for p in root.rglob("*"))
+
+
+HOSTILE = [
+    "p/../escape.txt",
+    "p/../../../../tmp/escape-abs.txt",
+    "p//etc/passwd-like",
+    "p/back\\slash.txt",
+    "p/nul\x00byte.txt",
+    "p/esc\x1bape.txt",
+    "p/" + "n" * 300,
+    f"p/{STATE_DIR}/manifest.json",
+    f"p/dir/{TEMP_PREFIX}deadbeef",
+    "p/dot/./x",
+    "p/link/through-symlink.txt",
+]
+
+
+def test_hostile_keys_are_refused_and_nothing_lands_outside_the_root(s3, tmp_path):
+    c = client(s3["endpoint_url"])
+    c.create_bucket(Bucket=BUCKET)
+    for key in [*HOSTILE, "p/good.txt"]:
+        c.put_object(Bucket=BUCKET, Key=key, Body=b"payload")
+    stored = {o["Key"] for o in c.list_objects_v2(Bucket=BUCKET)["Contents"]}
+    assert set(HOSTILE) <= stored, "the server must really hold the hostile keys for this test to mean anything"
+    root = tmp_path / "inside" / "root"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    root.mkdir(parents=True)
+    os.symlink(outside, root / "link")  # a link planted in the root must not be followed
+    before = sorted(p for p in tmp_path.rglob("*"))
+
+    result = sync(f"s3://{BUCKET}/p/", root, storage_options=options(s3["endpoint_url"], s3))
+    failed = dict(result.failed)
+    assert set(failed) == set(HOSTILE)
+    assert all("refused" in reason or "symbolic link" in reason for reason in failed.values()), failed
+    assert result.changed == ["good.txt"]
+    assert list(outside.iterdir()) == []
+    after = sorted(p for p in tmp_path.rglob("*") if STATE_DIR not in p.parts)
+    assert set(after) - set(before) == {root / "good.txt"}
+    assert not (root / "dir").exists() or not any((root / "dir").iterdir())
+    manifest = json.loads((root / STATE_DIR / "manifest.json").read_text())
+    assert list(manifest["entries"]) == ["good.txt"]
+
+
+def test_server_faults_fail_only_their_objects_and_a_rerun_finishes(s3, tmp_path):
+    c = client(s3["endpoint_url"])
+    c.create_bucket(Bucket=BUCKET)
+    objects = small_payloads(30)
+    big = os.urandom(3 * MiB)
+    objects["p/big.bin"] = big
+    put_many(c, objects)
+    # Stored without an additional checksum (as older clients do): only the MD5 ETag can catch corruption.
+    plain = boto3.client(
+        "s3",
+        endpoint_url=s3["endpoint_url"],
+        region_name="us-east-1",
+        config=Config(request_checksum_calculation="when_required"),
+    )
+    plain.put_object(Bucket=BUCKET, Key="p/plain.bin", Body=(plain_body := os.urandom(5000)))
+    objects["p/plain.bin"] = plain_body
+    objects["p/multi.bin"] = multi = os.urandom(11 * MiB)
+    put_multipart(c, "p/multi.bin", multi)
+    root = tmp_path / "root"
+    broken = {"p/d5/sub2/obj-0005.bin", "p/big.bin"}
+    with FaultProxy(s3["endpoint_url"]) as proxy:
+        proxy.fail = {f"{BUCKET}/{k}" for k in broken}
+        proxy.flaky = {f"{BUCKET}/p/d2/sub2/obj-0002.bin": 2}  # two 503s, then fine: retried
+        # A flipped byte: the MD5 ETag check catches it (with or without a CRC stored), after one retry.
+        proxy.corrupt = {f"{BUCKET}/p/{k}" for k in ("d3/sub0/obj-0003.bin", "plain.bin", "multi.bin")}
+        result = sync(
+            f"s3://{BUCKET}/p/",
+            root,
+            storage_options=options(proxy.url, s3),
+            retries=3,
+            backoff=0.01,
+            block_size=1 * MiB,
+        )
+        assert proxy.gets[f"{BUCKET}/p/d2/sub2/obj-0002.bin"] == 3
+    failed = dict(result.failed)
+    assert set(failed) == broken | {"p/d3/sub0/obj-0003.bin", "p/plain.bin", "p/multi.bin"}
+    assert all("503" in failed[k] or "ServiceUnavailable" in failed[k] for k in broken), failed
+    assert "MD5" in failed["p/d3/sub0/obj-0003.bin"] and "MD5" in failed["p/plain.bin"], failed
+    assert "multipart checksum" in failed["p/multi.bin"], failed  # ranged reads: the -N ETag is recomputed
+    assert result.transferred == len(objects) - 5
+    on_disk = data_files(root)
+    assert on_disk == {k.removeprefix("p/"): v for k, v in objects.items() if k not in failed}
+
+    rerun = sync(f"s3://{BUCKET}/p/", root, storage_options=options(s3["endpoint_url"], s3))
+    assert rerun.failed == [] and sorted(rerun.changed) == sorted(k.removeprefix("p/") for k in failed)
+    assert data_files(root) == {k.removeprefix("p/"): v for k, v in objects.items()}
+
+
+def test_a_down_server_raises_a_clear_error_and_loses_nothing(s3, tmp_path):
+    c = client(s3["endpoint_url"])
+    c.create_bucket(Bucket=BUCKET)
+    put_many(c, {"p/a.bin": b"a", "p/b/c.bin": b"c"})
+    root = tmp_path / "root"
+    sync(f"s3://{BUCKET}/p/", root, storage_options=options(s3["endpoint_url"], s3))
+    manifest_before = (root / STATE_DIR / "manifest.json").read_bytes()
+    down = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(SourceError, match=rf"cannot list source 's3://{BUCKET}/p/'"):
+        sync(f"s3://{BUCKET}/p/", root, storage_options=options(down, s3), retries=1, backoff=0.01, delete=True)
+    assert data_files(root) == {"a.bin": b"a", "b/c.bin": b"c"}
+    assert (root / STATE_DIR / "manifest.json").read_bytes() == manifest_before
+    with pytest.raises(SourceError, match=r"NoSuchBucket|does not exist|Not Found|404"):
+        sync("s3://no-such-bucket/p/", root / "other", storage_options=options(s3["endpoint_url"], s3), retries=0)
+
+
+def test_file_url_staging_source_is_mirrored_incrementally(tmp_path):
+    src = tmp_path / "staging"
+    (src / "a" / "b").mkdir(parents=True)
+    (src / "a" / "b" / "x.nc").write_bytes(os.urandom(3 * MiB + 7))
+    (src / "top.txt").write_bytes(b"top")
+    root = tmp_path / "root"
+    first = sync(f"file://{src}", root, block_size=MiB)
+    assert first.failed == [] and sorted(first.changed) == ["a/b/x.nc", "top.txt"]
+    assert data_files(root) == {"a/b/x.nc": (src / "a/b/x.nc").read_bytes(), "top.txt": b"top"}
+    assert sync(f"file://{src}", root).transferred == 0
+    time.sleep(0.01)  # a distinct mtime for the rewrite (the fingerprint of a local source)
+    (src / "top.txt").write_bytes(b"TOP")
+    (src / "a" / "b" / "x.nc").unlink()
+    again = sync(f"file://{src}", root, delete=True)
+    assert again.changed == ["top.txt"] and again.deleted_paths == ["a/b/x.nc"]
+    assert data_files(root) == {"top.txt": b"TOP"}
+    assert hashlib.md5((root / "top.txt").read_bytes()).hexdigest() == hashlib.md5(b"TOP").hexdigest()
+
+
+def test_error_reports_blank_presigned_url_credentials():
+    from proximate.sync.source import describe
+
+    text = describe(OSError("GET http://h/b/k?X-Amz-Credential=AKIDSECRET%2F1&X-Amz-Signature=f00d&x=1 failed"))
+    assert "AKIDSECRET" not in text and "f00d" not in text and text.startswith("OSError: GET http://h/b/k?")

@@ -1,0 +1,108 @@
+"""The sync flow through Prefect's own server: Region block in, Failed state naming the failed keys, progress
+and summary artifacts, no credentials anywhere; and the nightly deployments in prefect.yaml."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import zoneinfo
+from pathlib import Path
+
+import boto3
+import yaml
+from s3_fault_proxy import FaultProxy
+
+ROOT = Path(__file__).resolve().parents[1]
+SECRET = "flow-test-secret-value-9f3c"
+
+
+def _read(kind: str, flow_run_id) -> list[dict]:
+    """The flow run's artifacts or logs, as the server's REST API returns them."""
+    from prefect import get_client
+
+    async def read():
+        async with get_client() as c:
+            body = {kind: {"flow_run_id": {"any_": [str(flow_run_id)]}}, "limit": 200, "offset": 0}
+            response = await c._client.post(f"/{kind}/filter", json=body)
+            response.raise_for_status()
+            return response.json()
+
+    return asyncio.run(read())
+
+
+def test_sync_region_flow_fails_listing_keys_then_completes(prefect_server, s3, tmp_path):
+    from prefect_aws import AwsCredentials
+
+    from blocks.region import Region
+    from flows.sync import sync_region
+
+    c = boto3.client(
+        "s3",
+        endpoint_url=s3["endpoint_url"],
+        aws_access_key_id="k",
+        aws_secret_access_key=SECRET,
+        region_name="us-east-1",
+    )
+    c.create_bucket(Bucket="flow")
+    objects = {f"src/g{i % 3}/f{i:02d}.nc": os.urandom(1000 + i) for i in range(12)}
+    for key, body in objects.items():
+        c.put_object(Bucket="flow", Key=key, Body=body)
+    broken = {"src/g0/f00.nc", "src/g1/f04.nc"}
+    root = tmp_path / "fsx"
+    with FaultProxy(s3["endpoint_url"]) as proxy:
+        proxy.fail = {f"flow/{k}" for k in broken}
+        Region(
+            name="sync-test-r",
+            root=str(root),
+            source_url="s3://flow/src/",
+            endpoint_url=proxy.url,
+            aws_credentials=AwsCredentials(aws_access_key_id="k", aws_secret_access_key=SECRET),
+        ).save("sync-test-r", overwrite=True)
+        state = sync_region("sync-test-r", return_state=True)
+
+    assert state.is_failed()
+    for key in broken:
+        assert key in state.message
+    assert "503" in state.message or "ServiceUnavailable" in state.message
+    data = state.result(raise_on_failure=False)
+    assert sorted(data["changed"]) == sorted(k.removeprefix("src/") for k in objects if k not in broken)
+    assert {k for k, _ in data["failed"]} == broken
+    artifacts = _read("artifacts", state.state_details.flow_run_id)
+    logs = _read("logs", state.state_details.flow_run_id)
+    by_type = {a["type"]: a for a in artifacts}
+    assert by_type["progress"]["data"] == 100.0
+    assert "| new |" in by_type["markdown"]["data"] and "src/g1/f04.nc" in by_type["markdown"]["data"]
+    for text in [state.message, repr(data), *(repr(a) for a in artifacts), *(repr(entry) for entry in logs)]:
+        assert SECRET not in text
+
+    # The store is back: the next run fetches only what failed, deletes nothing unasked.
+    Region(
+        name="sync-test-r",
+        root=str(root),
+        source_url="s3://flow/src/",
+        endpoint_url=s3["endpoint_url"],
+        aws_credentials=AwsCredentials(aws_access_key_id="k", aws_secret_access_key=SECRET),
+    ).save("sync-test-r", overwrite=True)
+    state = sync_region("sync-test-r", return_state=True)
+    assert state.is_completed()
+    data = state.result()
+    assert sorted(data["changed"]) == sorted(k.removeprefix("src/") for k in broken)
+    assert data["skipped"] == len(objects) - len(broken) and data["deleted_paths"] == []
+    for key, body in objects.items():
+        assert (root / key.removeprefix("src/")).read_bytes() == body
+
+
+def test_prefect_yaml_has_a_nightly_sync_deployment_per_region():
+    from flows.sync import sync_region
+
+    spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+    deployments = [d for d in spec["deployments"] if d["entrypoint"] == "flows/sync.py:sync_region"]
+    assert {d["parameters"]["region"] for d in deployments} == {"eu-west-2", "us-east-1"}
+    accepted = set(inspect.signature(sync_region.fn).parameters)
+    for d in deployments:
+        assert set(d["parameters"]) <= accepted
+        assert d["work_pool"]["name"] == "proximate-local"
+        (schedule,) = d["schedules"]
+        assert len(schedule["cron"].split()) == 5
+        zoneinfo.ZoneInfo(schedule["timezone"])
