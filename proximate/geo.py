@@ -93,7 +93,10 @@ def bbox_to_geojson(bbox: Sequence[float]) -> dict[str, Any]:
     if west <= east:
         return _shape(west, south, east, north)
     if south == north:
-        return {"type": "multilinestring", "coordinates": [[[west, south], [180.0, south]], [[-180.0, south], [east, south]]]}
+        return {
+            "type": "multilinestring",
+            "coordinates": [[[west, south], [180.0, south]], [[-180.0, south], [east, south]]],
+        }
     return {
         "type": "multipolygon",
         "coordinates": [[_ring(west, south, 180.0, north)], [_ring(-180.0, south, east, north)]],

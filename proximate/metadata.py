@@ -8,6 +8,7 @@ no bbox, no decodable CF time means no time span.
 from __future__ import annotations
 
 import calendar as _calendar
+import contextlib
 import datetime as _dt
 import hashlib
 import os
@@ -182,10 +183,8 @@ def _text(attrs: dict[str, Any], key: str) -> str | None:
 def _masked_float(data: Any, fill_values: list[Any] = ()) -> np.ndarray:
     arr = np.ma.filled(np.ma.asarray(data).astype(np.float64), np.nan)
     for fv in fill_values:
-        try:
+        with contextlib.suppress(TypeError, ValueError):
             arr[arr == float(fv)] = np.nan
-        except (TypeError, ValueError):
-            pass
     return arr
 
 
@@ -478,10 +477,8 @@ def error_record(
     """The record of a dataset that could not be read: where it is, what went wrong, its size and time."""
     size = mtime_ns = None
     if full is not None:
-        try:
+        with contextlib.suppress(OSError):
             size, mtime_ns = stat_dataset(full)
-        except OSError:
-            pass
     return DatasetRecord(
         id=record_id(region, path),
         region=region,
@@ -504,8 +501,9 @@ def extract_in_region(region: str, path: str, etag: str | None = None) -> Datase
     try:
         return extract(full, region=region, rel_path=path, etag=etag)
     except Exception as exc:
-        return error_record(region, path, f"cannot read {region}:{path}: {type(exc).__name__}: {exc}", full=full,
-                            etag=etag)
+        return error_record(
+            region, path, f"cannot read {region}:{path}: {type(exc).__name__}: {exc}", full=full, etag=etag
+        )
 
 
 def merge_with_previous(new: DatasetRecord, previous: DatasetRecord | None) -> DatasetRecord:
