@@ -74,30 +74,25 @@ def bbox_intersects(a: Sequence[float], b: Sequence[float]) -> bool:
     return any(x0 <= y1 and y0 <= x1 for x0, x1 in lon_intervals(aw, ae) for y0, y1 in lon_intervals(bw, be))
 
 
-def _ring(w: float, s: float, e: float, n: float) -> list[list[float]]:
-    return [[w, s], [e, s], [e, n], [w, n], [w, s]]
+#: Degrees a flat box is widened by in its flat direction (a zero-area envelope is not a valid polygon).
+FLAT_EPSILON = 1e-9
 
 
-def _shape(w: float, s: float, e: float, n: float) -> dict[str, Any]:
-    if w == e and s == n:
-        return {"type": "point", "coordinates": [w, s]}
-    if w == e or s == n:
-        return {"type": "linestring", "coordinates": [[w, s], [e, n]]}
-    return {"type": "envelope", "coordinates": [[w, n], [e, s]]}
-
-
-def bbox_to_geojson(bbox: Sequence[float]) -> dict[str, Any]:
-    """GeoJSON for OpenSearch's geo_shape: an envelope, or a multipolygon of two halves across the antimeridian
-    (degenerate boxes become points or lines, which geo_shape accepts where a flat envelope may not be)."""
-    west, south, east, north = check_bbox(bbox)
-    if west <= east:
-        return _shape(west, south, east, north)
+def box_shape(west: float, south: float, east: float, north: float) -> dict[str, Any]:
+    """GeoJSON for a plain (non-crossing) box: a point, or an envelope; a box flat in one direction is
+    widened by :data:`FLAT_EPSILON` there (far below any grid's precision) so every server can index it."""
+    if west == east and south == north:
+        return {"type": "point", "coordinates": [west, south]}
+    if west == east:
+        west, east = max(west - FLAT_EPSILON, -180.0), min(east + FLAT_EPSILON, 180.0)
     if south == north:
-        return {
-            "type": "multilinestring",
-            "coordinates": [[[west, south], [180.0, south]], [[-180.0, south], [east, south]]],
-        }
-    return {
-        "type": "multipolygon",
-        "coordinates": [[_ring(west, south, 180.0, north)], [_ring(-180.0, south, east, north)]],
-    }
+        south, north = max(south - FLAT_EPSILON, -90.0), min(north + FLAT_EPSILON, 90.0)
+    return {"type": "envelope", "coordinates": [[west, north], [east, south]]}
+
+
+def bbox_shapes(bbox: Sequence[float]) -> list[dict[str, Any]]:
+    """A box as GeoJSON shapes for OpenSearch's geo_shape: one envelope, or two halves split at the
+    antimeridian. Two shapes rather than one multipolygon: OpenSearch indexes an array of shapes as their
+    union just the same, and osmem-server (the test stand-in) only honours a multipolygon's first polygon."""
+    west, south, east, north = check_bbox(bbox)
+    return [box_shape(w, south, e, north) for w, e in lon_intervals(west, east)]

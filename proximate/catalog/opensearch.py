@@ -14,7 +14,7 @@ from typing import Any
 
 from proximate.catalog.base import Catalog, CatalogError, Fingerprint, check_facet_fields
 from proximate.catalog.query import FACET_FIELDS, CatalogQuery, SearchResult, empty_result, iso, search_text
-from proximate.geo import bbox_to_geojson
+from proximate.geo import bbox_shapes
 from proximate.metadata import DatasetRecord
 
 MAPPING: dict[str, Any] = {
@@ -33,10 +33,16 @@ MAPPING: dict[str, Any] = {
         "bbox": {"type": "geo_shape"},
         "size": {"type": "long"},
         "mtime_ns": {"type": "long"},
+        "mtime_ms": {"type": "long"},
         "etag": {"type": "keyword"},
         "record": {"type": "object", "enabled": False},
     },
 }
+
+#: Sort field -> indexed field. Modification times sort by the millisecond in every backend (a long of
+#: nanoseconds exceeds double precision, which some servers sort by).
+SORT_COLUMNS = {"path": "path", "size": "size", "time_start": "time_start", "time_end": "time_end",
+                "mtime_ns": "mtime_ms", "region": "region"}  # fmt: skip
 
 SETTINGS: dict[str, Any] = {"index": {"number_of_shards": 1, "max_result_window": 10_000}}
 
@@ -54,9 +60,10 @@ def to_document(record: DatasetRecord) -> dict[str, Any]:
         "text": search_text(record),
         "time_start": record.time_start,
         "time_end": record.time_end,
-        "bbox": bbox_to_geojson(record.bbox) if record.bbox else None,
+        "bbox": bbox_shapes(record.bbox) if record.bbox else None,
         "size": record.size,
         "mtime_ns": record.mtime_ns,
+        "mtime_ms": None if record.mtime_ns is None else record.mtime_ns // 1_000_000,
         "etag": record.etag,
         "record": record.model_dump(mode="json"),
     }
@@ -93,8 +100,8 @@ def build_query(query: CatalogQuery | None) -> dict[str, Any] | None:
     if query.time_end is not None:
         filters.append({"range": {"time_start": {"lte": iso(query.time_end)}}})
     if query.bbox is not None:
-        shape = bbox_to_geojson(query.bbox)
-        filters.append({"geo_shape": {"bbox": {"shape": shape, "relation": "intersects"}}})
+        parts = [{"geo_shape": {"bbox": {"shape": s, "relation": "intersects"}}} for s in bbox_shapes(query.bbox)]
+        filters.append(parts[0] if len(parts) == 1 else {"bool": {"should": parts, "minimum_should_match": 1}})
     if not must and not filters:
         return {"match_all": {}}
     return {"bool": {"must": must, "filter": filters}}
@@ -268,7 +275,7 @@ class OpenSearchCatalog(Catalog):
             "from": query.offset,
             "size": query.page_size,
             "sort": [
-                {query.sort_field: {"order": order, "missing": "_last"}},
+                {SORT_COLUMNS[query.sort_field]: {"order": order, "missing": "_last"}},
                 {"region": {"order": "asc"}},
                 {"path": {"order": "asc"}},
             ],

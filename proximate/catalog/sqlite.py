@@ -216,7 +216,8 @@ class SQLiteCatalog(Catalog):
         if where is None:
             return empty_result(query)
         cond, params = where
-        column = f"d.{query.sort_field}"
+        # Modification times sort by the millisecond, as in every backend.
+        column = "(d.mtime_ns / 1000000)" if query.sort_field == "mtime_ns" else f"d.{query.sort_field}"
         order = "DESC" if query.descending else "ASC"
         sql = (
             f"SELECT d.record FROM datasets d WHERE {cond} "
