@@ -192,6 +192,11 @@ def _netcdf_header(full: Path) -> tuple[_Header, Callable[[], None]]:
     import netCDF4
 
     ds = netCDF4.Dataset(str(full), mode="r")
+    try:
+        _check_classic_size(ds, full)
+    except Exception:
+        ds.close()
+        raise
     dims = {name: len(d) for name, d in ds.dimensions.items()}
     header = _Header(attrs={a: ds.getncattr(a) for a in ds.ncattrs()}, dims=dims)
     for name, var in ds.variables.items():
@@ -219,6 +224,22 @@ def _netcdf_header(full: Path) -> tuple[_Header, Callable[[], None]]:
             numeric=kind in "fiu",
         )
     return header, ds.close
+
+
+def _check_classic_size(ds: Any, full: Path) -> None:
+    """A classic-format file cut short (a partial download) still opens and reads as fill values: refuse it
+    when it is smaller than the data its header declares."""
+    if not str(ds.data_model).startswith("NETCDF3"):
+        return
+    declared = 0
+    for var in ds.variables.values():
+        try:
+            declared += int(np.prod(var.shape, dtype=np.int64)) * np.dtype(var.dtype).itemsize
+        except TypeError:
+            return
+    actual = full.stat().st_size
+    if actual < declared:
+        raise ValueError(f"{full.name} is truncated: {actual} bytes, but its header declares {declared} bytes of data")
 
 
 def _read_limited(var: Any) -> Any:
