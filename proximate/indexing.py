@@ -210,7 +210,7 @@ def extract_and_write(
         )
         for batch in batches
     ]
-    for _future, results in as_completed(futures, with_results=True):
+    for _future, results in as_completed(futures, with_results=True, loop=client.loop):
         records: list[DatasetRecord] = [r for r in results if isinstance(r, DatasetRecord)]
         report.vanished += [r for r in results if isinstance(r, str)]
         failed = [r for r in records if r.status == "error"]
