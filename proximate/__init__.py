@@ -1,20 +1,30 @@
 """proximate: run xarray/Dask work in the region that holds the data.
 
-Kept cheap to import: the public helpers load on first use.
+The names below are imported lazily so that ``import proximate`` stays cheap on schedulers and workers.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
-__all__ = ["open_from_catalog"]
+_EXPORTS = {
+    "pool": "proximate.pools",
+    "propagate_pools": "proximate.pools",
+    "compute": "proximate.pools",
+    "open_dataset": "proximate.io",
+    "locality": "proximate.locality_report",
+    "LocalityReport": "proximate.locality_report",
+    "LocalRegionalCluster": "proximate.cluster",
+    "RegionUnavailableError": "proximate.errors",
+    "open_from_catalog": "proximate.catalog",
+}
 
-_LAZY = {"open_from_catalog": "proximate.catalog"}
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'proximate' has no attribute {name!r}")
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'proximate' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -25,8 +25,11 @@ from proximate.scheduler_plugin import DEFAULT_NO_WORKERS_TIMEOUT, NO_WORKERS_TI
 
 #: Environment the scheduler needs for routing to hold (see docs/notes on dask-pools): graph fusion happens on
 #: the scheduler since dask 2025.4 and drops annotations unless it is switched off *there*.
+#: Blockwise fusion must also not merge layers with different annotations: a read pinned to one region fused
+#: with a read pinned to another would need a worker in both regions.
 SCHEDULER_ENV = {
     "DASK_OPTIMIZATION__FUSE__ACTIVE": "False",
+    "DASK_OPTIMIZATION__ANNOTATIONS__FUSE": "False",
 }
 
 #: Workers keep long transfer logs: the locality report reads them.
@@ -87,7 +90,13 @@ def _dask_executable() -> str:
 
 
 def scheduler_command(
-    *, host: str, port: int, scheduler_file: Path, dashboard_address: str | None, tls: TLSFiles | None = None
+    *,
+    host: str,
+    port: int,
+    scheduler_file: Path,
+    dashboard_address: str | None,
+    tls: TLSFiles | None = None,
+    preload: bool = True,
 ) -> list[str]:
     """The scheduler command line, with the routing preload."""
     cmd = [
@@ -99,9 +108,9 @@ def scheduler_command(
         str(port),
         "--scheduler-file",
         str(scheduler_file),
-        "--preload",
-        "proximate.scheduler_plugin",
     ]
+    if preload:
+        cmd += ["--preload", "proximate.scheduler_plugin"]
     cmd += ["--dashboard-address", dashboard_address] if dashboard_address else ["--no-dashboard"]
     if tls:
         cmd += ["--protocol", "tls", *tls.cli_args()]
@@ -199,7 +208,7 @@ class LocalRegionalCluster:
         self,
         regions: Iterable[RegionSpec] | Mapping[str, str | os.PathLike[str]],
         *,
-        workers_per_region: int = 2,
+        workers_per_region: int | Mapping[str, int] = 2,
         threads_per_worker: int = 1,
         host: str = "127.0.0.1",
         scheduler_port: int = 0,
@@ -210,13 +219,20 @@ class LocalRegionalCluster:
         memory_limit: str = "auto",
         env: Mapping[str, str] | None = None,
         tls: TLSFiles | None = None,
+        router: bool = True,
     ) -> None:
-        if workers_per_region < 0:
-            raise ValueError("workers_per_region must be >= 0")
         if threads_per_worker < 1:
             raise ValueError("threads_per_worker must be >= 1")
         self.regions = validate_regions(regions)
-        self.workers_per_region = workers_per_region
+        if isinstance(workers_per_region, Mapping):
+            unknown = set(workers_per_region) - set(self.region_names)
+            if unknown:
+                raise RegionError(f"worker counts for unknown regions: {sorted(unknown)}")
+            self.workers = {r: int(workers_per_region.get(r, 0)) for r in self.region_names}
+        else:
+            self.workers = dict.fromkeys(self.region_names, int(workers_per_region))
+        if any(n < 0 for n in self.workers.values()):
+            raise ValueError("worker counts must be >= 0")
         self.threads_per_worker = threads_per_worker
         self.host = host
         self.scheduler_port = scheduler_port
@@ -227,6 +243,8 @@ class LocalRegionalCluster:
         self.memory_limit = memory_limit
         self.base_env = dict(os.environ if env is None else env)
         self.tls = tls
+        #: False gives a plain Dask scheduler (default config, no preload): the baseline routing is measured against.
+        self.router = router
         self.address: str | None = None
         self.dashboard_link: str | None = None
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
@@ -250,9 +268,9 @@ class LocalRegionalCluster:
         try:
             self._start_scheduler()
             for spec in self.regions:
-                for i in range(self.workers_per_region):
+                for i in range(self.workers[spec.name]):
                     self.start_worker(spec.name, wait=False, name=f"{spec.name}-{i}")
-            self.wait_for_workers(len(self.regions) * self.workers_per_region)
+            self.wait_for_workers(sum(self.workers.values()))
         except BaseException:
             self.close()
             raise
@@ -286,7 +304,8 @@ class LocalRegionalCluster:
         assert self._workdir is not None
         sched_file = self._workdir / "scheduler.json"
         env = dict(self.base_env)
-        env.update(SCHEDULER_ENV)
+        if self.router:
+            env.update(SCHEDULER_ENV)
         env[REGIONS_ENV] = ",".join(self.region_names)
         env[NO_WORKERS_TIMEOUT_ENV] = str(self.no_workers_timeout)
         env.pop(REGION_ENV, None)
@@ -297,6 +316,7 @@ class LocalRegionalCluster:
             scheduler_file=sched_file,
             dashboard_address=f"{self.host}:0" if self.dashboard else None,
             tls=self.tls,
+            preload=self.router,
         )
         proc = self._spawn("scheduler", cmd, env)
         deadline = time.monotonic() + self.startup_timeout
@@ -315,7 +335,8 @@ class LocalRegionalCluster:
             if time.monotonic() > deadline:
                 raise ClusterError("dask scheduler did not start within the timeout:\n" + self.log_tail("scheduler"))
             time.sleep(0.1)
-        self._check_router()
+        if self.router:
+            self._check_router()
         dash = info.get("services", {}).get("dashboard")
         if dash and self.dashboard:
             self.dashboard_link = f"http://{self.host}:{dash}/status"
@@ -355,7 +376,10 @@ class LocalRegionalCluster:
             tls=self.tls,
             memory_limit=self.memory_limit,
         )
-        self._spawn(name, cmd, worker_env(region, spec.root, self.base_env))
+        env = worker_env(region, spec.root, self.base_env)
+        if not self.router:
+            env.pop("DASK_OPTIMIZATION__FUSE__ACTIVE", None)
+        self._spawn(name, cmd, env)
         if wait:
             self.wait_for_workers(names={name})
         return name

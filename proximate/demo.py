@@ -15,7 +15,7 @@ import numpy as np
 from proximate import synthetic
 from proximate.cluster import LocalRegionalCluster
 from proximate.io import open_dataset
-from proximate.locality import locality
+from proximate.locality_report import locality
 from proximate.pools import propagate_pools
 
 FORECAST_REGION = "ecmwf"

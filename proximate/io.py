@@ -9,6 +9,7 @@ the worker that runs them, so a misrouted read fails loudly instead of reading a
 from __future__ import annotations
 
 import os
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +25,22 @@ from proximate.regions import RegionPath, check_relative_path, pool_resource, re
 # -- NetCDF ----------------------------------------------------------------------------------------------------
 
 
+#: (region, path) of every file this process opened for reading, newest last: where reads really happened.
+OPENED: deque[tuple[str, str]] = deque(maxlen=100_000)
+
+
+def opened_files() -> list[tuple[str, str]]:
+    """For ``client.run``: the files this worker opened."""
+    return list(OPENED)
+
+
 def _open_netcdf4_in_region(region: str, path: str, mode: str = "r", **kwargs: Any):
     """Opener for the file manager: resolves the path here, on whichever worker is reading."""
     import netCDF4
 
-    return netCDF4.Dataset(str(resolve(region, path)), mode=mode, **kwargs)
+    handle = netCDF4.Dataset(str(resolve(region, path)), mode=mode, **kwargs)
+    OPENED.append((region, path))
+    return handle
 
 
 class RegionNetCDF4Store(NetCDF4DataStore):
@@ -59,7 +71,9 @@ class RegionZarrStore(LocalStore):
 
     @property  # type: ignore[override]
     def root(self) -> Path:
-        return resolve(self.region_path.region, self.region_path.path)
+        root = resolve(self.region_path.region, self.region_path.path)
+        OPENED.append((self.region_path.region, self.region_path.path))
+        return root
 
     @root.setter
     def root(self, value: Path) -> None:  # LocalStore.__init__ assigns it; ours is derived

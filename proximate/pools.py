@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import Any
 
 import dask
 
@@ -30,5 +31,20 @@ def propagate_pools() -> Iterator[None]:
     On a proximate scheduler this is always on; the context stays for code written against
     dask-worker-pools, and switches off client-side fusion for in-process clusters.
     """
-    with dask.config.set({"optimization.fuse.active": False}):
+    with dask.config.set({"optimization.fuse.active": False, "optimization.annotations.fuse": False}):
         yield
+
+
+def compute(*collections: Any, region: str, client: Any = None, **kwargs: Any) -> Any:
+    """Compute whole collections inside one region: every task of their graphs is pinned to ``region``.
+
+    This is the way to route DataFrames: dask-expr drops task annotations, but a restriction given at
+    compute time applies to the whole materialised graph. Returns the computed values (a tuple for several).
+    """
+    from proximate.client import client_context, require_region
+
+    with client_context(client) as c:
+        require_region(c, region)
+        futures = c.compute(list(collections), resources={pool_resource(region): 0}, **kwargs)
+        results = c.gather(futures)
+    return results[0] if len(results) == 1 else tuple(results)

@@ -32,6 +32,42 @@ def check_worker_region(region: str | None, root: str | None, resources: dict[st
     return region
 
 
+def _in_task_thread() -> bool:
+    from distributed.worker import thread_state
+
+    return getattr(thread_state, "key", None) is not None and getattr(thread_state, "actor", False) is False
+
+
+def secede_while_clients_block() -> None:
+    """A task that opens a synchronous Client (prefect-dask's ``get_dask_client()`` does) waits on work that may
+    need its own thread: with every thread of a region so occupied, the region deadlocks. Make such a task
+    secede (free its thread, as ``worker_client()`` does) while the client is open, and rejoin after."""
+    from distributed import Client, rejoin, secede
+
+    if getattr(Client, "_proximate_secedes", False):
+        return
+    enter, exit_ = Client.__enter__, Client.__exit__
+
+    def __enter__(self: Any) -> Any:
+        result = enter(self)
+        if not self.asynchronous and _in_task_thread() and not getattr(self, "_proximate_seceded", False):
+            secede()
+            self._proximate_seceded = True
+        return result
+
+    def __exit__(self: Any, *exc: Any) -> Any:
+        try:
+            return exit_(self, *exc)
+        finally:
+            if getattr(self, "_proximate_seceded", False):
+                self._proximate_seceded = False
+                rejoin()
+
+    Client.__enter__ = __enter__  # type: ignore[method-assign]
+    Client.__exit__ = __exit__  # type: ignore[method-assign]
+    Client._proximate_secedes = True  # type: ignore[attr-defined]
+
+
 async def dask_setup(worker: Any) -> None:
     try:
         region = check_worker_region(
@@ -43,3 +79,4 @@ async def dask_setup(worker: Any) -> None:
         await worker.close(nanny=True, reason=f"proximate: {exc}")
         raise
     worker.proximate_region = region
+    secede_while_clients_block()
