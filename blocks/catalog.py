@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr, model_validator
 
 from blocks.region import DOCS, LOGO
+
+if TYPE_CHECKING:
+    from proximate.catalog import Catalog
 
 
 class CatalogConfig(Block):
@@ -37,3 +40,19 @@ class CatalogConfig(Block):
         if self.username and self.aws_sigv4_region:
             raise ValueError("use basic auth or SigV4, not both")
         return self
+
+    def get_catalog(self) -> Catalog:
+        """The configured backend, connected (the password leaves its SecretStr only here)."""
+        from proximate.catalog import open_catalog
+
+        return open_catalog(
+            self.backend,
+            sqlite_path=self.sqlite_path,
+            opensearch_url=self.opensearch_url,
+            index=self.index,
+            username=self.username,
+            password=self.password.get_secret_value() if self.password else None,
+            aws_sigv4_region=self.aws_sigv4_region,
+            verify_certs=self.verify_certs,
+            ca_certs=self.ca_certs,
+        )

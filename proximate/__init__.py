@@ -17,6 +17,7 @@ _EXPORTS = {
     "LocalityReport": "proximate.locality_report",
     "LocalRegionalCluster": "proximate.cluster",
     "RegionUnavailableError": "proximate.errors",
+    "open_from_catalog": "proximate.catalog",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -94,12 +94,12 @@ def test_sync_region_flow_fails_listing_keys_then_completes(prefect_server, s3, 
 
 
 def test_prefect_yaml_has_a_nightly_sync_deployment_per_region():
-    from flows.sync import sync_region
+    from flows.nightly import nightly_region
 
     spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
-    deployments = [d for d in spec["deployments"] if d["entrypoint"] == "flows/sync.py:sync_region"]
+    deployments = [d for d in spec["deployments"] if d["entrypoint"] == "flows/nightly.py:nightly_region"]
     assert {d["parameters"]["region"] for d in deployments} == {"eu-west-2", "us-east-1"}
-    accepted = set(inspect.signature(sync_region.fn).parameters)
+    accepted = set(inspect.signature(nightly_region.fn).parameters)
     for d in deployments:
         assert set(d["parameters"]) <= accepted
         assert d["work_pool"]["name"] == "proximate-local"

@@ -1,0 +1,141 @@
+"""The typed catalog query, shared by every backend, and the text rules that make backends agree.
+
+Fields are simple scalars so a Prefect flow can expose them as form fields. User text is never query syntax:
+it is cut into word tokens here, and every backend matches records holding all the tokens.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from proximate.geo import check_bbox
+from proximate.metadata import DatasetRecord
+
+#: The deepest page any backend serves (OpenSearch's default max_result_window).
+MAX_WINDOW = 10_000
+
+SortKey = Literal[
+    "path", "-path", "size", "-size", "time_start", "-time_start", "time_end", "-time_end",
+    "mtime", "-mtime", "region", "-region",
+]  # fmt: skip
+
+#: Sort key to the record field / column it orders by.
+SORT_FIELDS = {"path": "path", "size": "size", "time_start": "time_start", "time_end": "time_end",
+               "mtime": "mtime_ns", "region": "region"}  # fmt: skip
+
+FACET_FIELDS = ("region", "format", "status", "variables", "standard_names")
+
+_WORD = re.compile(r"[^\W_]+")
+#: Search text of one record is capped: the record's attrs can be long and the index need not hold it all.
+MAX_TEXT_CHARS = 20_000
+
+
+def tokens(text: str | None) -> list[str]:
+    """Word tokens (letters and digits; everything else separates, '_' included), lower-case. Operators,
+    quotes and wildcards in user text are thereby plain separators, never syntax."""
+    return _WORD.findall(text.lower()) if text else []
+
+
+def search_text(record: DatasetRecord) -> str:
+    """The free-text field of a record: names, units and attributes, already tokenised the same way as
+    queries, so both backends see identical words."""
+    parts: list[str] = [record.path, record.region or "", record.error or ""]
+    for var in record.variables:
+        parts += [var.name, var.standard_name or "", var.long_name or "", var.units or ""]
+    for key, value in record.attrs.items():
+        parts.append(key)
+        parts.append(" ".join(map(str, value)) if isinstance(value, list) else str(value))
+    return " ".join(tokens(" ".join(parts)))[:MAX_TEXT_CHARS]
+
+
+def iso(value: _dt.datetime | _dt.date | str | None) -> str | None:
+    """A query time as the catalog stores times: naive UTC ``YYYY-MM-DDTHH:MM:SS``."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if isinstance(value, _dt.datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(_dt.UTC).replace(tzinfo=None)
+        return value.strftime("%Y-%m-%dT%H:%M:%S").rjust(19, "0")
+    return f"{value.isoformat()}T00:00:00"
+
+
+class CatalogQuery(BaseModel):
+    """What to look for. Every field narrows the result (AND); unset fields do not filter."""
+
+    text: str | None = Field(default=None, description="Words that must all appear in names or attributes.")
+    variable: str | None = Field(default=None, description="A data variable with exactly this name.")
+    standard_name: str | None = Field(default=None, description="A data variable with this CF standard name.")
+    region: str | None = Field(default=None, description="Only datasets held in this region.")
+    status: Literal["ok", "error"] | None = Field(default=None, description="Only ok or only failed datasets.")
+    time_start: _dt.datetime | None = Field(default=None, description="Overlaps a span that ends after this.")
+    time_end: _dt.datetime | None = Field(default=None, description="Overlaps a span that starts before this.")
+    bbox: list[float] | None = Field(
+        default=None, description="[west, south, east, north] it must intersect; west > east crosses 180°."
+    )
+    min_size: int | None = Field(default=None, ge=0, description="At least this many bytes.")
+    max_size: int | None = Field(default=None, ge=0, description="At most this many bytes.")
+    sort: SortKey = Field(default="path", description="Field to sort by; '-' in front for descending.")
+    page: int = Field(default=1, ge=1, description="1-based page number.")
+    page_size: int = Field(default=20, ge=1, le=1000, description="Records per page.")
+
+    @field_validator("bbox")
+    @classmethod
+    def _bbox(cls, value: list[float] | None) -> list[float] | None:
+        return None if value is None else check_bbox(value)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CatalogQuery:
+        if self.page * self.page_size > MAX_WINDOW:
+            raise ValueError(f"page * page_size may not exceed {MAX_WINDOW}; narrow the query instead")
+        if self.time_start and self.time_end and iso(self.time_start) > iso(self.time_end):
+            raise ValueError("time_start is after time_end")
+        return self
+
+    @property
+    def offset(self) -> int:
+        return (self.page - 1) * self.page_size
+
+    @property
+    def sort_field(self) -> str:
+        return SORT_FIELDS[self.sort.lstrip("-")]
+
+    @property
+    def descending(self) -> bool:
+        return self.sort.startswith("-")
+
+    @property
+    def text_tokens(self) -> list[str] | None:
+        """``None`` when no text filter; ``[]`` when the text holds no words (then nothing matches)."""
+        return None if self.text is None or not self.text.strip() else tokens(self.text)
+
+
+class SearchResult(BaseModel):
+    """One page of records plus the total number matching."""
+
+    total: int
+    page: int
+    page_size: int
+    records: list[DatasetRecord]
+
+    def ids(self) -> list[str]:
+        return [r.id for r in self.records]
+
+
+def empty_result(query: CatalogQuery) -> SearchResult:
+    return SearchResult(total=0, page=query.page, page_size=query.page_size, records=[])
+
+
+def facet_values(record: DatasetRecord, field: str) -> list[Any]:
+    """The values a record contributes to a facet (each counted once per record)."""
+    if field == "variables":
+        return record.variable_names
+    if field == "standard_names":
+        return record.standard_names
+    value = getattr(record, field)
+    return [] if value is None else [value]

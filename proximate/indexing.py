@@ -1,0 +1,306 @@
+"""Incremental indexing of one region: list it (in the region), compare with the catalog, extract what is new
+or changed (in the region, batched), write records in bulk (where the catalog is), remove vanished ones.
+
+Plain Python on a Dask client; ``flows/catalog.py`` wraps these steps as coarse Prefect tasks and the bench
+calls them directly.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from proximate.catalog.base import Catalog, Fingerprint
+from proximate.metadata import (
+    NETCDF_SUFFIXES,
+    DatasetRecord,
+    extract_in_region,
+    is_zarr_store,
+    merge_with_previous,
+    record_id,
+    stat_dataset,
+)
+from proximate.regions import RegionPathError, check_relative_path, local_root, pool_resource
+
+#: The sync's private folder (manifest, partial downloads): never indexed.
+SYNC_DIR = ".proximate-sync"
+TEMP_SUFFIXES = (".tmp", ".temp", ".part", ".partial", ".swp", "~")
+
+Listing = dict[str, tuple[int, int]]  # relative path -> (size, mtime_ns)
+
+
+def is_indexable_name(rel: str) -> bool:
+    """Whether a region-relative path may be a dataset: no hidden or sync-private component, no temp file,
+    a NetCDF-family suffix or a ``.zarr`` store."""
+    parts = Path(rel).parts
+    if not parts or any(p.startswith(".") for p in parts) or SYNC_DIR in parts:
+        return False
+    rel = dataset_path_of(rel)
+    name = Path(rel).name.lower()
+    if name.endswith(TEMP_SUFFIXES):
+        return False
+    return name.endswith((*NETCDF_SUFFIXES, ".zarr"))
+
+
+def list_datasets(root: Path) -> Listing:
+    """Every dataset under ``root``: NetCDF-family files and Zarr stores (not descended into)."""
+    out: Listing = {}
+    for dirpath, dirs, files in os.walk(root):
+        here = Path(dirpath)
+        keep = []
+        for d in sorted(dirs):
+            if d.startswith("."):
+                continue
+            full = here / d
+            if is_zarr_store(full):
+                rel = full.relative_to(root).as_posix()
+                if is_indexable_name(rel) or d.lower().endswith(".zarr"):
+                    out[rel] = stat_dataset(full)
+            else:
+                keep.append(d)
+        dirs[:] = keep
+        for f in files:
+            rel = (here / f).relative_to(root).as_posix()
+            if is_indexable_name(rel) and not rel.lower().endswith(".zarr"):
+                try:
+                    st = os.stat(here / f)
+                except FileNotFoundError:  # removed while we walked
+                    continue
+                out[rel] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def list_region(region: str) -> Listing:
+    """Worker-side: list this region's datasets under its local root."""
+    return list_datasets(local_root(region))
+
+
+def dataset_path_of(rel: str) -> str:
+    """The dataset a synced object belongs to: a file inside ``x.zarr/`` belongs to the store ``x.zarr``."""
+    parts = Path(rel).parts
+    for i, part in enumerate(parts):
+        if part.lower().endswith(".zarr"):
+            return Path(*parts[: i + 1]).as_posix()
+    return rel
+
+
+@dataclass
+class IndexPlan:
+    """What an incremental run will do."""
+
+    extract: list[str]
+    delete: list[str]
+    unchanged: int = 0
+
+
+def plan_changes(
+    fingerprints: Mapping[str, Fingerprint],
+    listing: Mapping[str, tuple[int, int]] | None = None,
+    *,
+    changed: Sequence[str] | None = None,
+    deleted: Sequence[str] | None = None,
+    etags: Mapping[str, str] | None = None,
+) -> IndexPlan:
+    """Compare what is on disk with what the catalog holds (size, mtime and, when known, ETag), or take the
+    sync's word for it (``changed``/``deleted``) without listing."""
+    etags = etags or {}
+    if changed is not None or listing is None:
+        extract = sorted({dataset_path_of(p) for p in (changed or []) if _valid(p) and is_indexable_name(p)})
+        # A deleted object inside a Zarr store changes the store; only whole datasets are removed here.
+        gone = sorted({p for p in (deleted or []) if _valid(p) and dataset_path_of(p) == p} - set(extract))
+        extract += sorted({dataset_path_of(p) for p in (deleted or []) if _valid(p) and dataset_path_of(p) != p})
+        extract = sorted(set(extract))
+        return IndexPlan(extract=extract, delete=[p for p in gone if p in fingerprints], unchanged=0)
+    extract, unchanged = [], 0
+    for path, (size, mtime_ns) in sorted(listing.items()):
+        fp = fingerprints.get(path)
+        etag = etags.get(path)
+        if fp is None or fp.size != size or fp.mtime_ns != mtime_ns or (etag is not None and etag != fp.etag):
+            extract.append(path)
+        else:
+            unchanged += 1
+    gone = sorted(set(fingerprints) - set(listing))
+    if deleted:
+        gone = sorted(set(gone) | ({p for p in deleted if _valid(p)} & set(fingerprints)))
+    return IndexPlan(extract=extract, delete=gone, unchanged=unchanged)
+
+
+def _valid(path: str) -> bool:
+    try:
+        check_relative_path(path)
+    except RegionPathError:
+        return False
+    return True
+
+
+def extract_batch(region: str, paths: Sequence[str], etags: Mapping[str, str] | None = None) -> list[Any]:
+    """Worker-side: records for a batch; a path that vanished since listing comes back as its plain string."""
+    etags = etags or {}
+    out: list[Any] = []
+    for path in paths:
+        try:
+            out.append(extract_in_region(region, path, etags.get(path)))
+        except FileNotFoundError:
+            out.append(path)
+    return out
+
+
+@dataclass
+class IndexReport:
+    """What one run did, for the flow's artifact and the bench."""
+
+    region: str
+    listed: int | None = None
+    unchanged: int = 0
+    extracted: int = 0
+    ok: int = 0
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    vanished: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "region": self.region,
+            "listed": self.listed,
+            "unchanged": self.unchanged,
+            "extracted": self.extracted,
+            "ok": self.ok,
+            "errors": [list(e) for e in self.errors],
+            "deleted": self.deleted,
+            "vanished": self.vanished,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def _batches(items: Sequence[str], size: int) -> list[list[str]]:
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]
+
+
+def extract_and_write(
+    client: Any,
+    catalog: Catalog,
+    region: str,
+    paths: Sequence[str],
+    *,
+    etags: Mapping[str, str] | None = None,
+    batch_size: int = 50,
+    report: IndexReport | None = None,
+) -> IndexReport:
+    """Extract ``paths`` on the region's workers (one Dask task per batch) and upsert each batch as it lands;
+    error records keep the previous good metadata (see :func:`proximate.metadata.merge_with_previous`)."""
+    from distributed import as_completed
+
+    report = report or IndexReport(region)
+    start = time.perf_counter()
+    batches = _batches(list(paths), max(1, batch_size))
+    etags = dict(etags or {})
+    futures = [
+        client.submit(
+            extract_batch,
+            region,
+            batch,
+            {p: etags[p] for p in batch if p in etags},
+            resources={pool_resource(region): 0},
+            pure=False,
+        )
+        for batch in batches
+    ]
+    for _future, results in as_completed(futures, with_results=True, loop=client.loop):
+        records: list[DatasetRecord] = [r for r in results if isinstance(r, DatasetRecord)]
+        report.vanished += [r for r in results if isinstance(r, str)]
+        failed = [r for r in records if r.status == "error"]
+        if failed:
+            previous = catalog.get_many([r.id for r in failed])
+            merged = {r.id: merge_with_previous(r, previous.get(r.id)) for r in failed}
+            records = [merged.get(r.id, r) for r in records]
+            report.errors += [(r.path, r.error or "") for r in failed]
+        catalog.upsert(records)
+        report.extracted += len(records)
+        report.ok += len(records) - len(failed)
+    if report.vanished:
+        report.deleted += sorted(report.vanished)
+        catalog.delete(record_id(region, p) for p in report.vanished)
+    report.seconds += time.perf_counter() - start
+    return report
+
+
+def list_in_region(client: Any, region: str) -> Listing:
+    """List the region's datasets on one of its workers (the client cannot see the region's file system)."""
+    future = client.submit(list_region, region, resources={pool_resource(region): 0}, pure=False)
+    return {k: (int(v[0]), int(v[1])) for k, v in future.result().items()}
+
+
+def index_region(
+    client: Any,
+    catalog: Catalog,
+    region: str,
+    *,
+    changed: Sequence[str] | None = None,
+    deleted: Sequence[str] | None = None,
+    etags: Mapping[str, str] | None = None,
+    batch_size: int = 50,
+) -> IndexReport:
+    """The whole incremental run, without Prefect (the flow runs the same steps as tasks)."""
+    start = time.perf_counter()
+    listing = None if changed is not None else list_in_region(client, region)
+    plan = plan_changes(catalog.fingerprints(region), listing, changed=changed, deleted=deleted, etags=etags)
+    report = IndexReport(region, listed=None if listing is None else len(listing), unchanged=plan.unchanged)
+    extract_and_write(client, catalog, region, plan.extract, etags=etags, batch_size=batch_size, report=report)
+    if plan.delete:
+        catalog.delete(record_id(region, p) for p in plan.delete)
+        report.deleted += plan.delete
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _cell(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    text = text if len(text) <= limit else text[: limit - 1] + "…"
+    return text.replace("|", "\\|")
+
+
+def summary_markdown(report: IndexReport, catalog_name: str = "", max_rows: int = 50) -> str:
+    """The run summary published as a Prefect artifact."""
+    rate = report.extracted / report.seconds if report.seconds > 0 else 0.0
+    lines = [
+        f"# Catalog index of region `{report.region}`",
+        "",
+        f"Catalog: {catalog_name}" if catalog_name else "",
+        "",
+        "| | |",
+        "| --- | --- |",
+        f"| datasets listed | {'(from the sync)' if report.listed is None else report.listed} |",
+        f"| unchanged | {report.unchanged} |",
+        f"| extracted | {report.extracted} ({rate:.0f}/s) |",
+        f"| ok | {report.ok} |",
+        f"| errors | {len(report.errors)} |",
+        f"| removed | {len(report.deleted)} |",
+        f"| seconds | {report.seconds:.1f} |",
+    ]
+    if report.errors:
+        lines += ["", "## Errors", "", "| dataset | error |", "| --- | --- |"]
+        lines += [f"| `{_cell(p, 120)}` | {_cell(e)} |" for p, e in report.errors[:max_rows]]
+        if len(report.errors) > max_rows:
+            lines.append(f"| … | {len(report.errors) - max_rows} more |")
+    if report.deleted:
+        lines += ["", "## Removed (no longer in the region)", ""]
+        lines += [f"- `{_cell(p, 120)}`" for p in report.deleted[:max_rows]]
+        if len(report.deleted) > max_rows:
+            lines.append(f"- … {len(report.deleted) - max_rows} more")
+    return "\n".join(lines) + "\n"
+
+
+def iter_chunks(items: Iterable[Any], size: int) -> Iterable[list[Any]]:
+    chunk: list[Any] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
