@@ -141,6 +141,12 @@ def combine_seasonal(partials: Sequence[SeasonalPartials]) -> xr.DataArray:
             raise AnalysisInputError(
                 f"datasets are on different grids: {dict(first.total.sizes)} vs {dict(p.total.sizes)}"
             )
+    for p in partials[1:]:
+        for dim in first.total.dims:
+            if dim != "season" and dim in first.total.coords and dim in p.total.coords:
+                a, b = first.total[dim].values, p.total[dim].values
+                if a.shape != b.shape or not np.allclose(a, b):
+                    raise AnalysisInputError(f"datasets differ in their {dim!r} coordinates; regrid them first")
     total = sum((p.total for p in partials[1:]), start=first.total)
     count = sum((p.count for p in partials[1:]), start=first.count)
     mean = total / count.where(count > 0)

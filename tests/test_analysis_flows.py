@@ -117,3 +117,101 @@ def test_compare_flow_rejects_escaping_reference_before_starting(prefect_server,
             output=str(tmp_path / "o.nc"),
             scheduler_address="tcp://127.0.0.1:1",
         )
+
+
+# -- flows over catalog queries ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def seasonal_catalog(prefect_server, cluster, region_roots, tmp_path_factory):
+    """Daily temperature for 2024 in region a and 2025 in region b, indexed into a SQLite catalog block."""
+    from blocks.catalog import CatalogConfig
+    from flows.catalog import index_region
+
+    synthetic.write_netcdf(
+        synthetic.daily_temperature(start="2024-01-01", days=366, seed=7),
+        region_roots["a"] / "seasonal" / "tas_2024.nc",
+    )
+    synthetic.write_netcdf(
+        synthetic.daily_temperature(start="2025-01-01", days=365, seed=8),
+        region_roots["b"] / "seasonal" / "tas_2025.nc",
+    )
+    db = tmp_path_factory.mktemp("catalog") / "catalog.sqlite"
+    CatalogConfig(backend="sqlite", sqlite_path=str(db)).save("test-seasonal-catalog", overwrite=True)
+    for region in ("a", "b"):
+        index_region(region, catalog="test-seasonal-catalog", scheduler_address=cluster.address)
+    return region_roots
+
+
+def test_seasonal_mean_flow_combines_regions_with_count_weights(cluster, seasonal_catalog, tmp_path):
+    from flows.analysis import seasonal_mean
+    from proximate.catalog.query import DatasetQuery
+
+    out = tmp_path / "seasonal.nc"
+    res = seasonal_mean(
+        query=DatasetQuery(text="synthetic daily temperature"),
+        variable="tas",
+        valid_min=200.0,
+        output=str(out),
+        catalog="test-seasonal-catalog",
+        scheduler_address=cluster.address,
+    )
+    assert sorted(res["datasets"]) == ["a:seasonal/tas_2024.nc", "b:seasonal/tas_2025.nc"]
+    with xr.open_mfdataset(
+        [seasonal_catalog["a"] / "seasonal/tas_2024.nc", seasonal_catalog["b"] / "seasonal/tas_2025.nc"],
+        combine="by_coords",
+    ) as both:
+        tas = both.tas.where(both.tas >= 200.0)
+        expected = tas.groupby("time.season").mean().load()
+    got = xr.open_dataset(out)
+    got_var = got[next(iter(got.data_vars))]
+    np.testing.assert_allclose(got_var.sel(season=expected.season).values, expected.values, rtol=1e-5, atol=1e-4)
+    assert res["cross_region_bytes"] <= 1.1 * res["minimum_bytes"], res
+    assert set(res["tasks_by_region"]) >= {"a", "b"}
+    assert {"seasonal-mean-locality", "seasonal-mean-plot", "seasonal-mean-statistics"} <= set(
+        _artifacts("seasonal-mean-%")
+    )
+
+
+def test_summarize_flow_reduces_each_dataset_in_place(cluster, seasonal_catalog, tmp_path):
+    from flows.analysis import summarize
+    from proximate.catalog.query import DatasetQuery
+
+    res = summarize(
+        query=DatasetQuery(text="synthetic daily temperature", region="b"),
+        variables=["tas"],
+        dims=["time"],
+        statistics=["mean", "max"],
+        output=str(tmp_path / "sums"),
+        catalog="test-seasonal-catalog",
+        scheduler_address=cluster.address,
+    )
+    assert res["datasets"] == ["b:seasonal/tas_2025.nc"]
+    (path,) = res["outputs"]
+    got = xr.open_dataset(path)
+    with xr.open_dataset(seasonal_catalog["b"] / "seasonal/tas_2025.nc") as src:
+        np.testing.assert_allclose(got.tas_mean.values, src.tas.mean("time").values, rtol=1e-5)
+        np.testing.assert_allclose(got.tas_max.values, src.tas.max("time").values)
+
+
+def test_query_flows_fail_clearly_before_heavy_work(cluster, seasonal_catalog, tmp_path):
+    from flows.analysis import seasonal_mean
+    from proximate.catalog.query import DatasetQuery
+
+    with pytest.raises(ValueError, match=r"matched no datasets: text='no such words anywhere'"):
+        seasonal_mean(
+            query=DatasetQuery(text="no such words anywhere"),
+            variable="tas",
+            output=str(tmp_path / "x.nc"),
+            catalog="test-seasonal-catalog",
+            scheduler_address=cluster.address,
+        )
+    with pytest.raises(AnalysisInputError, match=r"variable 'pr' is not in .*available there: tas"):
+        seasonal_mean(
+            query=DatasetQuery(text="synthetic daily temperature"),
+            variable="pr",
+            output=str(tmp_path / "x.nc"),
+            catalog="test-seasonal-catalog",
+            scheduler_address=cluster.address,
+        )
+    assert list(tmp_path.iterdir()) == []

@@ -139,3 +139,37 @@ def facet_values(record: DatasetRecord, field: str) -> list[Any]:
         return record.standard_names
     value = getattr(record, field)
     return [] if value is None else [value]
+
+
+class DatasetQuery(BaseModel):
+    """Which datasets an analysis runs over: the filtering fields of a catalog query, as simple form fields
+    (no paging: an analysis takes every match)."""
+
+    text: str | None = Field(default=None, description="Words that must all appear in names or attributes.")
+    variable: str | None = Field(default=None, description="A data variable with exactly this name.")
+    standard_name: str | None = Field(default=None, description="A data variable with this CF standard name.")
+    region: str | None = Field(default=None, description="Only datasets held in this region.")
+    time_start: _dt.datetime | None = Field(default=None, description="Overlaps a span that ends after this.")
+    time_end: _dt.datetime | None = Field(default=None, description="Overlaps a span that starts before this.")
+    bbox: list[float] | None = Field(
+        default=None, description="[west, south, east, north] it must intersect; west > east crosses 180°."
+    )
+
+    def page(self, page: int, page_size: int = 500) -> CatalogQuery:
+        return CatalogQuery(**self.model_dump(), status="ok", sort="path", page=page, page_size=page_size)
+
+    def describe(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.model_dump(exclude_none=True).items()) or "(everything)"
+
+
+def find_all(catalog: Any, query: DatasetQuery, limit: int = MAX_WINDOW) -> list[DatasetRecord]:
+    """Every ok record matching ``query`` (up to ``limit``), in path order."""
+    out: list[DatasetRecord] = []
+    page = 1
+    while len(out) < limit:
+        result = catalog.search(query.page(page))
+        out.extend(result.records)
+        if not result.records or len(out) >= result.total:
+            break
+        page += 1
+    return out[:limit]
