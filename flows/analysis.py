@@ -40,6 +40,7 @@ def _compare_on_cluster(
     result, report = compute_task.submit(lazy).result()
     # what had to cross at least: the smaller operand of the subtraction, then the result to the client
     level = select_level(fc[variable].mean("realization"), height, height_index)
+    # (observations on another grid may cross raw and be interpolated beside the forecast)
     minimum = min(level.nbytes, obs[variable].nbytes) + result.nbytes
     # what a centralised run reads across regions: the forecast at that level, every realization, and the obs
     centralised = select_level(fc[variable], height, height_index).nbytes + obs[variable].nbytes

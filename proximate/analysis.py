@@ -6,11 +6,14 @@ Each builds a lazy graph; the scheduler's router runs every part where its data 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import xarray as xr
+
+from proximate.pools import pool
 
 LAT_NAMES = ("latitude", "lat", "grid_latitude", "y")
 LON_NAMES = ("longitude", "lon", "grid_longitude", "x")
@@ -93,7 +96,13 @@ def forecast_minus_observations(
         lon_ok = _overlap(mean[lon[0]].values, obs[lon[1]].values)
         if not (lat_ok and lon_ok):
             raise AnalysisInputError("forecast and observation grids do not overlap; nothing to compare")
-        obs = obs.interp({lat[1]: mean[lat[0]].values, lon[1]: mean[lon[0]].values})
+        target = {lat[1]: mean[lat[0]].values, lon[1]: mean[lon[0]].values}
+        # Interpolate where fewer bytes have to move: upsampling observations is cheaper to do beside the
+        # forecast (the raw observations cross), downsampling beside the observations (the result crosses).
+        region = forecast.attrs.get("proximate_region")
+        upsampling = obs.size < mean[lat[0]].size * mean[lon[0]].size
+        with pool(region) if region and upsampling else contextlib.nullcontext():
+            obs = obs.interp(target)
     obs = obs.rename({lat[1]: lat[0], lon[1]: lon[0]}) if lat[0] != lat[1] or lon[0] != lon[1] else obs
     obs = obs.assign_coords({lat[0]: mean[lat[0]], lon[0]: mean[lon[0]]})
     diff = mean - obs

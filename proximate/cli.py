@@ -98,7 +98,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from proximate.demo import run_demo
+    if args.quick:  # the cluster part only, no Prefect
+        from proximate.demo import run_demo
+    else:  # the full demo lives with the flows it runs (the core does not import Prefect)
+        from flows.demo import run_demo
 
     _terminate_on_sigterm()
     run_demo(workdir=Path(args.workdir), workers_per_region=args.workers_per_region)
@@ -147,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the end-to-end demo on the embedded defaults")
     demo.add_argument("--workdir", default="proximate-demo", help="where regions' data and results go")
     demo.add_argument("--workers-per-region", type=int, default=2)
+    demo.add_argument("--quick", action="store_true", help="only the two-region cluster part, without Prefect")
     demo.set_defaults(func=cmd_demo)
     return parser
 

@@ -68,7 +68,7 @@ def test_compare_flow_matches_plain_xarray_publishes_artifacts_and_moves_the_min
 
 def test_compare_flow_interpolates_observations_on_a_different_grid(prefect_server, cluster, flow_data, tmp_path):
     out = tmp_path / "diff_coarse.nc"
-    compare_forecast_to_observations(
+    res = compare_forecast_to_observations(
         forecast=f"a:{FC}",
         observations=f"b:{OBS_COARSE}",
         height=2000.0,
@@ -81,6 +81,8 @@ def test_compare_flow_interpolates_observations_on_a_different_grid(prefect_serv
         expected = level - obs
     got = xr.open_dataset(out)
     np.testing.assert_allclose(got[next(iter(got.data_vars))].values, expected.values, rtol=1e-5, atol=1e-4)
+    # the coarse observations cross raw and are interpolated beside the forecast
+    assert res["cross_region_bytes"] <= 1.1 * res["minimum_bytes"], res
 
 
 @pytest.mark.parametrize(
