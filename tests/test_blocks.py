@@ -89,11 +89,15 @@ def test_local_regional_cluster_block_gives_a_working_task_runner(prefect_server
 
 
 def test_blocks_register_from_module(prefect_server):
+    import os
     import subprocess
     import sys
     from pathlib import Path
 
     prefect = str(Path(sys.executable).with_name("prefect"))
-    out = subprocess.run([prefect, "block", "register", "-m", "blocks"], capture_output=True, text=True, timeout=300)
+    env = {**os.environ, "PREFECT_API_URL": prefect_server}  # the harness's server, not an ephemeral one
+    out = subprocess.run(
+        [prefect, "block", "register", "-m", "blocks"], capture_output=True, text=True, timeout=300, env=env
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "Proximate Region" in out.stdout and "Proximate Regional Cluster" in out.stdout
