@@ -90,6 +90,7 @@ def compare_forecast_to_observations(
         "minimum_bytes": out["minimum"],
         "centralised_bytes": out["centralised"],
         "tasks_by_region": out["report"].tasks_by_region,
+        "compute_seconds": out["report"].seconds,
     }
 
 
@@ -189,6 +190,7 @@ def seasonal_mean(
         "minimum_bytes": out["minimum"],
         "centralised_bytes": out["centralised"],
         "tasks_by_region": out["report"].tasks_by_region,
+        "compute_seconds": out["report"].seconds,
     }
 
 
@@ -258,4 +260,10 @@ def summarize(
             row.update({k: v for k, v in statistics_row(da).items() if k in ("shape", "mean", "min", "max")})
             rows.append(row)
     create_table_artifact(key="summarize-statistics", table=rows, description="Reductions per dataset")
-    return {"outputs": written, "datasets": refs, "cross_region_bytes": cross, "centralised_bytes": out["centralised"]}
+    return {
+        "outputs": written,
+        "datasets": refs,
+        "cross_region_bytes": cross,
+        "centralised_bytes": out["centralised"],
+        "compute_seconds": sum(r.seconds for r in out["reports"]),
+    }

@@ -9,6 +9,7 @@ embedded in a graph) is not in those logs and is not counted.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -47,6 +48,8 @@ class LocalityReport:
     #: (task name, region it ran in, worker name) for every task that finished inside the block.
     tasks: list[tuple[str, str, str]] = field(default_factory=list)
     complete: bool = False
+    #: Wall time of the block, seconds: the Dask compute time when the block holds one computation.
+    seconds: float = 0.0
 
     @property
     def cross_region_bytes(self) -> int:
@@ -109,11 +112,13 @@ def locality(client: Any = None) -> Iterator[LocalityReport]:
     from proximate.client import client_context
 
     report = LocalityReport()
+    started = time.perf_counter()
     with client_context(client) as c:
         regions, names = _regions_and_names(c)
         marks = c.run(_log_marks)
         with get_task_stream(client=c) as stream:
             yield report
+        report.seconds = time.perf_counter() - started
         later_regions, later_names = _regions_and_names(c)
         regions.update(later_regions)
         names.update(later_names)
