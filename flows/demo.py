@@ -14,53 +14,13 @@ Everything runs through Prefect (a temporary local server) with state, blocks an
 
 from __future__ import annotations
 
-import contextlib
 import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 FORECAST_REGION = "ecmwf"
 OBSERVATIONS_REGION = "gcp"
 REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def s3_server() -> Iterator[str]:
-    """A moto S3 server on loopback for the length of the demo; stopped by PID."""
-    port = _free_port()
-    exe = Path(sys.executable).with_name("moto_server")
-    proc = subprocess.Popen(
-        [str(exe), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/moto-api/", timeout=2).read()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the demo's S3 server (moto) did not start") from None
-                time.sleep(0.2)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def generate(staging: Path) -> dict[str, list[Path]]:
@@ -119,6 +79,7 @@ def run_demo(workdir: Path, *, workers_per_region: int = 2) -> dict:
     from flows.nightly import nightly_region
     from proximate.catalog.query import DatasetQuery
     from proximate.cluster import LocalRegionalCluster
+    from proximate.local_s3 import local_s3_server
     from proximate.plots import plot_png
 
     t0 = time.perf_counter()
@@ -129,7 +90,7 @@ def run_demo(workdir: Path, *, workers_per_region: int = 2) -> dict:
     files = generate(staging)
     print(f"[{time.perf_counter() - t0:5.1f}s] generated {sum(map(len, files.values()))} files for 2 regions")
     results = {}
-    with s3_server() as endpoint:
+    with local_s3_server() as endpoint:
         upload(endpoint, files, staging)
         print(f"[{time.perf_counter() - t0:5.1f}s] uploaded to S3 at {endpoint}")
         for region, root in roots.items():

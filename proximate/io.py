@@ -19,6 +19,7 @@ from xarray.backends.file_manager import CachingFileManager
 from xarray.backends.netCDF4_ import NETCDF4_PYTHON_LOCK, NetCDF4DataStore
 from zarr.storage import LocalStore
 
+from proximate.metadata import dataset_format
 from proximate.pools import pool
 from proximate.regions import RegionPath, check_relative_path, pool_resource, resolve
 
@@ -95,27 +96,14 @@ class RegionZarrStore(LocalStore):
         return ("proximate-zarr", self.region_path.region, self.region_path.path)
 
 
-# -- format detection and the worker-side open -------------------------------------------------------------------
-
-
-def detect_format(full: Path) -> str:
-    """``"zarr"`` or ``"netcdf"``, from the thing on disk (not the name a user gave it)."""
-    if full.is_dir():
-        if (full / "zarr.json").exists() or (full / ".zgroup").exists() or (full / ".zattrs").exists():
-            return "zarr"
-        raise ValueError(f"{full} is a directory but not a Zarr store")
-    with open(full, "rb") as fh:
-        magic = fh.read(8)
-    if magic[:3] == b"CDF" or magic == b"\x89HDF\r\n\x1a\n":
-        return "netcdf"
-    raise ValueError(f"{full.name} is neither NetCDF (classic or HDF5-based) nor Zarr")
+# -- the worker-side open ------------------------------------------------------------------------------------------
 
 
 def open_local(region: str, path: str, **xarray_kwargs: Any) -> xr.Dataset:
     """Open (region, path) in this process, which must belong to ``region``; loading tasks pinned there."""
     rel = str(check_relative_path(path))
     full = resolve(region, rel)
-    fmt = detect_format(full)
+    fmt = dataset_format(full)
     xarray_kwargs.setdefault("chunks", {})
     with pool(region):
         if fmt == "zarr":
