@@ -29,7 +29,7 @@ class FaultProxy:
         self.corrupt: set[str] = set()
         self.delay = 0.0
         self.gets: Counter[str] = Counter()
-        self.largest_get = 0  # bytes of the largest object body relayed: blocks, not whole objects
+        self.get_sizes: dict[str, list[int]] = {}  # key -> body size of each successful GET relayed
         self._lock = threading.Lock()
         proxy = self
 
@@ -66,7 +66,7 @@ class FaultProxy:
                     conn.close()
                 if self.command == "GET" and is_object_read and resp.status in (200, 206):
                     with proxy._lock:
-                        proxy.largest_get = max(proxy.largest_get, len(data))
+                        proxy.get_sizes.setdefault(target, []).append(len(data))
                 if self.command == "GET" and target in proxy.corrupt and data:
                     data = bytes([data[0] ^ 0xFF]) + data[1:]
                 if self.command == "HEAD":

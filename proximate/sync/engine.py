@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import hashlib
 import os
 import stat
 import time
@@ -22,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from proximate.sync.checksums import Expected, Hasher, choose
 from proximate.sync.keys import STATE_DIR, TEMP_PREFIX, HostileKeyError, safe_relative_path
 from proximate.sync.manifest import Entry, Manifest
 from proximate.sync.result import SyncResult
@@ -217,14 +217,13 @@ class _Writer:
         os.rename(tmp, final)
         return os.lstat(final).st_mtime_ns
 
-    def write_small(self, rel: str, data: bytes, check: Callable[[Callable[[int, int], bytes]], None]) -> int:
-        view = memoryview(data)
-        check(lambda off, n: view[off : off + n])
+    def write_whole(self, rel: str, chunks: list[bytes], check: Callable[[list[bytes]], None]) -> int:
+        """Check a small object's bytes (held in memory), then write, fsync and place them: one thread hop."""
+        check(chunks)
         tmp = self.temp_for(rel)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         try:
-            while view:
-                view = view[os.write(fd, view) :]
+            _pwritev_all(fd, chunks, 0)
             return self.place(fd, tmp, rel)
         except BaseException:
             _discard(tmp)
@@ -248,39 +247,96 @@ async def _finish_in_thread(func: Callable[..., T], *args: Any) -> T:
         raise
 
 
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, offset)
-        view, offset = view[n:], offset + n
+def _pwritev_all(fd: int, chunks: list[bytes], offset: int) -> None:
+    """Write ``chunks`` back to back at ``offset`` with as few system calls (and no joining copy) as possible."""
+    pending = [memoryview(c) for c in chunks if len(c)]
+    while pending:
+        n = os.pwritev(fd, pending[:1024], offset)  # IOV_MAX is 1024 on Linux
+        offset += n
+        while n and pending:
+            if n >= len(pending[0]):
+                n -= len(pending.pop(0))
+            else:
+                pending[0], n = pending[0][n:], 0
 
 
-def _checker(obj: RemoteObject, part_size: int | None, verify: bool) -> Callable[[Callable[[int, int], bytes]], None]:
-    """A check of the bytes against the ETag: plain MD5, or the multipart MD5-of-part-MD5s when parts are known."""
+class _Collect:
+    """A sink that holds a small object's bytes (at most one block) for one write once checked."""
 
-    def check(read_at: Callable[[int, int], bytes]) -> None:
-        if not verify:
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.received = 0
+
+    async def feed(self, data: bytes) -> None:
+        self.chunks.append(data)
+        self.received += len(data)
+
+    async def close(self) -> None:
+        return None
+
+
+class _RangeWriter:
+    """A sink that writes a range of a file at its offset as it streams in, hashing it on the way; file work
+    runs in a thread (pwritev and hashlib/zlib release the GIL) in batches of about ``flush`` bytes."""
+
+    def __init__(self, fd: int, start: int, hasher: Hasher | None, flush: int = 2 * MiB) -> None:
+        self.fd, self.offset, self.hasher, self.flush = fd, start, hasher, flush
+        self.pending: list[bytes] = []
+        self.size = 0
+        self.received = 0
+
+    async def feed(self, data: bytes) -> None:
+        self.pending.append(data)
+        self.size += len(data)
+        self.received += len(data)
+        if self.size >= self.flush:
+            await self._write()
+
+    async def close(self) -> None:
+        if self.pending:
+            await self._write()
+
+    async def _write(self) -> None:
+        chunks, offset = self.pending, self.offset
+        self.pending, self.offset, self.size = [], offset + self.size, 0
+        await _finish_in_thread(self._write_sync, chunks, offset)
+
+    def _write_sync(self, chunks: list[bytes], offset: int) -> None:
+        _pwritev_all(self.fd, chunks, offset)
+        if self.hasher is not None:
+            for c in chunks:
+                self.hasher.update(c)
+
+    def digest(self) -> bytes:
+        return self.hasher.digest() if self.hasher is not None else b""
+
+
+def _whole_check(obj: RemoteObject, expected: Expected | None, part_size: int | None) -> Callable[[list[bytes]], None]:
+    """A check of a small object's bytes against the checksum its GET answered with (or its MD5 ETag)."""
+
+    def check(chunks: list[bytes]) -> None:
+        if expected is None:
             return
-        chunk = 8 * MiB
-        if obj.md5:
-            h = hashlib.md5()
-            for off in range(0, obj.size, chunk):
-                h.update(read_at(off, min(chunk, obj.size - off)))
-            if h.hexdigest() != obj.md5:
-                raise ChecksumError(f"MD5 of {obj.path!r} is {h.hexdigest()}, its ETag says {obj.md5}")
-        elif obj.parts and part_size:
+        if not expected.parts:
+            h = expected.new()
+            for c in chunks:
+                h.update(c)
+            digests = [h.digest()]
+        else:
+            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            step = part_size or max(1, len(data))
             digests = []
-            for start in range(0, obj.size, part_size):
-                h = hashlib.md5()
-                end = min(obj.size, start + part_size)
-                for off in range(start, end, chunk):
-                    h.update(read_at(off, min(chunk, end - off)))
+            for start in range(0, max(1, len(data)), step):
+                h = expected.new()
+                h.update(data[start : start + step])
                 digests.append(h.digest())
-            got = f"{hashlib.md5(b''.join(digests)).hexdigest()}-{len(digests)}"
-            if got != obj.etag:
-                raise ChecksumError(f"multipart checksum of {obj.path!r} is {got}, its ETag says {obj.etag}")
+        expected.verify(obj.path, digests)
 
     return check
+
+
+def _segments(size: int, step: int) -> list[tuple[int, int]]:
+    return [(start, min(size, start + step)) for start in range(0, size, step)]
 
 
 async def _transfer(
@@ -313,29 +369,58 @@ async def _transfer(
             state["last"] = now
             progress(state["done"], len(objects), state["bytes"], total_bytes)
 
-    async def fetch_small(obj: RemoteObject, check: Callable) -> int:
+    async def fetch_small(obj: RemoteObject) -> int:
         async with requests:
-            data = await src.read(obj, 0, obj.size)
-            return await asyncio.to_thread(writer.write_small, obj.rel, data, check)
+            sink, headers = await src.stream(obj, 0, obj.size, _Collect)
+        expected = choose(headers, obj.etag, multipart=False) if verify else None
+        part_size = None
+        if expected is not None and expected.parts and expected.parts > 1:
+            part_size = await src.part_size(obj)
+            if part_size is None:
+                expected = None  # the store cannot say where parts end: size is all that can be checked
+        return await asyncio.to_thread(writer.write_whole, obj.rel, sink.chunks, _whole_check(obj, expected, part_size))
 
-    async def fetch_large(obj: RemoteObject, check: Callable) -> int:
+    async def plan_large(obj: RemoteObject) -> tuple[Expected | None, list[tuple[int, int]]]:
+        """What to check a big object against and how to split it: by part for a part-wise checksum (each part
+        hashed as it streams), one stream for a whole-object one, blocks when there is nothing to check."""
+        if not verify:
+            return None, _segments(obj.size, block_size)
+        expected = choose(await src.checksum_headers(obj), obj.etag, multipart=bool(obj.parts))
+        if expected is None:
+            return None, _segments(obj.size, block_size)
+        if not expected.parts:
+            return expected, [(0, obj.size)]
+        part_size = await src.part_size(obj) if expected.parts > 1 else obj.size
+        if not part_size or -(-obj.size // part_size) != expected.parts:
+            return None, _segments(obj.size, block_size)
+        return expected, _segments(obj.size, part_size)
+
+    async def fetch_large(obj: RemoteObject) -> int:
+        expected, segments = await plan_large(obj)
+        url = await src.presign(obj)
         tmp = await asyncio.to_thread(writer.temp_for, obj.rel)
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         fd_open, placed = True, False
+        digests: list[bytes] = [b""] * len(segments)
+        flush = min(block_size, 2 * MiB)  # bytes a stream holds before writing them: memory stays ~ blocks
         try:
 
-            async def block(start: int) -> None:
+            async def segment(i: int, start: int, end: int) -> None:
+                def begin() -> _RangeWriter:  # a fresh hasher per attempt: a retried range starts over
+                    return _RangeWriter(fd, start, expected.new() if expected else None, flush)
+
                 async with requests:
-                    data = await src.read(obj, start, min(obj.size, start + block_size))
-                    await _finish_in_thread(_pwrite_all, fd, data, start)
+                    sink, _ = await src.stream(obj, start, end, begin, url=url)
+                    digests[i] = sink.digest()
 
             async with asyncio.TaskGroup() as tg:
-                for start in range(0, obj.size, block_size):
-                    tg.create_task(block(start))
+                for i, (start, end) in enumerate(segments):
+                    tg.create_task(segment(i, start, end))
             size = os.fstat(fd).st_size
             if size != obj.size:
                 raise ChecksumError(f"{obj.path!r} came out {size} bytes, the source says {obj.size}")
-            await _finish_in_thread(check, lambda off, n: os.pread(fd, n, off))
+            if expected is not None:
+                expected.verify(obj.path, digests)
             fd_open = False  # place() closes it, whatever happens
             mtime = await _finish_in_thread(writer.place, fd, tmp, obj.rel)
             placed = True
@@ -350,12 +435,7 @@ async def _transfer(
         attempts = 2  # a checksum mismatch gets one fresh download; transient faults retry per request
         for attempt in range(attempts):
             try:
-                part_size = await src.part_size(obj) if (verify and obj.parts) else None
-                check = _checker(obj, part_size, verify)
-                if obj.size <= block_size:
-                    mtime = await fetch_small(obj, check)
-                else:
-                    mtime = await fetch_large(obj, check)
+                mtime = await (fetch_small(obj) if obj.size <= block_size else fetch_large(obj))
             except Exception as exc:
                 if isinstance(exc, ExceptionGroup):
                     exc = exc.exceptions[0]

@@ -11,21 +11,21 @@ import asyncio
 import contextlib
 import random
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import aiohttp
 import fsspec
 
 T = TypeVar("T")
+SinkT = TypeVar("SinkT", bound="Sink")
 
 #: HTTP statuses and S3 error codes worth retrying: throttling and server-side faults.
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 RETRY_CODES = frozenset(
     {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed", "InternalError"}
 )
-_SIMPLE_ETAG = re.compile(r"^[0-9a-f]{32}$")
 _MULTIPART_ETAG = re.compile(r"^[0-9a-f]{32}-(\d+)$")
 
 
@@ -48,6 +48,16 @@ class ChecksumError(OSError):
     """Bytes received do not match what the source says it holds (size or checksum)."""
 
 
+class Sink(Protocol):
+    """Where :meth:`Source.stream` puts a range's bytes as they arrive."""
+
+    received: int
+
+    async def feed(self, data: bytes) -> None: ...
+
+    async def close(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class RemoteObject:
     """One object to mirror: where to read it, where it goes (relative to the root), what it should be."""
@@ -57,11 +67,6 @@ class RemoteObject:
     size: int
     fingerprint: str
     etag: str | None = None
-
-    @property
-    def md5(self) -> str | None:
-        """The MD5 hex digest when the ETag is one (single-part upload without SSE-KMS)."""
-        return self.etag if self.etag and _SIMPLE_ETAG.match(self.etag) else None
 
     @property
     def parts(self) -> int | None:
@@ -158,6 +163,8 @@ class Source:
             config.setdefault("retries", {"max_attempts": 1, "mode": "standard"})
             # Bodies are checked here (size, MD5 ETag or multipart ETag); a second CRC pass only costs CPU.
             config.setdefault("response_checksum_validation", "when_required")
+            # SigV4 presigned URLs can sign x-amz-checksum-mode, so a GET returns the object's stored checksum.
+            config.setdefault("signature_version", "s3v4")
             options["config_kwargs"] = config
             options.setdefault("use_listings_cache", False)
             if "session" not in options and "profile" not in options:
@@ -252,34 +259,75 @@ class Source:
 
     # -- reading -----------------------------------------------------------------------------------------------
 
-    async def read(self, obj: RemoteObject, start: int, end: int) -> bytes:
-        """Bytes ``[start, end)`` of ``obj``, retried on transient faults and checked for length."""
+    async def presign(self, obj: RemoteObject) -> str | None:
+        """A SigV4 URL for GETs of ``obj`` that also asks for its stored checksum (None for non-S3 sources)."""
+        if not self.is_s3:
+            return None
+        return await self._client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": obj.path, "ChecksumMode": "ENABLED"}, ExpiresIn=3600
+        )
 
-        async def once() -> bytes:
+    @contextlib.asynccontextmanager
+    async def _get(self, obj: RemoteObject, start: int, end: int, url: str | None) -> AsyncIterator[Any]:
+        """An open GET response for bytes ``[start, end)``, its status checked."""
+        assert self._http is not None, "source is not open"
+        headers = {"x-amz-checksum-mode": "ENABLED"}  # signed into the URL; S3 answers with x-amz-checksum-*
+        if obj.etag:
+            headers["If-Match"] = f'"{obj.etag}"'  # the object changed since listing: fail, not mix
+        if end - start != obj.size:
+            headers["Range"] = f"bytes={start}-{end - 1}"
+        async with self._http.get(url or await self.presign(obj), headers=headers) as resp:
+            if resp.status not in (200, 206):
+                data = await resp.read()
+                found = _ERROR_CODE.search(data)
+                raise S3ReadError(obj.path, resp.status, found.group(1).decode() if found else None)
+            yield resp
+
+    async def stream(
+        self,
+        obj: RemoteObject,
+        start: int,
+        end: int,
+        begin: Callable[[], SinkT],
+        *,
+        url: str | None = None,
+        chunk: int = 2**18,
+    ) -> tuple[SinkT, Mapping[str, str]]:
+        """Feed bytes ``[start, end)`` of ``obj`` to a fresh ``begin()`` sink as they arrive (the sink decides how
+        much to hold); a transient fault restarts the range with a new sink. Returns it and the response headers
+        (where S3 puts the object's stored checksum)."""
+
+        async def once() -> tuple[SinkT, Mapping[str, str]]:
+            sink = begin()
+            headers: Mapping[str, str] = {}
             if self.is_s3:
-                assert self._http is not None, "source is not open"
-                url = await self._client.generate_presigned_url(
-                    "get_object", Params={"Bucket": self.bucket, "Key": obj.path}, ExpiresIn=3600
-                )
-                headers = {}
-                if obj.etag:
-                    headers["If-Match"] = f'"{obj.etag}"'  # the object changed since listing: fail, not mix
-                if end - start != obj.size:
-                    headers["Range"] = f"bytes={start}-{end - 1}"
-                async with self._http.get(url, headers=headers) as resp:
-                    data = await resp.read()
-                    if resp.status not in (200, 206):
-                        found = _ERROR_CODE.search(data)
-                        raise S3ReadError(obj.path, resp.status, found.group(1).decode() if found else None)
+                async with self._get(obj, start, end, url) as resp:
+                    headers = resp.headers
+                    async for data in resp.content.iter_chunked(chunk):
+                        await sink.feed(data)
             else:
-                data = await asyncio.to_thread(self.fs.cat_file, obj.path, start, end)
-            if len(data) != end - start:
-                raise ChecksumError(f"short read of {obj.path!r}: got {len(data)} of {end - start} bytes at {start}")
-            return data
+                for off in range(start, end, chunk):
+                    await sink.feed(await asyncio.to_thread(self.fs.cat_file, obj.path, off, min(end, off + chunk)))
+            await sink.close()
+            if sink.received != end - start:
+                raise ChecksumError(
+                    f"short read of {obj.path!r}: got {sink.received} of {end - start} bytes at {start}"
+                )
+            return sink, headers
 
-        if end <= start:
-            return b""
         return await self._retry(once)
+
+    async def checksum_headers(self, obj: RemoteObject) -> Mapping[str, str]:
+        """The ``x-amz-checksum-*`` headers a HEAD returns for the whole object ({} where there are none)."""
+        if not self.is_s3:
+            return {}
+        try:
+            head = await self._retry(
+                lambda: self._client.head_object(Bucket=self.bucket, Key=obj.path, ChecksumMode="ENABLED")
+            )
+        except Exception:
+            return {}
+        return head.get("ResponseMetadata", {}).get("HTTPHeaders", {})
 
     async def part_size(self, obj: RemoteObject) -> int | None:
         """Size of part 1 of a multipart S3 object (to recompute its ETag); None where the store cannot say."""
