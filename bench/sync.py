@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -150,10 +151,18 @@ def populate(url: str, bucket: str, count: int, size: int) -> None:
         list(pool.map(put, range(count)))
 
 
+#: CPU seconds (user + system) the last tool run used: on a 2-core machine that also runs the S3 server, the
+#: tool's CPU appetite decides its throughput as much as its design does.
+LAST_CPU = [0.0]
+
+
 def run(cmd: list[str], env: dict[str, str]) -> float:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     elapsed = time.monotonic() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    LAST_CPU[0] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if proc.returncode != 0:
         raise RuntimeError(f"{cmd[0]} failed ({proc.returncode}): {proc.stderr[-2000:]}")
     return elapsed
@@ -229,10 +238,13 @@ def main() -> None:
                     if bucket == "noop":
                         seconds = go(bucket, dest)  # the timed run: nothing changed since the first
                         results[name] = seconds
-                        print(f"  {name:12s} {seconds:7.2f} s", flush=True)
+                        print(f"  {name:17s} {seconds:7.2f} s  (CPU {LAST_CPU[0]:.2f} s)", flush=True)
                     else:
                         results[name] = total / MiB / seconds
-                        print(f"  {name:12s} {results[name]:8.1f} MiB/s  ({seconds:.2f} s)", flush=True)
+                        print(
+                            f"  {name:17s} {results[name]:8.1f} MiB/s  ({seconds:.2f} s, CPU {LAST_CPU[0]:.2f} s)",
+                            flush=True,
+                        )
                     shutil.rmtree(dest) if bucket != "noop" else None
                 ours = results["proximate"]
                 for name in ("aws s3 sync", "rclone sync"):

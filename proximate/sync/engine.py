@@ -31,6 +31,7 @@ T = TypeVar("T")
 MiB = 2**20
 DEFAULT_CONCURRENCY = 16
 DEFAULT_BLOCK_SIZE = 8 * MiB
+FILE_THREADS = max(2, os.cpu_count() or 2)
 #: Called with (objects done, objects planned, bytes done, bytes planned), at most every PROGRESS_EVERY s.
 Progress = Callable[[int, int, int, int], None]
 PROGRESS_EVERY = 0.5
@@ -351,9 +352,10 @@ async def _transfer(
     verify: bool,
     progress: Progress | None,
 ) -> None:
-    # File work (write, fsync, hash) runs in threads: as many as requests in flight, so fsyncs overlap.
+    # File work (hash, write, fsync) runs in threads, one per core: more threads only fight the event loop
+    # for the GIL (measured on 2 cores: 170 MiB/s with 2 threads, 110-125 MiB/s with 18).
     asyncio.get_running_loop().set_default_executor(
-        concurrent.futures.ThreadPoolExecutor(max_workers=concurrency + 2, thread_name_prefix="proximate-sync")
+        concurrent.futures.ThreadPoolExecutor(max_workers=FILE_THREADS, thread_name_prefix="proximate-sync")
     )
     root = Path(result.dest_root)
     new_set = set(new)

@@ -17,6 +17,9 @@ from typing import Any, Protocol, TypeVar
 
 import aiohttp
 import fsspec
+from botocore.auth import S3SigV4QueryAuth
+from botocore.awsrequest import AWSRequest
+from botocore.utils import percent_encode
 
 T = TypeVar("T")
 SinkT = TypeVar("SinkT", bound="Sink")
@@ -180,6 +183,7 @@ class Source:
             self.root = self.fs._strip_protocol(url).rstrip("/")
         self.concurrency = concurrency
         self._client: Any = None
+        self._url_base: str | None = None
         self._http: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Source:
@@ -260,12 +264,40 @@ class Source:
     # -- reading -----------------------------------------------------------------------------------------------
 
     async def presign(self, obj: RemoteObject) -> str | None:
-        """A SigV4 URL for GETs of ``obj`` that also asks for its stored checksum (None for non-S3 sources)."""
+        """A SigV4 URL for GETs of ``obj`` that also asks for its stored checksum (None for non-S3 sources).
+
+        botocore's ``generate_presigned_url`` resolves the endpoint and runs its event hooks on every call (about
+        0.9 ms of CPU, more than receiving a 1 MiB object); so the object URL's shape is learned from it once and
+        each URL is then signed directly with botocore's SigV4 query signer (about 0.25 ms)."""
         if not self.is_s3:
             return None
-        return await self._client.generate_presigned_url(
-            "get_object", Params={"Bucket": self.bucket, "Key": obj.path, "ChecksumMode": "ENABLED"}, ExpiresIn=3600
+        if self._url_base is None:
+            self._url_base = await self._learn_url_base()
+        credentials = self._client._request_signer._credentials if self._url_base else None
+        if credentials is None:
+            return await self._client.generate_presigned_url(
+                "get_object", Params={"Bucket": self.bucket, "Key": obj.path, "ChecksumMode": "ENABLED"}, ExpiresIn=3600
+            )
+        frozen = await credentials.get_frozen_credentials()
+        request = AWSRequest(
+            method="GET",
+            url=self._url_base + percent_encode(obj.path, safe="/~"),
+            headers={"x-amz-checksum-mode": "ENABLED"},
         )
+        S3SigV4QueryAuth(frozen, "s3", self._client.meta.region_name, expires=3600).add_auth(request)
+        return request.prepare().url
+
+    async def _learn_url_base(self) -> str:
+        """The URL an object key is appended to, as botocore builds it (path or virtual-host style); "" when
+        botocore does not sign with SigV4 query parameters here, so every URL is left to it."""
+        probe = "proximate-probe"
+        url = await self._client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": probe, "ChecksumMode": "ENABLED"}, ExpiresIn=3600
+        )
+        base, _, query = url.partition("?")
+        if "X-Amz-Algorithm=AWS4-HMAC-SHA256" in query and base.endswith("/" + probe):
+            return base[: -len(probe)]
+        return ""
 
     @contextlib.asynccontextmanager
     async def _get(self, obj: RemoteObject, start: int, end: int, url: str | None) -> AsyncIterator[Any]:
