@@ -210,6 +210,7 @@ def extract_and_write(
         )
         for batch in batches
     ]
+    pending: list[DatasetRecord] = []
     for _future, results in as_completed(futures, with_results=True, loop=client.loop):
         records: list[DatasetRecord] = [r for r in results if isinstance(r, DatasetRecord)]
         report.vanished += [r for r in results if isinstance(r, str)]
@@ -219,9 +220,16 @@ def extract_and_write(
             merged = {r.id: merge_with_previous(r, previous.get(r.id)) for r in failed}
             records = [merged.get(r.id, r) for r in records]
             report.errors += [(r.path, r.error or "") for r in failed]
-        catalog.upsert(records)
+        # Writes go out in the catalog's bulk size, not per extraction batch: fewer, larger bulk requests
+        # (OpenSearch builds one segment per request; osmem-server re-indexes small segments to merge them).
+        pending += records
+        if len(pending) >= catalog.batch_size:
+            catalog.upsert(pending)
+            pending = []
         report.extracted += len(records)
         report.ok += len(records) - len(failed)
+    if pending:
+        catalog.upsert(pending)
     if report.vanished:
         report.deleted += sorted(report.vanished)
         catalog.delete(record_id(region, p) for p in report.vanished)

@@ -86,6 +86,43 @@ def test_sqlite_is_the_default_and_persists_in_one_file(tmp_path):
         assert cat.search(CatalogQuery(variable="tas")).total > 0
 
 
+def test_sqlite_catalog_from_before_the_search_tuning_is_migrated_on_open(tmp_path):
+    """A catalog file whose names rows lack the copied filter columns (and with the old bbox index) opens,
+    gets them filled in, and answers combined searches exactly like a fresh one."""
+    import sqlite3
+
+    from proximate.catalog.sqlite import _NAME_COPIES
+
+    records = sample_records()
+    path = tmp_path / "old.sqlite"
+    with SQLiteCatalog(path) as cat:
+        cat.upsert(records)
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("CREATE TABLE old_names (rid INTEGER NOT NULL, kind TEXT NOT NULL, name TEXT NOT NULL, "
+                   "PRIMARY KEY (kind, name, rid)) WITHOUT ROWID")  # fmt: skip
+        db.execute("INSERT INTO old_names SELECT rid, kind, name FROM names")
+        db.execute("DROP TABLE names")
+        db.execute("ALTER TABLE old_names RENAME TO names")
+        db.execute("CREATE INDEX names_rid ON names(rid)")
+        db.execute("DROP INDEX datasets_box")
+        db.execute("CREATE INDEX datasets_bbox ON datasets(south, north)")
+    db.close()
+    fresh = SQLiteCatalog(tmp_path / "fresh.sqlite")
+    fresh.upsert(records)
+    with SQLiteCatalog(path) as cat:
+        columns = {row[1] for row in cat._db.execute("PRAGMA table_info(names)")}
+        assert set(_NAME_COPIES) <= columns
+        for q in (
+            CatalogQuery(standard_name="air_temperature", min_size=150, sort="-size"),
+            CatalogQuery(variable="uas", bbox=[175, 50, -175, 89]),
+            CatalogQuery(variable="tas", region="a", time_start="1995-01-01T00:00:00", sort="time_start"),
+        ):
+            assert cat.search(q) == fresh.search(q)
+            assert cat.search(q).total > 0
+    fresh.close()
+
+
 # -- authentication, seen on the wire ----------------------------------------------------------------------------
 
 

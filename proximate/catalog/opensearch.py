@@ -107,8 +107,26 @@ def build_query(query: CatalogQuery | None) -> dict[str, Any] | None:
     return {"bool": {"must": must, "filter": filters}}
 
 
+def sort_spec(query: CatalogQuery) -> list[dict[str, Any]]:
+    """The sort key, missing values last, then region and path to break ties. Sorting by path needs no
+    third key (path, region is already total), and every key costs: osmem-server reads each one from the
+    source of every hit, so three keys instead of two made a 17k-hit search about 50 % slower."""
+    order = "desc" if query.descending else "asc"
+    if query.sort_field == "path":  # never missing
+        return [{"path": {"order": order}}, {"region": {"order": "asc"}}]
+    return [
+        {SORT_COLUMNS[query.sort_field]: {"order": order, "missing": "_last"}},
+        {"region": {"order": "asc"}},
+        {"path": {"order": "asc"}},
+    ]
+
+
 class OpenSearchCatalog(Catalog):
     """The catalog in OpenSearch, behind the alias ``index``."""
+
+    #: Documents per bulk request (about 1.5 MB): each request becomes one segment, and osmem-server
+    #: re-indexes segments of fewer than 1000 documents to merge them, which doubled its write cost.
+    batch_size = 1000
 
     def __init__(self, client: Any, index: str = "proximate-datasets", *, url: str = "") -> None:
         self.client = client
@@ -269,16 +287,11 @@ class OpenSearchCatalog(Catalog):
         q = build_query(query)
         if q is None:
             return empty_result(query)
-        order = "desc" if query.descending else "asc"
         body = {
             "query": q,
             "from": query.offset,
             "size": query.page_size,
-            "sort": [
-                {SORT_COLUMNS[query.sort_field]: {"order": order, "missing": "_last"}},
-                {"region": {"order": "asc"}},
-                {"path": {"order": "asc"}},
-            ],
+            "sort": sort_spec(query),
             "track_total_hits": True,
             "_source": ["record"],
         }
