@@ -196,6 +196,22 @@ def tools(url: str) -> dict[str, callable]:
     }
 
 
+def durable_floor(dest: Path, count: int, size: int) -> float:
+    """Seconds this disk needs to make ``count`` files of ``size`` bytes durable, written from memory with no
+    network or checking at all: the physical minimum for a sync that, like proximate's, fsyncs what it writes."""
+    os.sync()
+    block = os.urandom(size)
+    t0 = time.monotonic()
+    for i in range(count):
+        sub = dest / f"d{i % 20:02d}"
+        sub.mkdir(parents=True, exist_ok=True)
+        (sub / f"obj-{i:06d}.bin").write_bytes(block)
+    os.sync()
+    elapsed = time.monotonic() - t0
+    shutil.rmtree(dest)
+    return elapsed
+
+
 def tree_bytes(path: Path) -> tuple[int, int]:
     files = [p for p in path.rglob("*") if p.is_file() and ".proximate-sync" not in p.parts]
     return len(files), sum(p.stat().st_size for p in files)
@@ -231,6 +247,7 @@ def main() -> None:
                     if bucket == "noop" and name == "proximate-nofsync":
                         continue
                     dest = workdir / "dest" / bucket / name.split()[0]
+                    os.sync()  # every tool starts on a quiet disk, not behind the upload's (or last tool's) writeback
                     seconds = go(bucket, dest)
                     n, total = tree_bytes(dest)
                     if n != count or total != count * size:
@@ -246,6 +263,10 @@ def main() -> None:
                             flush=True,
                         )
                     shutil.rmtree(dest) if bucket != "noop" else None
+                if bucket != "noop":
+                    floor = count * size / MiB / durable_floor(workdir / "dest" / "floor", count, size)
+                    print(f"  {'disk floor':17s} {floor:8.1f} MiB/s  (write from memory + sync, nothing else)")
+                    print(f"  proximate vs disk floor: {results['proximate'] / floor:.2f}x", flush=True)
                 ours = results["proximate"]
                 for name in ("aws s3 sync", "rclone sync"):
                     ratio = results[name] / ours if bucket == "noop" else ours / results[name]

@@ -1,10 +1,12 @@
 """Mirror a source tree into a local root: plan (list and diff), transfer (parallel, atomic), finish (delete).
 
-Every file is written under a temporary name in its own folder, checked (size; MD5 where the ETag is one, or
-the multipart ETag recomputed from the part size the store reports), fsynced and renamed into place, then
-journaled. A kill at any point leaves only temporaries (removed by the next run) and complete files.
-Memory is bounded by ``concurrency * block_size``: an object larger than a block is fetched as concurrent
-ranged reads written with ``os.pwrite``, never held whole.
+Every file is written under a temporary name in its own folder, checked against the cheapest checksum the
+store offers (see :mod:`proximate.sync.checksums`: a CRC or SHA stored with the object, else the MD5 or multipart
+ETag) and its size, made durable, renamed into place, then journaled. A kill at any point leaves only
+temporaries (removed by the next run) and complete files. Small objects are made durable in groups (one
+``syncfs`` per group, not one ``fsync`` per file); big ones are fsynced one by one. Memory is bounded by about
+``concurrency * block_size``: an object larger than a block is streamed, one ranged GET per part (each part
+hashed as it arrives, written with ``os.pwritev``), never held whole.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import ctypes
 import os
 import stat
 import time
@@ -218,17 +221,110 @@ class _Writer:
         os.rename(tmp, final)
         return os.lstat(final).st_mtime_ns
 
-    def write_whole(self, rel: str, chunks: list[bytes], check: Callable[[list[bytes]], None]) -> int:
-        """Check a small object's bytes (held in memory), then write, fsync and place them: one thread hop."""
+    def write_temp(self, rel: str, chunks: list[bytes], check: Callable[[list[bytes]], None]) -> Path:
+        """Check a small object's bytes (held in memory) and write them to a temporary, not yet synced: one
+        thread hop; :class:`_GroupSync` makes it durable and places it."""
         check(chunks)
         tmp = self.temp_for(rel)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         try:
-            _pwritev_all(fd, chunks, 0)
-            return self.place(fd, tmp, rel)
+            try:
+                _pwritev_all(fd, chunks, 0)
+            finally:
+                os.close(fd)
         except BaseException:
             _discard(tmp)
             raise
+        return tmp
+
+    def rename_all(self, batch: list[tuple[Path, str]]) -> list[int | BaseException]:
+        """Rename temporaries into place; each one's mtime_ns, or the error that stopped it."""
+        out: list[int | BaseException] = []
+        for tmp, rel in batch:
+            try:
+                final = self.root / rel
+                os.rename(tmp, final)
+                out.append(os.lstat(final).st_mtime_ns)
+            except OSError as exc:
+                _discard(tmp)
+                out.append(exc)
+        return out
+
+    def sync_fs(self) -> None:
+        """Flush the destination file system: every temporary written so far becomes durable at once."""
+        if not self.fsync:
+            return
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            if _LIBC is not None and _LIBC.syncfs(fd) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, f"syncfs of {self.root}: {os.strerror(err)}")
+            if _LIBC is None:
+                os.sync()
+        finally:
+            os.close(fd)
+
+
+def _load_libc() -> Any:
+    """libc, for syncfs(2) (Linux): Python's os module has sync() for every file system but not syncfs."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc if hasattr(libc, "syncfs") else None
+    except OSError:
+        return None
+
+
+_LIBC = _load_libc()
+
+
+class _GroupSync:
+    """Durability for many small files at the price of one: their temporaries are written unsynced, then one
+    syncfs() of the destination (one journal commit) precedes all their renames. A group closes when every
+    request slot waits on it or after ``delay`` seconds, so a slow trickle still lands promptly."""
+
+    def __init__(self, writer: _Writer, max_files: int, delay: float = 0.02) -> None:
+        self.writer, self.max_files, self.delay = writer, max_files, delay
+        self.pending: list[tuple[Path, str, asyncio.Future[int]]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._commits: set[asyncio.Task[None]] = set()
+
+    async def place(self, tmp: Path, rel: str) -> int:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[int] = loop.create_future()
+        self.pending.append((tmp, rel, future))
+        if len(self.pending) >= self.max_files:
+            self._close_group()
+        elif self._timer is None:
+            self._timer = loop.call_later(self.delay, self._close_group)
+        return await future
+
+    def _close_group(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        group, self.pending = self.pending, []
+        if group:
+            task = asyncio.get_running_loop().create_task(self._commit(group))
+            self._commits.add(task)
+            task.add_done_callback(self._commits.discard)
+
+    async def _commit(self, group: list[tuple[Path, str, asyncio.Future[int]]]) -> None:
+        try:
+            await _finish_in_thread(self.writer.sync_fs)
+            outcomes: list[int | BaseException] = await _finish_in_thread(
+                self.writer.rename_all, [(tmp, rel) for tmp, rel, _ in group]
+            )
+        except BaseException as exc:  # not durable: nothing of this group goes under a final name
+            for tmp, _, _ in group:
+                _discard(tmp)
+            outcomes = [exc] * len(group)
+        for (_, _, future), outcome in zip(group, outcomes, strict=True):
+            if future.done():
+                continue
+            if isinstance(outcome, BaseException):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
 
 
 def _discard(tmp: Path) -> None:
@@ -360,6 +456,7 @@ async def _transfer(
     root = Path(result.dest_root)
     new_set = set(new)
     writer = _Writer(root, fsync)
+    group_sync = _GroupSync(writer, max_files=max(1, concurrency))
     requests = asyncio.Semaphore(concurrency)
     todo = iter(objects)
     total_bytes = sum(o.size for o in objects)
@@ -380,7 +477,9 @@ async def _transfer(
             part_size = await src.part_size(obj)
             if part_size is None:
                 expected = None  # the store cannot say where parts end: size is all that can be checked
-        return await asyncio.to_thread(writer.write_whole, obj.rel, sink.chunks, _whole_check(obj, expected, part_size))
+        check = _whole_check(obj, expected, part_size)
+        tmp = await _finish_in_thread(writer.write_temp, obj.rel, sink.chunks, check)
+        return await group_sync.place(tmp, obj.rel)
 
     async def plan_large(obj: RemoteObject) -> tuple[Expected | None, list[tuple[int, int]]]:
         """What to check a big object against and how to split it: by part for a part-wise checksum (each part
