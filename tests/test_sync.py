@@ -12,10 +12,12 @@ import subprocess
 import sys
 import time
 import tracemalloc
+from base64 import b64encode
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import boto3
+import google_crc32c
 import pytest
 from botocore.config import Config
 from conftest import free_port
@@ -29,11 +31,12 @@ from proximate.sync import (
     RemoteObject,
     SourceError,
     SyncResult,
+    checksums,
     is_data_path,
     safe_relative_path,
     sync,
 )
-from proximate.sync.source import Source
+from proximate.sync.source import ChecksumError, Source
 
 MiB = 2**20
 BUCKET = "data"
@@ -302,6 +305,62 @@ def test_keys_that_need_escaping_in_a_url_are_signed_and_fetched(s3, tmp_path):
         return bool(src._url_base) and "X-Amz-SignedHeaders=host%3Bx-amz-checksum-mode" in url
 
     assert asyncio.run(signed_directly()), "the fast signing path was not taken: this test proved nothing"
+
+
+def test_a_stored_sha256_is_checked_and_catches_a_flipped_byte(s3, tmp_path):
+    """A SHA-256 stored with an object is what it is checked against (not its MD5 ETag), small or streamed; a
+    corrupted body fails naming the checksum, the rest land intact."""
+    c = client(s3["endpoint_url"])
+    c.create_bucket(Bucket=BUCKET)
+    bodies = {f"p/sha-{size}.bin": os.urandom(size) for size in (5000, 3 * MiB)}
+    bodies["p/plain.bin"] = os.urandom(5000)
+    for key, body in bodies.items():
+        c.put_object(Bucket=BUCKET, Key=key, Body=body, ChecksumAlgorithm="SHA256")
+        head = c.head_object(Bucket=BUCKET, Key=key, ChecksumMode="ENABLED")
+        assert head["ChecksumSHA256"] == b64encode(hashlib.sha256(body).digest()).decode(), "not kept by the server"
+    corrupt = {"p/sha-5000.bin", f"p/sha-{3 * MiB}.bin"}
+    with FaultProxy(s3["endpoint_url"]) as proxy:
+        proxy.corrupt = {f"{BUCKET}/{k}" for k in corrupt}
+        result = sync(f"s3://{BUCKET}/p/", tmp_path / "root", storage_options=options(proxy.url, s3), block_size=MiB)
+    failed = dict(result.failed)
+    assert set(failed) == corrupt, failed
+    assert all("SHA256 (sha256)" in failed[k] and "x-amz-checksum-sha256" in failed[k] for k in corrupt), failed
+    assert data_files(tmp_path / "root") == {k.removeprefix("p/"): v for k, v in bodies.items() if k not in corrupt}
+
+
+def test_checksums_match_independent_computations():
+    """Each kind the store may send (whole or COMPOSITE over parts) against digests computed here directly."""
+    data = os.urandom(3 * 1000 + 7)
+    parts = [data[0:1000], data[1000:2000], data[2000:3000], data[3000:]]
+    crc32c = [google_crc32c.value(p).to_bytes(4, "big") for p in parts]
+    whole = b64encode(google_crc32c.value(data).to_bytes(4, "big")).decode()
+    composite = b64encode(google_crc32c.value(b"".join(crc32c)).to_bytes(4, "big")).decode() + "-4"
+    for headers, digests in (
+        ({"x-amz-checksum-crc32c": whole}, [google_crc32c.value(data).to_bytes(4, "big")]),
+        ({"X-Amz-Checksum-CRC32C": composite}, crc32c),
+        ({"x-amz-checksum-sha1": b64encode(hashlib.sha1(data).digest()).decode()}, [hashlib.sha1(data).digest()]),
+    ):
+        expected = checksums.choose(headers, None, multipart=False)
+        assert expected is not None
+        computed = []
+        for chunk in parts if expected.parts else [data]:
+            h = expected.new()
+            h.update(chunk)
+            computed.append(h.digest())
+        assert computed == digests
+        expected.verify("k", computed)
+        with pytest.raises(ChecksumError):
+            expected.verify("k", [bytes(len(d)) for d in computed])
+    # The cheapest stored kind wins; a FULL_OBJECT CRC cannot be checked part by part, so the ETag serves.
+    md5s = [hashlib.md5(p).digest() for p in parts]
+    etag = hashlib.md5(b"".join(md5s)).hexdigest() + "-4"
+    sha256 = b64encode(hashlib.sha256(data).digest()).decode()
+    both = {"x-amz-checksum-sha256": sha256, "x-amz-checksum-crc32": "AAAAAA=="}
+    assert checksums.choose(both, etag, multipart=False).algorithm == "crc32"
+    by_parts = checksums.choose({"x-amz-checksum-crc32": "AAAAAA=="}, etag, multipart=True)
+    assert (by_parts.algorithm, by_parts.parts) == ("md5", 4)
+    by_parts.verify("k", md5s)
+    assert checksums.choose({}, "not-an-md5", multipart=False) is None
 
 
 HOSTILE = [
