@@ -128,14 +128,12 @@ def locality(client: Any = None) -> Iterator[LocalityReport]:
 
 def _collect(client: Any, marks: dict[str, tuple[int, int]]) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {}
-    for addr, mark in marks.items():
-        with contextlib.suppress(OSError, KeyError, ValueError):  # a worker that died since: its log died with it
-            out.update(client.run(_log_since, mark, workers=[addr]))
-    # Workers that joined during the block: everything they logged is new.
+    # Only workers alive now: a worker that died since took its log with it, and asking its old address would
+    # wait out the connect timeout (30 s by default) before failing.
     for addr in client.scheduler_info(n_workers=-1)["workers"]:
-        if addr not in marks:
-            with contextlib.suppress(OSError, KeyError, ValueError):
-                out.update(client.run(_log_since, None, workers=[addr]))
+        with contextlib.suppress(OSError, KeyError, ValueError):  # it may still die in between
+            # Workers that joined during the block (no mark): everything they logged is new.
+            out.update(client.run(_log_since, marks.get(addr), workers=[addr]))
     return out
 
 
