@@ -17,6 +17,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from proximate.sync.source import ChecksumError
+
 
 class Hasher(Protocol):
     def update(self, data: bytes | bytearray | memoryview, /) -> None: ...
@@ -74,8 +76,6 @@ class Expected:
 
     def verify(self, key: str, digests: list[bytes]) -> None:
         """Raise ``ChecksumError`` unless ``digests`` (one per part, or one for the whole) give the expected one."""
-        from proximate.sync.source import ChecksumError
-
         if self.parts:
             if len(digests) != self.parts:
                 raise ChecksumError(f"{key!r} came in {len(digests)} parts, its {self.source} says {self.parts}")
