@@ -217,6 +217,10 @@ class _Writer:
                 os.fsync(fd)
         finally:
             os.close(fd)
+        return self.rename(tmp, rel)
+
+    def rename(self, tmp: Path, rel: str) -> int:
+        """Give a finished temporary its final name; returns the file's mtime_ns (what the manifest records)."""
         final = self.root / rel
         os.rename(tmp, final)
         return os.lstat(final).st_mtime_ns
@@ -242,9 +246,7 @@ class _Writer:
         out: list[int | BaseException] = []
         for tmp, rel in batch:
             try:
-                final = self.root / rel
-                os.rename(tmp, final)
-                out.append(os.lstat(final).st_mtime_ns)
+                out.append(self.rename(tmp, rel))
             except OSError as exc:
                 _discard(tmp)
                 out.append(exc)
