@@ -17,7 +17,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from proximate.sync.source import ChecksumError
+
+class ChecksumError(OSError):
+    """Bytes received do not match what the source says it holds (size or checksum)."""
 
 
 class Hasher(Protocol):

@@ -476,7 +476,7 @@ async def _transfer(
         expected = choose(headers, obj.etag, multipart=False) if verify else None
         part_size = None
         if expected is not None and expected.parts and expected.parts > 1:
-            part_size = await src.part_size(obj)
+            part_size = await src.part_size(obj, expected.parts)
             if part_size is None:
                 expected = None  # the store cannot say where parts end: size is all that can be checked
         check = _whole_check(obj, expected, part_size)
@@ -493,7 +493,7 @@ async def _transfer(
             return None, _segments(obj.size, block_size)
         if not expected.parts:
             return expected, [(0, obj.size)]
-        part_size = await src.part_size(obj) if expected.parts > 1 else obj.size
+        part_size = await src.part_size(obj, expected.parts) if expected.parts > 1 else obj.size
         if not part_size or -(-obj.size // part_size) != expected.parts:
             return None, _segments(obj.size, block_size)
         return expected, _segments(obj.size, part_size)

@@ -21,6 +21,8 @@ from botocore.auth import S3SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
 from botocore.utils import percent_encode
 
+from proximate.sync.checksums import ChecksumError, from_etag
+
 T = TypeVar("T")
 SinkT = TypeVar("SinkT", bound="Sink")
 
@@ -29,7 +31,6 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 RETRY_CODES = frozenset(
     {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed", "InternalError"}
 )
-_MULTIPART_ETAG = re.compile(r"^[0-9a-f]{32}-(\d+)$")
 
 
 class SourceError(RuntimeError):
@@ -45,10 +46,6 @@ class S3ReadError(OSError):
 
 
 _ERROR_CODE = re.compile(rb"<Code>([^<]{1,100})</Code>")
-
-
-class ChecksumError(OSError):
-    """Bytes received do not match what the source says it holds (size or checksum)."""
 
 
 class Sink(Protocol):
@@ -74,8 +71,8 @@ class RemoteObject:
     @property
     def parts(self) -> int | None:
         """Number of parts of a multipart upload, from its ``<md5>-<N>`` ETag."""
-        m = _MULTIPART_ETAG.match(self.etag or "")
-        return int(m.group(1)) if m else None
+        expected = from_etag(self.etag)
+        return expected.parts if expected else None
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -362,13 +359,14 @@ class Source:
             return {}
         return head.get("ResponseMetadata", {}).get("HTTPHeaders", {})
 
-    async def part_size(self, obj: RemoteObject) -> int | None:
-        """Size of part 1 of a multipart S3 object (to recompute its ETag); None where the store cannot say."""
-        if not self.is_s3 or not obj.parts:
+    async def part_size(self, obj: RemoteObject, parts: int | None) -> int | None:
+        """Size of part 1 of an S3 object uploaded in ``parts`` parts (the count a part-wise checksum states, its
+        ETag's or a COMPOSITE one's), to recompute that checksum; None where the store cannot say."""
+        if not self.is_s3 or not parts:
             return None
         try:
             head = await self._retry(lambda: self._client.head_object(Bucket=self.bucket, Key=obj.path, PartNumber=1))
         except Exception:
             return None
         size = int(head.get("ContentLength") or 0)
-        return size if 0 < size < obj.size or obj.parts == 1 else None
+        return size if 0 < size < obj.size or parts == 1 else None
