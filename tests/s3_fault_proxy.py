@@ -1,5 +1,5 @@
 """A small HTTP proxy in front of the moto server that injects faults for chosen keys: the real server keeps
-the data, the proxy makes some requests fail (503), arrive corrupted, or arrive slowly."""
+the data, the proxy makes some requests fail (503), arrive corrupted, arrive cut short, or arrive slowly."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ ERROR_503 = (
 
 class FaultProxy:
     """``fail``: keys ("bucket/key") whose GETs always get 503; ``flaky``: key -> number of 503s before success;
-    ``corrupt``: keys whose GET bodies get one byte flipped; ``delay``: seconds added to every object GET."""
+    ``corrupt``: keys whose GET bodies get one byte flipped; ``truncate``: key -> number of GETs whose connection
+    drops after half the body (the full Content-Length announced); ``delay``: seconds added to every object GET."""
 
     def __init__(self, upstream: str) -> None:
         parsed = urllib.parse.urlsplit(upstream)
@@ -27,6 +28,7 @@ class FaultProxy:
         self.fail: set[str] = set()
         self.flaky: dict[str, int] = {}
         self.corrupt: set[str] = set()
+        self.truncate: dict[str, int] = {}
         self.delay = 0.0
         self.gets: Counter[str] = Counter()
         self.get_sizes: dict[str, list[int]] = {}  # key -> body size of each successful GET relayed
@@ -69,13 +71,23 @@ class FaultProxy:
                         proxy.get_sizes.setdefault(target, []).append(len(data))
                 if self.command == "GET" and target in proxy.corrupt and data:
                     data = bytes([data[0] ^ 0xFF]) + data[1:]
+                if self.command == "GET" and is_object_read and resp.status in (200, 206) and len(data) > 1:
+                    with proxy._lock:
+                        cut = proxy.truncate.get(target, 0)
+                        if cut:
+                            proxy.truncate[target] = cut - 1
+                    if cut:
+                        self._reply(resp.status, out, data, cut_at=len(data) // 2)
+                        return
                 if self.command == "HEAD":
                     out["Content-Length"] = resp.getheader("Content-Length") or "0"
                     self._reply(resp.status, out, b"", head=True)
                 else:
                     self._reply(resp.status, out, data)
 
-            def _reply(self, status: int, headers: dict[str, str], data: bytes, head: bool = False) -> None:
+            def _reply(
+                self, status: int, headers: dict[str, str], data: bytes, head: bool = False, cut_at: int | None = None
+            ) -> None:
                 self.send_response(status)
                 for k, v in headers.items():
                     self.send_header(k, v)
@@ -83,7 +95,10 @@ class FaultProxy:
                     self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 if data and not head:
-                    self.wfile.write(data)
+                    self.wfile.write(data if cut_at is None else data[:cut_at])
+                if cut_at is not None:
+                    self.wfile.flush()
+                    self.close_connection = True  # the peer sees EOF short of the announced length
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
 

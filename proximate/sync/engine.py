@@ -15,6 +15,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import ctypes
+import functools
 import os
 import stat
 import time
@@ -334,10 +335,14 @@ def _discard(tmp: Path) -> None:
         os.unlink(tmp)
 
 
-async def _finish_in_thread(func: Callable[..., T], *args: Any) -> T:
-    """Run ``func`` in a thread; if cancelled, wait for the thread before re-raising, so a file descriptor is
-    never closed (and its number reused) while a thread still writes through it."""
-    future = asyncio.get_running_loop().run_in_executor(None, func, *args)
+async def _finish_in_thread(
+    func: Callable[..., T], *args: Any, executor: concurrent.futures.Executor | None = None, **kwargs: Any
+) -> T:
+    """Run ``func`` in a thread (of ``executor``, else the loop's file threads); if cancelled, wait for the thread
+    before re-raising, so a file descriptor is never closed (and its number reused) while a thread still writes
+    through it."""
+    call = functools.partial(func, *args, **kwargs) if kwargs else func
+    future = asyncio.get_running_loop().run_in_executor(executor, call, *(() if kwargs else args))
     try:
         return await asyncio.shield(future)
     except asyncio.CancelledError:
@@ -366,45 +371,25 @@ class _Collect:
         self.chunks: list[bytes] = []
         self.received = 0
 
-    async def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes) -> None:
         self.chunks.append(data)
         self.received += len(data)
 
-    async def close(self) -> None:
-        return None
-
 
 class _RangeWriter:
-    """A sink that writes a range of a file at its offset as it streams in, hashing it on the way; file work
-    runs in a thread (pwritev and hashlib/zlib release the GIL) in batches of about ``flush`` bytes."""
+    """A sink that writes a range of a file at its offset as it streams in, hashing it on the way (in the
+    fetching thread: pwrite and hashlib/zlib release the GIL)."""
 
-    def __init__(self, fd: int, start: int, hasher: Hasher | None, flush: int = 2 * MiB) -> None:
-        self.fd, self.offset, self.hasher, self.flush = fd, start, hasher, flush
-        self.pending: list[bytes] = []
-        self.size = 0
+    def __init__(self, fd: int, start: int, hasher: Hasher | None) -> None:
+        self.fd, self.offset, self.hasher = fd, start, hasher
         self.received = 0
 
-    async def feed(self, data: bytes) -> None:
-        self.pending.append(data)
-        self.size += len(data)
+    def feed(self, data: bytes) -> None:
+        _pwritev_all(self.fd, [data], self.offset)
+        self.offset += len(data)
         self.received += len(data)
-        if self.size >= self.flush:
-            await self._write()
-
-    async def close(self) -> None:
-        if self.pending:
-            await self._write()
-
-    async def _write(self) -> None:
-        chunks, offset = self.pending, self.offset
-        self.pending, self.offset, self.size = [], offset + self.size, 0
-        await _finish_in_thread(self._write_sync, chunks, offset)
-
-    def _write_sync(self, chunks: list[bytes], offset: int) -> None:
-        _pwritev_all(self.fd, chunks, offset)
         if self.hasher is not None:
-            for c in chunks:
-                self.hasher.update(c)
+            self.hasher.update(data)
 
     def digest(self) -> bytes:
         return self.hasher.digest() if self.hasher is not None else b""
@@ -470,17 +455,25 @@ async def _transfer(
             state["last"] = now
             progress(state["done"], len(objects), state["bytes"], total_bytes)
 
+    def receive_small(obj: RemoteObject, url: str | None) -> tuple[Path | None, _Collect, Expected | None]:
+        """Fetch, check and write a small object in one thread hop; leaves the temporary unwritten (None) when
+        a part-wise checksum needs the part size first (a HEAD, asked from the loop)."""
+        sink, headers = src.fetch(obj, 0, obj.size, _Collect, url=url)
+        expected = choose(headers, obj.etag, multipart=False) if verify else None
+        if expected is not None and expected.parts and expected.parts > 1:
+            return None, sink, expected
+        return writer.write_temp(obj.rel, sink.chunks, _whole_check(obj, expected, None)), sink, expected
+
     async def fetch_small(obj: RemoteObject) -> int:
         async with requests:
-            sink, headers = await src.stream(obj, 0, obj.size, _Collect)
-        expected = choose(headers, obj.etag, multipart=False) if verify else None
-        part_size = None
-        if expected is not None and expected.parts and expected.parts > 1:
-            part_size = await src.part_size(obj, expected.parts)
+            url = await src.presign(obj)
+            tmp, sink, expected = await _finish_in_thread(receive_small, obj, url, executor=src.threads)
+        if tmp is None:
+            part_size = await src.part_size(obj, expected.parts if expected else None)
             if part_size is None:
                 expected = None  # the store cannot say where parts end: size is all that can be checked
-        check = _whole_check(obj, expected, part_size)
-        tmp = await _finish_in_thread(writer.write_temp, obj.rel, sink.chunks, check)
+            check = _whole_check(obj, expected, part_size)
+            tmp = await _finish_in_thread(writer.write_temp, obj.rel, sink.chunks, check)
         return await group_sync.place(tmp, obj.rel)
 
     async def plan_large(obj: RemoteObject) -> tuple[Expected | None, list[tuple[int, int]]]:
@@ -505,15 +498,14 @@ async def _transfer(
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         fd_open, placed = True, False
         digests: list[bytes] = [b""] * len(segments)
-        flush = min(block_size, 2 * MiB)  # bytes a stream holds before writing them: memory stays ~ blocks
         try:
 
             async def segment(i: int, start: int, end: int) -> None:
                 def begin() -> _RangeWriter:  # a fresh hasher per attempt: a retried range starts over
-                    return _RangeWriter(fd, start, expected.new() if expected else None, flush)
+                    return _RangeWriter(fd, start, expected.new() if expected else None)
 
                 async with requests:
-                    sink, _ = await src.stream(obj, start, end, begin, url=url)
+                    sink, _ = await _finish_in_thread(src.fetch, obj, start, end, begin, url=url, executor=src.threads)
                     digests[i] = sink.digest()
 
             async with asyncio.TaskGroup() as tg:
@@ -564,7 +556,9 @@ async def _transfer(
             await one(obj)
 
     with Manifest(root, result.source_url) as manifest:
-        await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
+        # More workers than request slots: a worker whose file waits for its group to be made durable must not
+        # hold a slot, or every group would drain the pipeline before it closes.
+        await asyncio.gather(*(worker() for _ in range(4 * max(1, concurrency))))
         report(force=True)
 
 
