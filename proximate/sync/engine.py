@@ -7,6 +7,10 @@ temporaries (removed by the next run) and complete files. Small objects are made
 ``syncfs`` per group, not one ``fsync`` per file); big ones are fsynced one by one. Memory is bounded by about
 ``concurrency * block_size``: an object larger than a block is streamed, one ranged GET per part (each part
 hashed as it arrives, written with ``os.pwritev``), never held whole.
+
+The event loop plans (listing, HEADs, signing) and commits (groups, manifest); the bytes themselves are
+received, hashed and written by :attr:`Source.threads`, one thread per request slot, in one hop per object or
+part: those calls release the GIL, so a transfer uses every core.
 """
 
 from __future__ import annotations
