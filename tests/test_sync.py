@@ -479,6 +479,31 @@ def test_a_connection_dropped_mid_body_is_retried_and_never_lands_half_written(s
     assert not [p for p in root.rglob("*") if p.name.startswith(TEMP_PREFIX)]
 
 
+def test_object_reads_go_through_the_proxy_the_environment_names(s3, tmp_path, monkeypatch):
+    """Platform networks often reach S3 through an HTTP proxy named in the environment: object reads honour it
+    (as botocore does for the listing), and NO_PROXY exempts the endpoint again."""
+    c = client(s3["endpoint_url"])
+    c.create_bucket(Bucket=BUCKET)
+    objects = {"p/a.bin": os.urandom(5000), "p/big.bin": os.urandom(3 * MiB)}
+    put_many(c, objects)
+    with FaultProxy(s3["endpoint_url"]) as proxy:
+        for name in ("HTTP_PROXY", "http_proxy"):
+            monkeypatch.setenv(name, proxy.url)
+        for name in ("NO_PROXY", "no_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        result = sync(
+            f"s3://{BUCKET}/p/", tmp_path / "via", storage_options=options(s3["endpoint_url"], s3), block_size=MiB
+        )
+        assert result.failed == []
+        assert data_files(tmp_path / "via") == {k.removeprefix("p/"): v for k, v in objects.items()}
+        assert sorted(proxy.get_sizes) == [f"{BUCKET}/p/a.bin", f"{BUCKET}/p/big.bin"], proxy.get_sizes
+        relayed = dict(proxy.gets)
+        for name in ("NO_PROXY", "no_proxy"):
+            monkeypatch.setenv(name, "127.0.0.1")
+        again = sync(f"s3://{BUCKET}/p/", tmp_path / "direct", storage_options=options(s3["endpoint_url"], s3))
+        assert again.failed == [] and dict(proxy.gets) == relayed
+
+
 def test_a_down_server_raises_a_clear_error_and_loses_nothing(s3, tmp_path):
     c = client(s3["endpoint_url"])
     c.create_bucket(Bucket=BUCKET)

@@ -166,10 +166,9 @@ def _http_pool(endpoint: str | None, verify: Any, size: int) -> urllib3.PoolMana
         retries=False,
         **tls,
     )
-    host = urlsplit(endpoint or "https://s3.amazonaws.com").hostname or ""
-    proxies = urllib.request.getproxies()
-    scheme = urlsplit(endpoint).scheme if endpoint else "https"
-    proxy = proxies.get(scheme) if not urllib.request.proxy_bypass(host) else None
+    where = urlsplit(endpoint or "https://s3.amazonaws.com")
+    bypass = urllib.request.proxy_bypass(where.hostname or "")
+    proxy = None if bypass else urllib.request.getproxies().get(where.scheme)
     if proxy:
         return urllib3.ProxyManager(proxy, **common)
     return urllib3.PoolManager(**common)
