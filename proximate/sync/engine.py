@@ -33,7 +33,7 @@ from proximate.sync.checksums import Expected, Hasher, choose
 from proximate.sync.keys import STATE_DIR, TEMP_PREFIX, HostileKeyError, safe_relative_path
 from proximate.sync.manifest import Entry, Manifest
 from proximate.sync.result import SyncResult
-from proximate.sync.source import ChecksumError, RemoteObject, Source, describe
+from proximate.sync.source import ChecksumError, ObjectAddress, RemoteObject, Source, describe
 
 T = TypeVar("T")
 MiB = 2**20
@@ -459,10 +459,12 @@ async def _transfer(
             state["last"] = now
             progress(state["done"], len(objects), state["bytes"], total_bytes)
 
-    def receive_small(obj: RemoteObject, url: str | None) -> tuple[Path | None, _Collect, Expected | None]:
+    def receive_small(
+        obj: RemoteObject, address: ObjectAddress | None
+    ) -> tuple[Path | None, _Collect, Expected | None]:
         """Fetch, check and write a small object in one thread hop; leaves the temporary unwritten (None) when
         a part-wise checksum needs the part size first (a HEAD, asked from the loop)."""
-        sink, headers = src.fetch(obj, 0, obj.size, _Collect, url=url)
+        sink, headers = src.fetch(obj, 0, obj.size, _Collect, address=address)
         expected = choose(headers, obj.etag, multipart=False) if verify else None
         if expected is not None and expected.parts and expected.parts > 1:
             return None, sink, expected
@@ -470,8 +472,8 @@ async def _transfer(
 
     async def fetch_small(obj: RemoteObject) -> int:
         async with requests:
-            url = await src.presign(obj)
-            tmp, sink, expected = await _finish_in_thread(receive_small, obj, url, executor=src.threads)
+            address = await src.address(obj)
+            tmp, sink, expected = await _finish_in_thread(receive_small, obj, address, executor=src.threads)
         if tmp is None:
             part_size = await src.part_size(obj, expected.parts if expected else None)
             if part_size is None:
@@ -497,7 +499,7 @@ async def _transfer(
 
     async def fetch_large(obj: RemoteObject) -> int:
         expected, segments = await plan_large(obj)
-        url = await src.presign(obj)
+        address = await src.address(obj)
         tmp = await asyncio.to_thread(writer.temp_for, obj.rel)
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         fd_open, placed = True, False
@@ -509,7 +511,9 @@ async def _transfer(
                     return _RangeWriter(fd, start, expected.new() if expected else None)
 
                 async with requests:
-                    sink, _ = await _finish_in_thread(src.fetch, obj, start, end, begin, url=url, executor=src.threads)
+                    sink, _ = await _finish_in_thread(
+                        src.fetch, obj, start, end, begin, address=address, executor=src.threads
+                    )
                     digests[i] = sink.digest()
 
             async with asyncio.TaskGroup() as tg:

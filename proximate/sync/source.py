@@ -3,7 +3,7 @@
 S3 (through s3fs's async client) is listed with raw ``list_objects_v2`` pages so every key is seen exactly as
 stored, hostile ones included; any other fsspec file system (``file://`` staging, ...) is listed with
 ``find(detail=True)``. Object bytes are read by :meth:`Source.fetch` in worker threads, blocking, with urllib3
-and presigned URLs: receiving, hashing and writing all release the GIL, so the reads of several objects use
+and SigV4-signed headers: receiving, hashing and writing all release the GIL, so the reads of several objects use
 every core, where one event loop receiving every byte ran on one (measured: 2,000 x 1 MiB at 300 MiB/s through
 aiohttp, 480 MiB/s through threads).
 """
@@ -25,8 +25,9 @@ from urllib.parse import urlsplit
 
 import fsspec
 import urllib3
-from botocore.auth import S3SigV4QueryAuth
+from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
+from botocore.credentials import ReadOnlyCredentials
 from botocore.utils import percent_encode
 
 from proximate.sync.checksums import ChecksumError, from_etag
@@ -79,6 +80,24 @@ class RemoteObject:
         """Number of parts of a multipart upload, from its ``<md5>-<N>`` ETag."""
         expected = from_etag(self.etag)
         return expected.parts if expected else None
+
+
+@dataclass(frozen=True)
+class ObjectAddress:
+    """Where GETs of one object go: its URL, and the credentials each request's headers are signed with (SigV4,
+    in the reading thread, so a retry or a range signs its own headers and a slow queue never outlives a
+    signature); without credentials the URL is used as it is (presigned by botocore, or anonymous)."""
+
+    url: str
+    credentials: ReadOnlyCredentials | None = None
+    region: str = ""
+
+    def sign(self, headers: dict[str, str]) -> dict[str, str]:
+        if self.credentials is None:
+            return headers
+        request = AWSRequest(method="GET", url=self.url, headers=headers)
+        S3SigV4Auth(self.credentials, "s3", self.region).add_auth(request)
+        return dict(request.headers.items())
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -226,7 +245,7 @@ class Source:
             config.setdefault("retries", {"max_attempts": 1, "mode": "standard"})
             # Bodies are checked here (size, MD5 ETag or multipart ETag); a second CRC pass only costs CPU.
             config.setdefault("response_checksum_validation", "when_required")
-            # SigV4 presigned URLs can sign x-amz-checksum-mode, so a GET returns the object's stored checksum.
+            # SigV4: a GET signs x-amz-checksum-mode, so S3 answers with the object's stored checksum.
             config.setdefault("signature_version", "s3v4")
             options["config_kwargs"] = config
             options.setdefault("use_listings_cache", False)
@@ -254,7 +273,7 @@ class Source:
         )
         if self.is_s3:
             self._client = await self.fs.set_session()
-            # Object bytes travel over plain urllib3 with a presigned URL: botocore's per-response work
+            # Object bytes travel over plain urllib3 with signed headers: botocore's per-response work
             # (hooks, header and date parsing) costs more CPU than the transfer itself for MiB-sized objects.
             self._http = _http_pool(self._endpoint, self._verify, max(10, self.concurrency))
         return self
@@ -326,33 +345,33 @@ class Source:
 
     # -- reading -----------------------------------------------------------------------------------------------
 
-    async def presign(self, obj: RemoteObject) -> str | None:
-        """A SigV4 URL for GETs of ``obj`` that also asks for its stored checksum (None for non-S3 sources).
+    async def address(self, obj: RemoteObject) -> ObjectAddress | None:
+        """Where GETs of ``obj`` go and how they are signed (None for non-S3 sources).
 
         botocore's ``generate_presigned_url`` resolves the endpoint and runs its event hooks on every call (about
-        0.9 ms of CPU, more than receiving a 1 MiB object); so the object URL's shape is learned from it once and
-        each URL is then signed directly with botocore's SigV4 query signer (about 0.25 ms)."""
+        0.9 ms of CPU, more than receiving a 1 MiB object); so the object URL's shape is learned from it once, and
+        each GET's headers are then signed with botocore's SigV4 signer in the reading thread. Header signing
+        also keeps the URL short: urllib3 re-encodes a URL character by character, and a presigned query made
+        that 0.3 ms per request."""
         if not self.is_s3:
             return None
         if self._url_base is None:
             self._url_base = await self._learn_url_base()
         credentials = self._client._request_signer._credentials if self._url_base else None
-        if credentials is None:
-            return await self._client.generate_presigned_url(
+        if credentials is None:  # anonymous, or another signature version: botocore's own URL, as it signs it
+            url = await self._client.generate_presigned_url(
                 "get_object", Params={"Bucket": self.bucket, "Key": obj.path, "ChecksumMode": "ENABLED"}, ExpiresIn=3600
             )
-        frozen = await credentials.get_frozen_credentials()
-        request = AWSRequest(
-            method="GET",
-            url=self._url_base + percent_encode(obj.path, safe="/~"),
-            headers={"x-amz-checksum-mode": "ENABLED"},
+            return ObjectAddress(url)
+        return ObjectAddress(
+            self._url_base + percent_encode(obj.path, safe="/~"),
+            await credentials.get_frozen_credentials(),
+            self._client.meta.region_name,
         )
-        S3SigV4QueryAuth(frozen, "s3", self._client.meta.region_name, expires=3600).add_auth(request)
-        return request.prepare().url
 
     async def _learn_url_base(self) -> str:
         """The URL an object key is appended to, as botocore builds it (path or virtual-host style); "" when
-        botocore does not sign with SigV4 query parameters here, so every URL is left to it."""
+        botocore does not sign with SigV4 here, so every URL is left to it."""
         probe = "proximate-probe"
         url = await self._client.generate_presigned_url(
             "get_object", Params={"Bucket": self.bucket, "Key": probe, "ChecksumMode": "ENABLED"}, ExpiresIn=3600
@@ -362,16 +381,23 @@ class Source:
             return base[: -len(probe)]
         return ""
 
-    def _read_s3(self, obj: RemoteObject, start: int, end: int, url: str, sink: Sink, chunk: int) -> Mapping[str, str]:
+    def _read_s3(
+        self, obj: RemoteObject, start: int, end: int, address: ObjectAddress, sink: Sink, chunk: int
+    ) -> Mapping[str, str]:
         """One GET of bytes ``[start, end)`` into ``sink``; returns the response headers (blocking)."""
         assert self._http is not None, "source is not open"
-        headers = {"x-amz-checksum-mode": "ENABLED"}  # signed into the URL; S3 answers with x-amz-checksum-*
+        headers = {"x-amz-checksum-mode": "ENABLED"}  # S3 answers with the object's x-amz-checksum-*
         if obj.etag:
             headers["If-Match"] = f'"{obj.etag}"'  # the object changed since listing: fail, not mix
         if end - start != obj.size:
             headers["Range"] = f"bytes={start}-{end - 1}"
-        resp = self._http.request(
-            "GET", url, headers=headers, preload_content=False, decode_content=False, redirect=False
+        resp = self._http.urlopen(
+            "GET",
+            address.url,
+            headers=address.sign(headers),
+            preload_content=False,
+            decode_content=False,
+            redirect=False,
         )
         complete = False
         try:
@@ -395,19 +421,19 @@ class Source:
         end: int,
         begin: Callable[[], SinkT],
         *,
-        url: str | None = None,
+        address: ObjectAddress | None = None,
         chunk: int = 2**20,
     ) -> tuple[SinkT, Mapping[str, str]]:
         """Feed bytes ``[start, end)`` of ``obj`` to a fresh ``begin()`` sink as they arrive (blocking: call it in
         :attr:`threads`); a transient fault restarts the range with a new sink. Returns the sink and the response
-        headers (where S3 puts the object's stored checksum). ``url`` is required for S3 (see :meth:`presign`)."""
+        headers (where S3 puts the object's stored checksum). ``address`` is required for S3 (see :meth:`address`)."""
 
         def once() -> tuple[SinkT, Mapping[str, str]]:
             sink = begin()
             headers: Mapping[str, str] = {}
             if self.is_s3:
-                assert url is not None, "S3 reads need a presigned URL"
-                headers = self._read_s3(obj, start, end, url, sink, chunk)
+                assert address is not None, "S3 reads need the object's address"
+                headers = self._read_s3(obj, start, end, address, sink, chunk)
             else:
                 step = 4 * chunk  # each read opens the file: fewer, larger reads for local and mounted sources
                 for off in range(start, end, step):
