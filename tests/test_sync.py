@@ -315,8 +315,8 @@ def test_a_public_bucket_is_read_anonymously(s3, tmp_path):
     the URL botocore builds unsigned, small objects and ranged part reads alike."""
     c = client(s3["endpoint_url"])
     c.create_bucket(Bucket=BUCKET)
-    public_read = {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{BUCKET}/*"}
-    c.put_bucket_policy(Bucket=BUCKET, Policy=json.dumps({"Version": "2012-10-17", "Statement": [public_read]}))
+    public = {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{BUCKET}/*"}
+    c.put_bucket_policy(Bucket=BUCKET, Policy=json.dumps({"Version": "2012-10-17", "Statement": [public]}))
     objects = {f"p/open/{i}.nc": os.urandom(1000 + i) for i in range(5)}
     put_many(c, objects)
     objects["p/open/big.nc"] = big = os.urandom(11 * MiB)
