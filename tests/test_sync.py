@@ -577,3 +577,18 @@ def test_error_reports_blank_presigned_url_credentials():
 
     text = describe(OSError("GET http://h/b/k?X-Amz-Credential=AKIDSECRET%2F1&X-Amz-Signature=f00d&x=1 failed"))
     assert "AKIDSECRET" not in text and "f00d" not in text and text.startswith("OSError: GET http://h/b/k?")
+
+
+def test_creating_a_source_leaves_garbage_collection_as_it_found_it():
+    """The S3 source pauses the collector while s3fs imports; it must come back on, and stay off if it was."""
+    import gc
+
+    assert gc.isenabled()
+    Source(f"s3://{BUCKET}/p/", {"key": "k", "secret": "s"})
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        Source(f"s3://{BUCKET}/p/", {"key": "k", "secret": "s"})
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

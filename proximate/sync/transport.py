@@ -120,6 +120,9 @@ class Connections:
             self._drop()
             if not reused:
                 raise
+        except BaseException:  # a timeout, a refused connection, ...: the connection's state is unknown
+            self._drop()
+            raise
         # The server closed a kept-alive connection while it sat idle: nothing was read, so ask again at once.
         conn, _ = self._connection()
         try:
