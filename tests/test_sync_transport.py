@@ -31,6 +31,7 @@ class Server:
     def __init__(self, drop_idle: bool = False, tls: ssl.SSLContext | None = None) -> None:
         self.connections = 0
         self.requests = 0
+        self.hosts: list[str | None] = []
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -42,6 +43,7 @@ class Server:
 
             def do_GET(self) -> None:
                 server.requests += 1
+                server.hosts.append(self.headers.get("Host"))
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(BODY)))
                 self.end_headers()
@@ -81,17 +83,31 @@ def test_a_connection_the_server_dropped_while_idle_is_replaced_at_once(monkeypa
     monkeypatch.delenv("HTTP_PROXY", raising=False)
     monkeypatch.delenv("http_proxy", raising=False)
     with Server() as keep, Server(drop_idle=True) as drop:
-        conns = Connections(keep.url, None, 4)
-        assert conns.proxied is None
+        conns = Connections(None, 4)
+        assert conns.proxied(keep.url) is None
         assert [read(conns, f"{keep.url}/b/k{i}") for i in range(3)] == [BODY] * 3
         assert keep.connections == 1, "a kept-alive connection was not reused"
         conns.close()
 
-        conns = Connections(drop.url, None, 4)
+        conns = Connections(None, 4)
         # The second and third reads find the connection closed by the server and must not fail for it.
         assert [read(conns, f"{drop.url}/b/k{i}") for i in range(3)] == [BODY] * 3
         assert drop.requests == 3 and drop.connections == 3
         conns.close()
+
+
+def test_each_read_goes_to_its_own_urls_host(monkeypatch):
+    """Virtual-hosted addressing puts the bucket in the host name (``<bucket>.s3.<region>.amazonaws.com``), and
+    the signature covers that host: a read must connect to, and name, the host of its URL."""
+    monkeypatch.delenv("HTTP_PROXY", raising=False)
+    monkeypatch.delenv("http_proxy", raising=False)
+    with Server() as server:
+        port = server.httpd.server_address[1]
+        conns = Connections(None, 4)
+        assert read(conns, f"http://127.0.0.1:{port}/b/k") == BODY
+        assert read(conns, f"http://localhost:{port}/k") == BODY
+        conns.close()
+    assert server.hosts == [f"127.0.0.1:{port}", f"localhost:{port}"]
 
 
 @pytest.fixture(scope="module")
@@ -158,9 +174,9 @@ def test_https_reads_trust_the_stores_ca_and_refuse_an_unknown_certificate(certi
     tls.load_cert_chain(cert_file, key_file)
     with Server(tls=tls) as server:
         url = f"{server.url}/bucket/key"
-        assert read(Connections(server.url, str(ca_file), 4), url) == BODY  # client_kwargs verify=<CA bundle>
-        assert read(Connections(server.url, False, 4), url) == BODY  # verify=False
+        assert read(Connections(str(ca_file), 4), url) == BODY  # client_kwargs verify=<CA bundle>
+        assert read(Connections(False, 4), url) == BODY  # verify=False
         with pytest.raises(ssl.SSLCertVerificationError):
-            Connections(server.url, None, 4).get(url, {})  # nobody vouches for it: refused
+            Connections(None, 4).get(url, {})  # nobody vouches for it: refused
         monkeypatch.setenv("AWS_CA_BUNDLE", str(ca_file))
-        assert read(Connections(server.url, None, 4), url) == BODY
+        assert read(Connections(None, 4), url) == BODY

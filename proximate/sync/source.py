@@ -219,11 +219,9 @@ class Source:
         self.backoff = backoff
         options = dict(storage_options or {})
         self.is_s3 = self.protocol in ("s3", "s3a")
-        self._endpoint: str | None = None
         self._verify: Any = None
         if self.is_s3:
             client_kwargs = options.get("client_kwargs") or {}
-            self._endpoint = options.get("endpoint_url") or client_kwargs.get("endpoint_url")
             self._verify = client_kwargs.get("verify")
             config = dict(options.pop("config_kwargs", None) or {})
             config.setdefault("max_pool_connections", max(10, concurrency))
@@ -262,7 +260,7 @@ class Source:
             self._client = await self.fs.set_session()
             # Object bytes travel over plain HTTP connections with signed headers: botocore's per-response work
             # (hooks, header and date parsing) costs more CPU than the transfer itself for MiB-sized objects.
-            self._http = Connections(self._endpoint, self._verify, max(10, self.concurrency))
+            self._http = Connections(self._verify, max(10, self.concurrency))
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -1,9 +1,9 @@
-"""HTTP connections for object reads, one keep-alive connection per reading thread.
+"""HTTP connections for object reads, one keep-alive connection per reading thread and host.
 
-Reads go straight through the standard library's ``http.client`` when no proxy applies to the endpoint: urllib3's
+Reads go straight through the standard library's ``http.client`` when no proxy applies to the host: urllib3's
 pool costs about 0.3 ms of CPU per request on top (URL parsing, a liveness poll and two timeout system calls per
 request, each a GIL hand-over among the reading threads), a fifth of what a 1 MiB object costs in all. Where the
-environment names a proxy for the endpoint (as botocore, which lists the bucket, would use), reads go through
+environment names a proxy for the host (as botocore, which lists the bucket, would use it), reads go through
 urllib3's ``ProxyManager`` instead, which speaks to HTTP proxies and tunnels TLS through them.
 """
 
@@ -56,93 +56,107 @@ def tls_context(verify: Any) -> ssl.SSLContext:
 
 
 class Connections:
-    """GETs to one endpoint: a keep-alive connection per calling thread, or urllib3 through a proxy."""
+    """GETs from the calling thread: a keep-alive connection per thread and host, or urllib3 where the environment
+    names a proxy for the host. Each request goes to its own URL's host: with virtual-hosted addressing (AWS's
+    default) that is ``<bucket>.s3.<region>.amazonaws.com``, not the endpoint the client was configured with,
+    and the signature covers it."""
 
-    def __init__(self, endpoint: str | None, verify: Any, size: int) -> None:
-        self.endpoint = endpoint or "https://s3.amazonaws.com"
-        where = urlsplit(self.endpoint)
-        self._scheme, self._netloc = where.scheme, where.netloc
+    def __init__(self, verify: Any, size: int) -> None:
         self._verify = verify
+        self._size = size
         self._context: ssl.SSLContext | None = None
         self._local = threading.local()
         self._open: set[http.client.HTTPConnection] = set()
+        self._proxied: dict[str, urllib3.ProxyManager | None] = {}  # by origin (scheme://host:port)
         self._lock = threading.Lock()
-        proxy = proxy_for(self.endpoint)
-        self.proxied: urllib3.ProxyManager | None = None
-        if proxy:
-            tls: dict[str, Any] = {}
-            if verify is False:
-                tls["cert_reqs"] = "CERT_NONE"
-            elif isinstance(verify, str) or os.environ.get("AWS_CA_BUNDLE"):
-                tls["ca_certs"] = verify if isinstance(verify, str) else os.environ["AWS_CA_BUNDLE"]
-            timeout = urllib3.Timeout(connect=30, read=TIMEOUT)
-            # no retries of urllib3's own: ours are per request, with jitter
-            self.proxied = urllib3.ProxyManager(proxy, num_pools=4, maxsize=size, timeout=timeout, retries=False, **tls)
 
-    def _connection(self) -> tuple[http.client.HTTPConnection, bool]:
-        """This thread's connection, and whether it has served a request before."""
-        conn = getattr(self._local, "conn", None)
+    def proxied(self, origin: str) -> urllib3.ProxyManager | None:
+        """urllib3's ProxyManager for ``origin`` when the environment names a proxy for it, else None."""
+        if origin in self._proxied:  # decided already (no lock on the path every request takes)
+            return self._proxied[origin]
+        with self._lock:
+            if origin not in self._proxied:
+                proxy = proxy_for(origin)
+                manager = None
+                if proxy:
+                    tls: dict[str, Any] = {}
+                    if self._verify is False:
+                        tls["cert_reqs"] = "CERT_NONE"
+                    elif isinstance(self._verify, str) or os.environ.get("AWS_CA_BUNDLE"):
+                        tls["ca_certs"] = self._verify if isinstance(self._verify, str) else os.environ["AWS_CA_BUNDLE"]
+                    timeout = urllib3.Timeout(connect=30, read=TIMEOUT)
+                    # no retries of urllib3's own: ours are per request, with jitter
+                    manager = urllib3.ProxyManager(
+                        proxy, num_pools=4, maxsize=self._size, timeout=timeout, retries=False, **tls
+                    )
+                self._proxied[origin] = manager
+            return self._proxied[origin]
+
+    def _connection(self, scheme: str, netloc: str) -> tuple[http.client.HTTPConnection, bool]:
+        """This thread's connection to ``netloc``, and whether it has served a request before."""
+        mine: dict[tuple[str, str], http.client.HTTPConnection] = self._local.__dict__.setdefault("conns", {})
+        conn = mine.get((scheme, netloc))
         if conn is not None:
             return conn, True
-        if self._scheme == "https":
+        if scheme == "https":
             if self._context is None:
                 self._context = tls_context(self._verify)
-            conn = http.client.HTTPSConnection(self._netloc, timeout=TIMEOUT, context=self._context)
+            conn = http.client.HTTPSConnection(netloc, timeout=TIMEOUT, context=self._context)
         else:
-            conn = http.client.HTTPConnection(self._netloc, timeout=TIMEOUT)
-        self._local.conn = conn
+            conn = http.client.HTTPConnection(netloc, timeout=TIMEOUT)
+        mine[(scheme, netloc)] = conn
         with self._lock:
             self._open.add(conn)
         return conn, False
 
-    def _drop(self) -> None:
-        conn = getattr(self._local, "conn", None)
+    def _drop(self, scheme: str, netloc: str) -> None:
+        conn = self._local.__dict__.get("conns", {}).pop((scheme, netloc), None)
         if conn is not None:
             conn.close()
-            self._local.conn = None
             with self._lock:
                 self._open.discard(conn)
 
     def get(self, url: str, headers: dict[str, str]) -> Response:
         """Send a GET and return once its status and headers are in; the body is read from the response. Call
         :meth:`done` after it, with whether the body was read to its end."""
-        if self.proxied is not None:
-            return self.proxied.urlopen(  # type: ignore[return-value]
+        where = urlsplit(url)
+        manager = self.proxied(f"{where.scheme}://{where.netloc}")
+        if manager is not None:
+            return manager.urlopen(  # type: ignore[return-value]
                 "GET", url, headers=headers, preload_content=False, decode_content=False, redirect=False
             )
-        where = urlsplit(url)
         target = where.path + (f"?{where.query}" if where.query else "")
-        conn, reused = self._connection()
-        try:
-            conn.request("GET", target, headers=headers)
-            return conn.getresponse()
-        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
-            self._drop()
-            if not reused:
+        for attempt in (1, 2):
+            conn, reused = self._connection(where.scheme, where.netloc)
+            try:
+                conn.request("GET", target, headers=headers)
+                response = conn.getresponse()
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                self._drop(where.scheme, where.netloc)
+                if not reused or attempt == 2:
+                    raise
+                # The server closed a kept-alive connection while it sat idle: nothing was read, so ask again now.
+                continue
+            except BaseException:  # a timeout, a refused connection, ...: the connection's state is unknown
+                self._drop(where.scheme, where.netloc)
                 raise
-        except BaseException:  # a timeout, a refused connection, ...: the connection's state is unknown
-            self._drop()
-            raise
-        # The server closed a kept-alive connection while it sat idle: nothing was read, so ask again at once.
-        conn, _ = self._connection()
-        try:
-            conn.request("GET", target, headers=headers)
-            return conn.getresponse()
-        except BaseException:
-            self._drop()
-            raise
+            response.origin = (where.scheme, where.netloc)  # type: ignore[attr-defined]
+            return response
+        raise AssertionError("unreachable")
 
     def done(self, response: Response, complete: bool) -> None:
         """Keep the connection for the next request after a body read to its end; close it otherwise."""
         if isinstance(response, urllib3.BaseHTTPResponse):
             response.release_conn() if complete else response.close()
         elif not complete:
-            self._drop()
+            self._drop(*response.origin)  # type: ignore[attr-defined]
 
     def close(self) -> None:
         with self._lock:
             conns, self._open = list(self._open), set()
+            managers = [m for m in self._proxied.values() if m is not None]
+            self._proxied.clear()
         for conn in conns:
             conn.close()
-        if self.proxied is not None:
-            self.proxied.clear()
+        for manager in managers:
+            manager.clear()
