@@ -30,8 +30,6 @@ class Response(Protocol):
     status: int
     headers: Mapping[str, str]
 
-    def readinto(self, buffer: bytearray | memoryview, /) -> int: ...
-
     def read(self, amt: int, /) -> bytes: ...
 
 
@@ -44,6 +42,12 @@ def proxy_for(endpoint: str) -> str | None:
     return urllib.request.getproxies().get(where.scheme)
 
 
+def ca_file(verify: Any) -> str | None:
+    """The CA bundle to trust, as botocore reads it: client_kwargs ``verify=<path>``, else ``AWS_CA_BUNDLE``;
+    None for the system's."""
+    return verify if isinstance(verify, str) else os.environ.get("AWS_CA_BUNDLE") or None
+
+
 def tls_context(verify: Any) -> ssl.SSLContext:
     """The store's TLS settings as botocore reads them: ``verify=False``, a CA bundle path, or ``AWS_CA_BUNDLE``."""
     if verify is False:
@@ -51,8 +55,7 @@ def tls_context(verify: Any) -> ssl.SSLContext:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
         return context
-    cafile = verify if isinstance(verify, str) else os.environ.get("AWS_CA_BUNDLE") or None
-    return ssl.create_default_context(cafile=cafile)
+    return ssl.create_default_context(cafile=ca_file(verify))
 
 
 class Connections:
@@ -82,8 +85,8 @@ class Connections:
                     tls: dict[str, Any] = {}
                     if self._verify is False:
                         tls["cert_reqs"] = "CERT_NONE"
-                    elif isinstance(self._verify, str) or os.environ.get("AWS_CA_BUNDLE"):
-                        tls["ca_certs"] = self._verify if isinstance(self._verify, str) else os.environ["AWS_CA_BUNDLE"]
+                    elif ca_file(self._verify):
+                        tls["ca_certs"] = ca_file(self._verify)
                     timeout = urllib3.Timeout(connect=30, read=TIMEOUT)
                     # no retries of urllib3's own: ours are per request, with jitter
                     manager = urllib3.ProxyManager(
