@@ -56,7 +56,11 @@ _ERROR_CODE = re.compile(rb"<Code>([^<]{1,100})</Code>")
 
 
 class Sink(Protocol):
-    """Where :meth:`Source.fetch` puts a range's bytes as they arrive (called in a worker thread)."""
+    """Where :meth:`Source.fetch` puts a range's bytes as they arrive (called in a worker thread).
+
+    A sink may also lend its own memory: with ``buffer(limit)`` (a writable view of at most ``limit`` bytes) and
+    ``filled(n)`` (its first ``n`` bytes arrived), an S3 body is received straight into it, with no bytes
+    object per chunk; :class:`~proximate.sync.engine` uses that for aligned, direct writes."""
 
     received: int
 
@@ -382,9 +386,17 @@ class Source:
             if resp.status not in (200, 206):
                 found = _ERROR_CODE.search(resp.read(64 * 1024))
                 raise S3ReadError(obj.path, resp.status, found.group(1).decode() if found else None)
-            while data := resp.read(chunk):
-                sink.feed(data)
-                received += len(data)
+            lend = getattr(sink, "buffer", None)
+            if lend is not None:
+                while received < end - start and (n := resp.readinto(view := lend(end - start - received))):
+                    sink.filled(n)  # type: ignore[attr-defined]
+                    received += n
+                    if n < len(view):  # a buffered socket read stops short only at the end of the stream
+                        break
+            else:
+                while data := resp.read(chunk):
+                    sink.feed(data)
+                    received += len(data)
             return resp.headers
         finally:
             # cut short (or an error): this connection cannot carry another request

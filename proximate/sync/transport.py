@@ -32,6 +32,8 @@ class Response(Protocol):
 
     def read(self, amt: int, /) -> bytes: ...
 
+    def readinto(self, buffer: memoryview, /) -> int: ...
+
 
 def proxy_for(endpoint: str) -> str | None:
     """The proxy the environment names for ``endpoint`` (``HTTP_PROXY``/``HTTPS_PROXY``), unless ``NO_PROXY``
