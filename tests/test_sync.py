@@ -284,6 +284,52 @@ def test_big_objects_stream_in_bounded_memory_and_are_checked_part_by_part(s3, t
     assert peak < 12 * MiB, f"peak Python memory {peak / MiB:.1f} MiB above a 1-byte sync for 24 + 21 MiB objects"
 
 
+def test_big_files_land_whole_through_direct_writes_and_through_the_page_cache(s3, tmp_path):
+    """Durable big files are written with O_DIRECT when every range starts on an aligned offset: an odd-sized
+    one (its last block padded, then truncated away), also when its reads are cut short mid-body at an unaligned
+    byte; one whose parts are not aligned goes through the page cache; so does everything without fsync."""
+    c = client(s3["endpoint_url"])
+    c.create_bucket(Bucket=BUCKET)
+    objects = {"p/single-odd.bin": os.urandom(9 * MiB + 1)}
+    c.put_object(Bucket=BUCKET, Key="p/single-odd.bin", Body=objects["p/single-odd.bin"])
+    objects["p/parts-odd.bin"] = os.urandom(11 * MiB + 4095)  # 5 MiB parts; the last is 1 MiB + 4095 bytes
+    put_multipart(c, "p/parts-odd.bin", objects["p/parts-odd.bin"])
+    objects["p/parts-unaligned.bin"] = os.urandom(11 * MiB + 3)
+    put_multipart(c, "p/parts-unaligned.bin", objects["p/parts-unaligned.bin"], part=5 * MiB + 1)
+    expected = {k.removeprefix("p/"): v for k, v in objects.items()}
+    for fsync in (True, False):
+        root = tmp_path / f"fsync-{fsync}"
+        result = sync(f"s3://{BUCKET}/p/", root, storage_options=options(s3["endpoint_url"], s3), fsync=fsync)
+        assert result.failed == [] and result.transferred == 3
+        assert data_files(root) == expected
+    with FaultProxy(s3["endpoint_url"]) as proxy:  # each part's first GET stops halfway (1 MiB + 2047 bytes in)
+        proxy.truncate = {f"{BUCKET}/p/parts-odd.bin": 3}
+        cut = sync(
+            f"s3://{BUCKET}/p/", tmp_path / "cut", storage_options=options(proxy.url, s3), retries=2, backoff=0.01
+        )
+        assert proxy.truncate[f"{BUCKET}/p/parts-odd.bin"] == 0
+    assert cut.failed == [] and data_files(tmp_path / "cut") == expected
+    assert not [p for p in tmp_path.rglob("*") if p.name.startswith(TEMP_PREFIX)]
+
+
+def test_a_direct_write_the_file_system_refuses_goes_through_the_page_cache(tmp_path):
+    """Where a direct write is refused (EINVAL: a file system or device with other alignment rules), the file
+    descriptor drops O_DIRECT and the same bytes are written through the page cache instead of failing."""
+    import fcntl
+
+    from proximate.sync import engine
+
+    fd, direct = engine._open_temp(tmp_path / "t", True)
+    try:
+        if not direct:
+            pytest.skip("this file system has no direct I/O")
+        engine._write_direct(fd, memoryview(b"fifteen  bytes!"), 3)  # unaligned memory, offset and length
+        assert not fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT
+    finally:
+        os.close(fd)
+    assert (tmp_path / "t").read_bytes() == b"\0\0\0fifteen  bytes!"
+
+
 def test_keys_that_need_escaping_in_a_url_are_signed_and_fetched(s3, tmp_path):
     """Object URLs are signed without botocore's per-call machinery; keys that URL-encoding and SigV4 treat
     specially must still come back byte for byte, small ones and one big enough for ranged part reads."""

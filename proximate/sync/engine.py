@@ -462,11 +462,10 @@ class _DirectRangeWriter:
     are hashed there, and go from there to the device, bypassing the page cache. A durable write through the
     page cache costs a copy into it plus the kernel's writeback work, which on the development machine held a
     durable 1 GiB write to 430-860 MB/s where direct writes of the same bytes, fsync included, ran at 1.3-2.4
-    GB/s. The range must start on an aligned offset; its last block may be short only at the end of the file,
-    where it is padded (and the file truncated to size afterwards)."""
+    GB/s. The range must start on an aligned offset."""
 
-    def __init__(self, fd: int, start: int, end: int, file_size: int, hasher: Hasher | None) -> None:
-        self.fd, self.offset, self.end, self.file_size, self.hasher = fd, start, end, file_size, hasher
+    def __init__(self, fd: int, start: int, hasher: Hasher | None) -> None:
+        self.fd, self.offset, self.hasher = fd, start, hasher
         self.received = 0
 
     def buffer(self, limit: int) -> memoryview:
@@ -476,16 +475,10 @@ class _DirectRangeWriter:
         view = _direct_buffer()
         if self.hasher is not None:
             self.hasher.update(view[:n])
-        length = n
-        if n % DIRECT_ALIGN:
-            if self.offset + n != self.file_size:
-                # Short of the file's end: only a truncated response stops on an unaligned count. Keep nothing
-                # of it (the caller's count check fails the range and retries it whole).
-                self.received += n
-                self.offset += n
-                return
-            length = -(-n // DIRECT_ALIGN) * DIRECT_ALIGN
-            view[n:length] = bytes(length - n)  # the file is truncated to its size before it is named
+        # An unaligned count comes only at the file's end (padded here, truncated away before the file is named)
+        # or from a response cut short, whose range the count check in Source.fetch then retries whole.
+        length = -(-n // DIRECT_ALIGN) * DIRECT_ALIGN
+        view[n:length] = bytes(length - n)
         _write_direct(self.fd, view[:length], self.offset)
         self.offset += n
         self.received += n
@@ -630,7 +623,7 @@ async def _transfer(
                 def begin() -> _RangeWriter | _DirectRangeWriter:  # fresh per attempt: a retry starts over
                     hasher = expected.new() if expected else None
                     if direct:
-                        return _DirectRangeWriter(fd, start, end, obj.size, hasher)
+                        return _DirectRangeWriter(fd, start, hasher)
                     return _RangeWriter(fd, start, hasher, writeback=fsync)
 
                 async with requests:
