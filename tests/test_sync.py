@@ -625,16 +625,90 @@ def test_error_reports_blank_presigned_url_credentials():
     assert "AKIDSECRET" not in text and "f00d" not in text and text.startswith("OSError: GET http://h/b/k?")
 
 
-def test_creating_a_source_leaves_garbage_collection_as_it_found_it():
-    """The S3 source pauses the collector while s3fs imports; it must come back on, and stay off if it was."""
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"key": "AKIDTOP", "secret": "s3cr3t", "endpoint_url": "http://127.0.0.1:9"},
+        {"username": "AKIDUSER", "password": "pw", "token": "tok", "client_kwargs": {"region_name": "eu-west-2"}},
+        {"anon": True, "key": "AKIDDROPPED", "client_kwargs": {"endpoint_url": "http://127.0.0.1:9"}},
+        {"key": "k", "secret": "s", "use_ssl": False, "config_kwargs": {"read_timeout": 7, "connect_timeout": 3}},
+    ],
+    ids=["top-level", "username-token-region", "anonymous", "ssl-timeouts"],
+)
+def test_storage_options_build_the_client_s3fs_would_build(options):
+    """s3fs-style options are translated for botocore as s3fs translates them for aiobotocore: the same endpoint,
+    region, credentials, signature and timeouts, whichever client a source ends up with."""
+    from aiobotocore.session import AioSession
+
+    from proximate.sync.s3client import open_client
+
+    async def describe_client(opts: dict) -> tuple:
+        client = await open_client(opts)
+        try:
+            meta, creds = client._client.meta, await client.credentials()
+            return (
+                client.blocking,
+                meta.endpoint_url,
+                meta.region_name,
+                str(meta.config.signature_version),
+                meta.config.connect_timeout,
+                meta.config.read_timeout,
+                None if creds is None else (creds.access_key, creds.secret_key, creds.token),
+            )
+        finally:
+            await client.close()
+
+    ours = asyncio.run(describe_client(options))
+    theirs = asyncio.run(describe_client({**options, "session": AioSession()}))  # a key only s3fs knows
+    assert ours[0] is True and theirs[0] is False
+    assert ours[1:] == theirs[1:]
+
+
+def test_conflicting_storage_options_are_refused_by_name():
+    from proximate.sync.s3client import client_arguments
+
+    with pytest.raises(ValueError, match="'key' and 'username'"):
+        client_arguments({"key": "a", "username": "b"})
+    with pytest.raises(ValueError, match="endpoint_url twice"):
+        client_arguments({"endpoint_url": "http://a", "client_kwargs": {"endpoint_url": "http://b"}})
+
+
+def test_a_source_with_options_only_s3fs_knows_is_read_through_s3fs(s3, tmp_path):
+    """Options outside the translated set (here a ready aiobotocore session) go to s3fs, whose client then lists
+    and signs: the same objects land, small and multipart alike."""
+    from aiobotocore.session import AioSession
+
+    c = client(s3["endpoint_url"])
+    c.create_bucket(Bucket=BUCKET)
+    objects = small_payloads(30)
+    put_many(c, objects)
+    objects["p/multi.bin"] = multi = os.urandom(11 * MiB + 5)
+    put_multipart(c, "p/multi.bin", multi)
+    via_s3fs = {**options(s3["endpoint_url"], s3), "session": AioSession()}
+    result = sync(f"s3://{BUCKET}/p/", tmp_path / "root", storage_options=via_s3fs, block_size=MiB)
+    assert result.failed == [] and result.transferred == len(objects)
+    assert data_files(tmp_path / "root") == {k.removeprefix("p/"): v for k, v in objects.items()}
+    assert sync(f"s3://{BUCKET}/p/", tmp_path / "root", storage_options=via_s3fs).transferred == 0
+
+
+def test_opening_a_source_leaves_garbage_collection_as_it_found_it():
+    """Opening an S3 source pauses the collector while its client's modules import (botocore's client, or s3fs's
+    for options only s3fs knows); it must come back on, and stay off if it was."""
     import gc
 
-    assert gc.isenabled()
-    Source(f"s3://{BUCKET}/p/", {"key": "k", "secret": "s"})
-    assert gc.isenabled()
-    gc.disable()
-    try:
-        Source(f"s3://{BUCKET}/p/", {"key": "k", "secret": "s"})
-        assert not gc.isenabled()
-    finally:
-        gc.enable()
+    from aiobotocore.session import AioSession
+
+    async def open_and_close(options: dict) -> None:
+        async with Source(f"s3://{BUCKET}/p/", options):
+            pass
+
+    for options in ({"key": "k", "secret": "s"}, {"key": "k", "secret": "s", "session": AioSession()}):
+        assert gc.isenabled()
+        asyncio.run(open_and_close(options))
+        assert gc.isenabled()
+        gc.disable()
+        try:
+            asyncio.run(open_and_close(options))
+            assert not gc.isenabled()
+        finally:
+            gc.enable()

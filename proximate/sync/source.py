@@ -1,33 +1,32 @@
 """Reading a source tree through fsspec: one listing call, ranged reads, retries with backoff.
 
-S3 (through s3fs's async client) is listed with raw ``list_objects_v2`` pages so every key is seen exactly as
-stored, hostile ones included; any other fsspec file system (``file://`` staging, ...) is listed with
-``find(detail=True)``. Object bytes are read by :meth:`Source.fetch` in worker threads, blocking, over one
-keep-alive connection per thread (:mod:`proximate.sync.transport`) with SigV4-signed headers: receiving, hashing
-and writing all release the GIL, so the reads of several objects use every core, where one event loop receiving
-every byte ran on one (measured: 2,000 x 1 MiB at 300 MiB/s through aiohttp, 480 MiB/s through threads).
+S3 (through the client :mod:`proximate.sync.s3client` builds from s3fs-style storage options) is listed with raw
+``list_objects_v2`` pages so every key is seen exactly as stored, hostile ones included; any other fsspec file
+system (``file://`` staging, ...) is listed with ``find(detail=True)``. Object bytes are read by
+:meth:`Source.fetch` in worker threads, blocking, over one keep-alive connection per thread
+(:mod:`proximate.sync.transport`) with SigV4-signed headers: receiving, hashing and writing all release the GIL,
+so the reads of several objects use every core, where one event loop receiving every byte ran on one (measured:
+2,000 x 1 MiB at 300 MiB/s through aiohttp, 480 MiB/s through threads).
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
-import gc
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-import fsspec
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import ReadOnlyCredentials
 from botocore.utils import percent_encode
 
 from proximate.sync.checksums import ChecksumError, from_etag
+from proximate.sync.s3client import S3Client, open_client
 from proximate.sync.transport import Connections
 
 T = TypeVar("T")
@@ -169,30 +168,6 @@ def with_retries_blocking(call: Callable[[], T], *, retries: int, backoff: float
             attempt += 1
 
 
-@contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
-    """No garbage collection while heavy modules import: the tens of thousands of objects an import creates are
-    not garbage, yet each collection they trigger walks them all again (measured: 0.06 s of the 0.45 s the
-    first S3 source takes to create, a part of every one-shot sync's fixed cost)."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def _lean_session() -> Any:
-    """An aiobotocore session that leaves timestamps as text: parsing 10,000 LastModified values with dateutil
-    would cost seconds of CPU per listing, and the sync only compares them as text."""
-    from aiobotocore.session import AioSession
-
-    session = AioSession()
-    session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=str)
-    return session
-
-
 _SIGNED_QUERY = re.compile(r"(X-Amz-[A-Za-z-]+|AWSAccessKeyId|Signature|x-amz-security-token)=[^&\s'\"]*", re.I)
 
 
@@ -217,13 +192,13 @@ class Source:
         backoff: float = 0.25,
     ) -> None:
         self.url = url
-        self.protocol, path = fsspec.core.split_protocol(url)
-        self.protocol = self.protocol or "file"
         self.retries = retries
         self.backoff = backoff
         options = dict(storage_options or {})
-        self.is_s3 = self.protocol in ("s3", "s3a")
+        self.protocol, sep, path = url.partition("://")
+        self.is_s3 = bool(sep) and self.protocol in ("s3", "s3a")
         self._verify: Any = None
+        self._options: dict[str, Any] = {}
         if self.is_s3:
             client_kwargs = options.get("client_kwargs") or {}
             self._verify = client_kwargs.get("verify")
@@ -236,21 +211,20 @@ class Source:
             # SigV4: a GET signs x-amz-checksum-mode, so S3 answers with the object's stored checksum.
             config.setdefault("signature_version", "s3v4")
             options["config_kwargs"] = config
-            options.setdefault("use_listings_cache", False)
-            if "session" not in options and "profile" not in options:
-                options["session"] = _lean_session()
-            with _gc_paused():  # the first one imports s3fs, aiobotocore and aiohttp
-                self.fs = fsspec.filesystem("s3", asynchronous=True, skip_instance_cache=True, **options)
+            self._options = options
             bucket, _, prefix = path.partition("/")
             if not bucket:
                 raise SourceError(f"source {url!r} names no bucket")
             self.bucket = bucket
             self.prefix = prefix if prefix == "" or prefix.endswith("/") else prefix + "/"
         else:
+            import fsspec  # here only: an S3 source never needs it
+
+            self.protocol = fsspec.core.split_protocol(url)[0] or "file"
             self.fs = fsspec.filesystem(self.protocol, skip_instance_cache=True, **options)
             self.root = self.fs._strip_protocol(url).rstrip("/")
         self.concurrency = concurrency
-        self._client: Any = None
+        self._client: S3Client | None = None
         self._url_base: str | None = None
         self._http: Connections | None = None
         #: Threads that read object bytes (one per request slot): see the module docstring.
@@ -261,7 +235,7 @@ class Source:
             max_workers=max(1, self.concurrency), thread_name_prefix="proximate-fetch"
         )
         if self.is_s3:
-            self._client = await self.fs.set_session()
+            self._client = await open_client(self._options)
             # Object bytes travel over plain HTTP connections with signed headers: botocore's per-response work
             # (hooks, header and date parsing) costs more CPU than the transfer itself for MiB-sized objects.
             self._http = Connections(self._verify, max(10, self.concurrency))
@@ -274,10 +248,14 @@ class Source:
         if self._http is not None:
             self._http.close()
             self._http = None
-        if self.is_s3 and self._client is not None:
-            with contextlib.suppress(Exception):
-                await self._client.__aexit__(None, None, None)
+        if self._client is not None:
+            await self._client.close()
             self._client = None
+
+    @property
+    def client(self) -> S3Client:
+        assert self._client is not None, "source is not open"
+        return self._client
 
     async def _retry(self, call: Callable[[], Awaitable[T]]) -> T:
         return await with_retries(call, retries=self.retries, backoff=self.backoff)
@@ -300,7 +278,7 @@ class Source:
             kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self.prefix, "MaxKeys": 1000}
             if token:
                 kwargs["ContinuationToken"] = token
-            page = await self._retry(lambda kw=kwargs: self._client.list_objects_v2(**kw))
+            page = await self._retry(lambda kw=kwargs: self.client.call("list_objects_v2", **kw))
             for item in page.get("Contents", []):
                 key = item["Key"]
                 etag = (item.get("ETag") or "").strip('"') or None
@@ -346,25 +324,24 @@ class Source:
             return None
         if self._url_base is None:
             self._url_base = await self._learn_url_base()
-        credentials = self._client._request_signer._credentials if self._url_base else None
+        credentials = await self.client.credentials() if self._url_base else None
         if credentials is None:  # anonymous, or another signature version: botocore's own URL, as it signs it
-            url = await self._client.generate_presigned_url(
-                "get_object", Params={"Bucket": self.bucket, "Key": obj.path, "ChecksumMode": "ENABLED"}, ExpiresIn=3600
-            )
-            return ObjectAddress(url)
-        return ObjectAddress(
-            self._url_base + percent_encode(obj.path, safe="/~"),
-            await credentials.get_frozen_credentials(),
-            self._client.meta.region_name,
+            return ObjectAddress(await self._presign(obj.path))
+        return ObjectAddress(self._url_base + percent_encode(obj.path, safe="/~"), credentials, self.client.region)
+
+    async def _presign(self, key: str) -> str:
+        return await self.client.call(
+            "generate_presigned_url",
+            ClientMethod="get_object",
+            Params={"Bucket": self.bucket, "Key": key, "ChecksumMode": "ENABLED"},
+            ExpiresIn=3600,
         )
 
     async def _learn_url_base(self) -> str:
         """The URL an object key is appended to, as botocore builds it (path or virtual-host style); "" when
         botocore does not sign with SigV4 here, so every URL is left to it."""
         probe = "proximate-probe"
-        url = await self._client.generate_presigned_url(
-            "get_object", Params={"Bucket": self.bucket, "Key": probe, "ChecksumMode": "ENABLED"}, ExpiresIn=3600
-        )
+        url = await self._presign(probe)
         base, _, query = url.partition("?")
         if "X-Amz-Algorithm=AWS4-HMAC-SHA256" in query and base.endswith("/" + probe):
             return base[: -len(probe)]
@@ -440,7 +417,7 @@ class Source:
             return {}
         try:
             head = await self._retry(
-                lambda: self._client.head_object(Bucket=self.bucket, Key=obj.path, ChecksumMode="ENABLED")
+                lambda: self.client.call("head_object", Bucket=self.bucket, Key=obj.path, ChecksumMode="ENABLED")
             )
         except Exception:
             return {}
@@ -452,7 +429,9 @@ class Source:
         if not self.is_s3 or not parts:
             return None
         try:
-            head = await self._retry(lambda: self._client.head_object(Bucket=self.bucket, Key=obj.path, PartNumber=1))
+            head = await self._retry(
+                lambda: self.client.call("head_object", Bucket=self.bucket, Key=obj.path, PartNumber=1)
+            )
         except Exception:
             return None
         size = int(head.get("ContentLength") or 0)
