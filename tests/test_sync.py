@@ -284,14 +284,18 @@ def test_big_objects_stream_in_bounded_memory_and_are_checked_part_by_part(s3, t
     assert peak < 12 * MiB, f"peak Python memory {peak / MiB:.1f} MiB above a 1-byte sync for 24 + 21 MiB objects"
 
 
-def test_big_files_land_whole_through_direct_writes_and_through_the_page_cache(s3, tmp_path):
-    """Durable big files are written with O_DIRECT when every range starts on an aligned offset: an odd-sized
-    one (its last block padded, then truncated away), also when its reads are cut short mid-body at an unaligned
-    byte; one whose parts are not aligned goes through the page cache; so does everything without fsync."""
+def test_files_land_whole_through_direct_writes_and_through_the_page_cache(s3, tmp_path):
+    """Durable files are written with O_DIRECT: small ones from the buffer they were received into, big ones
+    when every range starts on an aligned offset; odd sizes are padded to a block, then truncated back, also
+    when reads are cut short mid-body at an unaligned byte. A big one whose parts are not aligned goes through
+    the page cache; so does everything without fsync."""
     c = client(s3["endpoint_url"])
     c.create_bucket(Bucket=BUCKET)
     objects = {"p/single-odd.bin": os.urandom(9 * MiB + 1)}
     c.put_object(Bucket=BUCKET, Key="p/single-odd.bin", Body=objects["p/single-odd.bin"])
+    small = {"p/s/empty.bin": b"", "p/s/odd.bin": os.urandom(4097), "p/s/block.bin": os.urandom(MiB)}
+    put_many(c, small)
+    objects.update(small)
     objects["p/parts-odd.bin"] = os.urandom(11 * MiB + 4095)  # 5 MiB parts; the last is 1 MiB + 4095 bytes
     put_multipart(c, "p/parts-odd.bin", objects["p/parts-odd.bin"])
     objects["p/parts-unaligned.bin"] = os.urandom(11 * MiB + 3)
@@ -300,14 +304,14 @@ def test_big_files_land_whole_through_direct_writes_and_through_the_page_cache(s
     for fsync in (True, False):
         root = tmp_path / f"fsync-{fsync}"
         result = sync(f"s3://{BUCKET}/p/", root, storage_options=options(s3["endpoint_url"], s3), fsync=fsync)
-        assert result.failed == [] and result.transferred == 3
+        assert result.failed == [] and result.transferred == len(objects)
         assert data_files(root) == expected
     with FaultProxy(s3["endpoint_url"]) as proxy:  # each part's first GET stops halfway (1 MiB + 2047 bytes in)
-        proxy.truncate = {f"{BUCKET}/p/parts-odd.bin": 3}
+        proxy.truncate = {f"{BUCKET}/p/parts-odd.bin": 3, f"{BUCKET}/p/s/odd.bin": 1}
         cut = sync(
             f"s3://{BUCKET}/p/", tmp_path / "cut", storage_options=options(proxy.url, s3), retries=2, backoff=0.01
         )
-        assert proxy.truncate[f"{BUCKET}/p/parts-odd.bin"] == 0
+        assert proxy.truncate == {f"{BUCKET}/p/parts-odd.bin": 0, f"{BUCKET}/p/s/odd.bin": 0}
     assert cut.failed == [] and data_files(tmp_path / "cut") == expected
     assert not [p for p in tmp_path.rglob("*") if p.name.startswith(TEMP_PREFIX)]
 
@@ -519,7 +523,7 @@ def test_server_faults_fail_only_their_objects_and_a_rerun_finishes(s3, tmp_path
         )
         assert proxy.gets[f"{BUCKET}/p/d2/sub2/obj-0002.bin"] == 3
     failed = dict(result.failed)
-    assert set(failed) == broken | {"p/d3/sub0/obj-0003.bin", "p/plain.bin", "p/multi.bin"}
+    assert set(failed) == broken | {"p/d3/sub0/obj-0003.bin", "p/plain.bin", "p/multi.bin"}, failed
     assert all("503" in failed[k] or "ServiceUnavailable" in failed[k] for k in broken), failed
     assert "CRC32 (crc32)" in failed["p/d3/sub0/obj-0003.bin"] and "MD5 (md5)" in failed["p/plain.bin"], failed
     assert "multipart checksum" in failed["p/multi.bin"], failed  # part-wise reads: the -N checksum is recomputed

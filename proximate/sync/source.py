@@ -365,10 +365,14 @@ class Source:
                 raise S3ReadError(obj.path, resp.status, found.group(1).decode() if found else None)
             lend = getattr(sink, "buffer", None)
             if lend is not None:
-                while received < end - start and (n := resp.readinto(view := lend(end - start - received))):
-                    sink.filled(n)  # type: ignore[attr-defined]
-                    received += n
-                    if n < len(view):  # a buffered socket read stops short only at the end of the stream
+                while True:  # at least one read, even of an empty body: http.client frees the connection on it
+                    view = lend(end - start - received)
+                    n = resp.readinto(view)
+                    if n:
+                        sink.filled(n)  # type: ignore[attr-defined]
+                        received += n
+                    # a buffered socket read stops short only at the end of the stream
+                    if n < len(view) or received >= end - start:
                         break
             else:
                 while data := resp.read(chunk):
