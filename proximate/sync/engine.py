@@ -4,9 +4,11 @@ Every file is written under a temporary name in its own folder, checked against 
 store offers (see :mod:`proximate.sync.checksums`: a CRC or SHA stored with the object, else the MD5 or multipart
 ETag) and its size, made durable, renamed into place, then journaled. A kill at any point leaves only
 temporaries (removed by the next run) and complete files. Small objects are made durable in groups (one
-``syncfs`` per group, not one ``fsync`` per file); big ones are fsynced one by one. Memory is bounded by about
-``concurrency * block_size``: an object larger than a block is streamed, one ranged GET per part (each part
-hashed as it arrives, written with ``os.pwritev``), never held whole.
+``syncfs`` per group, not one ``fsync`` per file); big ones are fsynced one by one. Durable writes bypass the
+page cache (O_DIRECT, from each reading thread's aligned buffer) where the file system allows it: the disk then
+takes the bytes as they come, instead of a copy into the cache and a writeback at the fsync. Memory is bounded by
+about ``concurrency * block_size``: an object larger than a block is streamed, one ranged GET per part (each part
+hashed as it arrives, written as it arrives), never held whole; a smaller one is held in its thread's buffer.
 
 The event loop plans (listing, HEADs, signing) and commits (groups, manifest); the bytes themselves are
 received, hashed and written by :attr:`Source.threads`, one thread per request slot, in one hop per object or
