@@ -316,6 +316,30 @@ def test_files_land_whole_through_direct_writes_and_through_the_page_cache(s3, t
     assert not [p for p in tmp_path.rglob("*") if p.name.startswith(TEMP_PREFIX)]
 
 
+def test_a_multipart_object_smaller_than_a_block_is_checked_part_by_part(s3, tmp_path):
+    """An object under one block is read in one GET and held; a part-wise checksum (its multipart ETag or a
+    COMPOSITE one) first needs the part size, asked on the loop, so the held bytes are copied out of the reading
+    thread's buffer, which meanwhile serves other reads: they must still be the object's, checked and written."""
+    c = client(s3["endpoint_url"])
+    c.create_bucket(Bucket=BUCKET)
+    objects = {f"p/multi-{i}.bin": os.urandom(11 * MiB + i) for i in range(3)}
+    for key, body in objects.items():
+        put_multipart(c, key, body)
+    objects.update(small_payloads(300, "p/zz/"))  # listed after: reads that reuse the same threads' buffers meanwhile
+    put_many(c, {k: v for k, v in objects.items() if "multi" not in k})
+    result = sync(
+        f"s3://{BUCKET}/p/", tmp_path / "root", storage_options=options(s3["endpoint_url"], s3), block_size=16 * MiB
+    )
+    assert result.failed == [] and data_files(tmp_path / "root") == {
+        k.removeprefix("p/"): v for k, v in objects.items()
+    }
+    with FaultProxy(s3["endpoint_url"]) as proxy:  # a flipped byte is still caught on the copied-out bytes
+        proxy.corrupt = {f"{BUCKET}/p/multi-1.bin"}
+        bad = sync(f"s3://{BUCKET}/p/", tmp_path / "bad", storage_options=options(proxy.url, s3), block_size=16 * MiB)
+    assert [k for k, _ in bad.failed] == ["p/multi-1.bin"] and "checksum" in bad.failed[0][1], bad.failed
+    assert not (tmp_path / "bad" / "multi-1.bin").exists()
+
+
 def test_a_direct_write_the_file_system_refuses_goes_through_the_page_cache(tmp_path):
     """Where a direct write is refused (EINVAL: a file system or device with other alignment rules), the file
     descriptor drops O_DIRECT and the same bytes are written through the page cache instead of failing."""
