@@ -50,9 +50,10 @@ except ImportError:  # pragma: no cover - no isal wheel for this platform
 
 
 def _crc32c(data: bytes | bytearray | memoryview, value: int) -> int:
-    import google_crc32c  # zarr's dependency; hardware CRC32C
+    import google_crc32c  # zarr's dependency; hardware CRC32C. Imported here: most objects carry no CRC32C
 
-    return google_crc32c.extend(value, bytes(data) if isinstance(data, memoryview) else data)
+    # it takes only immutable bytes: a bytearray, or a view of a reused receive buffer, is copied first
+    return google_crc32c.extend(value, data if isinstance(data, bytes) else bytes(data))
 
 
 #: What can be checked, cheapest first (each releases the GIL on large buffers).
