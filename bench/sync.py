@@ -36,7 +36,6 @@ KEY, SECRET = "benchkey", "benchsecret"
 BIN = Path(sys.executable).parent
 
 
-
 #: Every listener of `weed mini` gets a free port (defaults collide with anything else on 8333, 9333, ...).
 PORT_FLAGS = [
     f"{server}.{kind}" for server in ("master", "volume", "filer", "admin") for kind in ("port", "port.grpc")
