@@ -18,8 +18,10 @@ from proximate.sync import STATE_DIR, Manifest
 EXE = Path(sys.executable).with_name("proximate")
 
 
-def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(EXE), "sync", *args], capture_output=True, text=True, timeout=120)
+def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(EXE), "sync", *args], capture_output=True, text=True, timeout=120, env={**os.environ, **env}
+    )
 
 
 def test_cli_mirrors_reports_json_and_a_rerun_moves_nothing(s3, tmp_path):
@@ -41,7 +43,8 @@ def test_cli_mirrors_reports_json_and_a_rerun_moves_nothing(s3, tmp_path):
     assert os.environ["AWS_SECRET_ACCESS_KEY"] not in first.stdout + first.stderr
 
     c.delete_object(Bucket=BUCKET, Key="p/d0/sub0/obj-0000.bin")
-    again = run("--endpoint-url", s3["endpoint_url"], "--delete", f"s3://{BUCKET}/p/", str(root))
+    # The endpoint from the environment this time, as --help says botocore takes it.
+    again = run("--delete", f"s3://{BUCKET}/p/", str(root), AWS_ENDPOINT_URL_S3=s3["endpoint_url"])
     assert again.returncode == 0, again.stderr
     assert "0 new, 0 changed, 1 deleted, 39 unchanged, 0 failed; 0.0 MiB" in again.stdout
     assert "d0/sub0/obj-0000.bin" not in data_files(root)
