@@ -30,7 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from proximate.catalog import Catalog, CatalogQuery, open_catalog
-from proximate.metadata import DatasetRecord, VariableInfo, record_id
+from proximate.catalog.records import DatasetRecord, VariableInfo, record_id
 
 VARIABLES = [
     ("tas", "air_temperature", "Near-Surface Air Temperature", "K"),
@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> None:
             if not any(root.iterdir()):
                 secs = generate_files(root, args.files, args.seed, max(1, (os.cpu_count() or 2)), args.format)
                 print(f"generated {args.files} {args.format} files in {secs:.1f} s")
-            from proximate import indexing
+            from proximate.catalog import indexing
             from proximate.cluster import LocalRegionalCluster
 
             with (

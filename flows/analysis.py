@@ -11,15 +11,15 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
+from proximate.references import parse_reference
 
 from flows.common import DEFAULT_CLUSTER_BLOCK, cluster_task_runner
 from proximate import analysis
 from proximate.analysis import forecast_minus_observations, select_level
 from proximate.catalog import default_catalog
 from proximate.catalog.query import DatasetQuery, find_all
-from proximate.metadata import DatasetRecord
+from proximate.catalog.records import DatasetRecord
 from proximate.outputs import write_result
-from proximate.references import parse_reference
 from tasks.analysis import compute_task, open_dataset_task
 from tasks.artifacts import publish, statistics_row
 

@@ -16,7 +16,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from blocks.cluster import RegionalCluster
 from blocks.region import Region
-from proximate.indexing import IndexReport, summary_markdown
+from proximate.catalog.indexing import IndexReport, summary_markdown
 from proximate.regions import validate_region_name
 from tasks.catalog import extract_and_index, list_region_datasets, load_catalog_config, plan_index, remove_vanished
 

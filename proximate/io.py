@@ -19,7 +19,7 @@ from xarray.backends.file_manager import CachingFileManager
 from xarray.backends.netCDF4_ import NETCDF4_PYTHON_LOCK, NetCDF4DataStore
 from zarr.storage import LocalStore
 
-from proximate.metadata import dataset_format
+from proximate.formats import dataset_format
 from proximate.pools import pool
 from proximate.regions import RegionPath, check_relative_path, pool_resource, resolve
 

@@ -1,15 +1,15 @@
-"""Regions and region-relative data addresses.
+"""Regions: their names, the Dask resource that marks their workers, and paths under their roots.
 
-A dataset is addressed as (region, path relative to that region's root). Only a process *in* the region knows
-the root (the FSx mount in production, a folder here), so the path is resolved where it is used: a task that
-lands in the wrong region fails loudly instead of reading whatever happens to sit at the same absolute path.
+A dataset is addressed as a :class:`proximate.datasets.RegionPath`: a region and a path relative to that region's
+root. Only a process *in* the region knows the root (the FSx mount in production, a folder here), so the path is
+resolved where it is used: a task that lands in the wrong region fails loudly instead of reading whatever happens
+to sit at the same absolute path.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 #: Environment variables a regional worker is started with.
@@ -69,21 +69,6 @@ def check_relative_path(path: str | os.PathLike[str]) -> PurePosixPath:
     if any(part == ".." for part in pure.parts):
         raise RegionPathError(f"region path {text!r} contains '..' and would escape the region root")
     return pure
-
-
-@dataclass(frozen=True)
-class RegionPath:
-    """A dataset address: which region holds it and where under that region's root."""
-
-    region: str
-    path: str
-
-    def __post_init__(self) -> None:
-        validate_region_name(self.region)
-        object.__setattr__(self, "path", str(check_relative_path(self.path)))
-
-    def __str__(self) -> str:
-        return f"{self.region}:{self.path}"
 
 
 def current_region() -> str | None:

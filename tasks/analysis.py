@@ -11,9 +11,9 @@ from typing import Any
 import xarray as xr
 from prefect import task
 from prefect_dask import get_dask_client
+from proximate.references import DatasetRef, open_reference
 
 from proximate.locality_report import LocalityReport, locality
-from proximate.references import DatasetRef, open_reference
 
 
 @task(name="open-dataset", task_run_name="open {ref}")

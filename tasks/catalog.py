@@ -10,8 +10,7 @@ from typing import Any
 from prefect import task
 
 from blocks.catalog import CatalogConfig
-from proximate import indexing
-from proximate.catalog import Catalog
+from proximate.catalog import Catalog, indexing
 
 
 def load_catalog_config(name: str | None) -> CatalogConfig:
@@ -76,7 +75,7 @@ def extract_and_index(
 @task(name="remove-vanished")
 def remove_vanished(region: str, paths: list[str], catalog: str | None) -> int:
     """Drop the records of datasets that are no longer in the region."""
-    from proximate.metadata import record_id
+    from proximate.catalog.records import record_id
 
     with catalog_from(catalog) as cat:
         return cat.delete(record_id(region, p) for p in paths)

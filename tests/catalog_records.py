@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from functools import cache
 
-from proximate.metadata import DatasetRecord, VariableInfo, record_id
+from proximate.catalog.records import DatasetRecord, VariableInfo, record_id
 
 _WORDS = re.compile(r"[A-Za-z0-9]+")
 

@@ -11,7 +11,7 @@ import pytest
 from catalog_records import make_record, matches, sample_records
 
 from proximate.catalog import CatalogQuery, open_catalog
-from proximate.metadata import record_id
+from proximate.catalog.records import record_id
 
 BACKENDS = ["sqlite", "opensearch", "opensearch-real"]
 

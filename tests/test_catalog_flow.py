@@ -18,8 +18,8 @@ from conftest import REAL_DATA
 import proximate
 from blocks.catalog import CatalogConfig
 from proximate.catalog import CatalogQuery, open_catalog
-from proximate.indexing import extract_and_write, list_datasets, plan_changes
-from proximate.metadata import record_id
+from proximate.catalog.indexing import extract_and_write, list_datasets, plan_changes
+from proximate.catalog.records import record_id
 
 
 def _slug(text: str) -> str:

@@ -12,8 +12,9 @@ import pytest
 import xarray as xr
 from conftest import REAL_DATA
 
-from proximate.geo import bbox_intersects, lon_extent
-from proximate.metadata import DatasetRecord, extract, extract_in_region, merge_with_previous, record_id
+from proximate.catalog.extract import extract, extract_in_region
+from proximate.catalog.geo import bbox_intersects, lon_extent
+from proximate.catalog.records import DatasetRecord, merge_with_previous, record_id
 from proximate.regions import pool_resource
 
 REAL_FILES = sorted(p.name for p in REAL_DATA.glob("*.nc"))

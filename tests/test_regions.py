@@ -6,11 +6,11 @@ import os
 
 import pytest
 
+from proximate.datasets import RegionPath
 from proximate.regions import (
     REGION_ENV,
     ROOT_ENV,
     RegionError,
-    RegionPath,
     RegionPathError,
     check_relative_path,
     resolve,

@@ -12,7 +12,7 @@ from typing import Any
 
 from proximate.catalog.base import Catalog, CatalogError, Fingerprint
 from proximate.catalog.query import CatalogQuery, SearchResult
-from proximate.metadata import DatasetRecord
+from proximate.catalog.records import DatasetRecord
 
 __all__ = [
     "DEFAULT_SQLITE_PATH",

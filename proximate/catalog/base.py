@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 from proximate.catalog.query import FACET_FIELDS, CatalogQuery, SearchResult
-from proximate.metadata import DatasetRecord
+from proximate.catalog.records import DatasetRecord
 
 
 class CatalogError(RuntimeError):
@@ -72,7 +72,7 @@ class Catalog(abc.ABC):
 
     def delete_stale(self, region: str, keep_paths: Iterable[str]) -> list[str]:
         """Remove the records of ``region`` whose path is not in ``keep_paths``; returns the removed paths."""
-        from proximate.metadata import record_id
+        from proximate.catalog.records import record_id
 
         keep = set(keep_paths)
         stale = sorted(p for p in self.fingerprints(region) if p not in keep)

@@ -13,9 +13,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from proximate.catalog.base import Catalog, CatalogError, Fingerprint, check_facet_fields
+from proximate.catalog.geo import bbox_shapes
 from proximate.catalog.query import FACET_FIELDS, CatalogQuery, SearchResult, empty_result, iso, search_text
-from proximate.geo import bbox_shapes
-from proximate.metadata import DatasetRecord
+from proximate.catalog.records import DatasetRecord
 
 MAPPING: dict[str, Any] = {
     "dynamic": False,

@@ -12,8 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from proximate.geo import check_bbox
-from proximate.metadata import DatasetRecord
+from proximate.catalog.geo import check_bbox
+from proximate.catalog.records import DatasetRecord
 
 #: The deepest page any backend serves (OpenSearch's default max_result_window).
 MAX_WINDOW = 10_000
@@ -129,16 +129,6 @@ class SearchResult(BaseModel):
 
 def empty_result(query: CatalogQuery) -> SearchResult:
     return SearchResult(total=0, page=query.page, page_size=query.page_size, records=[])
-
-
-def facet_values(record: DatasetRecord, field: str) -> list[Any]:
-    """The values a record contributes to a facet (each counted once per record)."""
-    if field == "variables":
-        return record.variable_names
-    if field == "standard_names":
-        return record.standard_names
-    value = getattr(record, field)
-    return [] if value is None else [value]
 
 
 class DatasetQuery(BaseModel):

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 from proximate.catalog.base import Catalog, CatalogError, Fingerprint, check_facet_fields
 from proximate.catalog.query import FACET_FIELDS, CatalogQuery, SearchResult, empty_result, iso, search_text
-from proximate.metadata import DatasetRecord
+from proximate.catalog.records import DatasetRecord
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS datasets (

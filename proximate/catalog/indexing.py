@@ -9,21 +9,15 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from proximate.catalog.base import Catalog, Fingerprint
-from proximate.metadata import (
-    NETCDF_SUFFIXES,
-    DatasetRecord,
-    extract_in_region,
-    is_zarr_store,
-    merge_with_previous,
-    record_id,
-    stat_dataset,
-)
+from proximate.catalog.extract import extract_in_region
+from proximate.catalog.records import DatasetRecord, merge_with_previous, record_id
+from proximate.formats import NETCDF_SUFFIXES, is_zarr_store, stat_dataset
 from proximate.regions import RegionPathError, check_relative_path, local_root, pool_resource
 
 #: The sync's private folder (manifest, partial downloads): never indexed.
@@ -192,7 +186,7 @@ def extract_and_write(
     report: IndexReport | None = None,
 ) -> IndexReport:
     """Extract ``paths`` on the region's workers (one Dask task per batch) and upsert each batch as it lands;
-    error records keep the previous good metadata (see :func:`proximate.metadata.merge_with_previous`)."""
+    error records keep the previous good metadata (see :func:`proximate.catalog.records.merge_with_previous`)."""
     from distributed import as_completed
 
     report = report or IndexReport(region)
@@ -301,14 +295,3 @@ def summary_markdown(report: IndexReport, catalog_name: str = "", max_rows: int 
         if len(report.deleted) > max_rows:
             lines.append(f"- … {len(report.deleted) - max_rows} more")
     return "\n".join(lines) + "\n"
-
-
-def iter_chunks(items: Iterable[Any], size: int) -> Iterable[list[Any]]:
-    chunk: list[Any] = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk

@@ -9,27 +9,24 @@ from __future__ import annotations
 
 import calendar as _calendar
 import contextlib
-import datetime as _dt
-import hashlib
 import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, Field
 
-from proximate.geo import lon_extent
+from proximate.catalog.geo import lon_extent
+from proximate.catalog.records import DatasetRecord, VariableInfo, now_iso, record_id
+from proximate.formats import dataset_format, stat_dataset
 
 #: Longer attribute strings are cut (a ``history`` can hold thousands of lines of NCO commands).
 MAX_ATTR_CHARS = 1000
 #: 2-D auxiliary coordinates bigger than this are read with a stride (plus their full edges).
 MAX_COORD_VALUES = 4_000_000
 
-NETCDF_SUFFIXES = (".nc", ".nc4", ".netcdf", ".cdf", ".h5", ".hdf5", ".he5")
-ZARR_MARKERS = ("zarr.json", ".zgroup", ".zattrs", ".zmetadata")
 
 _LAT_UNITS = {"degrees_north", "degree_north", "degree_n", "degrees_n", "degreen", "degreesn"}
 _LON_UNITS = {"degrees_east", "degree_east", "degree_e", "degrees_e", "degreee", "degreese"}
@@ -51,83 +48,6 @@ _REFERENCE_ATTRS = (
     "face_face_connectivity",
     "ancillary_variables",
 )
-
-
-class VariableInfo(BaseModel):
-    """One variable as a catalog user sees it: names, units, layout; never its values."""
-
-    name: str
-    standard_name: str | None = None
-    long_name: str | None = None
-    units: str | None = None
-    cell_methods: str | None = None
-    dims: list[str] = Field(default_factory=list)
-    shape: list[int] = Field(default_factory=list)
-    dtype: str = ""
-    chunks: list[int] | None = None
-    coordinate: bool = False
-
-
-class DatasetRecord(BaseModel):
-    """What the catalog holds for one dataset (a NetCDF file or a Zarr store) in one region.
-
-    ``status == "error"`` records say why extraction failed; if the dataset had been indexed before, its last
-    good metadata stays in place (``last_good_at`` says when it was read) so one bad sync never hides a
-    dataset from search.
-    """
-
-    id: str
-    region: str | None = None
-    path: str
-    format: Literal["netcdf", "zarr"] | None = None
-    size: int | None = None
-    mtime_ns: int | None = None
-    etag: str | None = None
-    status: Literal["ok", "error"] = "ok"
-    error: str | None = None
-    warnings: list[str] = Field(default_factory=list)
-    title: str | None = None
-    institution: str | None = None
-    source: str | None = None
-    conventions: str | None = None
-    history: str | None = None
-    attrs: dict[str, Any] = Field(default_factory=dict)
-    dimensions: dict[str, int] = Field(default_factory=dict)
-    variables: list[VariableInfo] = Field(default_factory=list)
-    time_start: str | None = None
-    time_end: str | None = None
-    calendar: str | None = None
-    bbox: list[float] | None = None
-    indexed_at: str | None = None
-    last_good_at: str | None = None
-
-    @property
-    def data_variables(self) -> list[VariableInfo]:
-        return [v for v in self.variables if not v.coordinate]
-
-    @property
-    def variable_names(self) -> list[str]:
-        """Data-variable names, as search and facets use them (coordinates are not what people look for)."""
-        return sorted({v.name for v in self.data_variables})
-
-    @property
-    def standard_names(self) -> list[str]:
-        return sorted({v.standard_name for v in self.data_variables if v.standard_name})
-
-    @property
-    def mtime(self) -> _dt.datetime | None:
-        if self.mtime_ns is None:
-            return None
-        return _dt.datetime.fromtimestamp(self.mtime_ns / 1e9, tz=_dt.UTC)
-
-
-def record_id(region: str | None, path: str) -> str:
-    """Deterministic id from (region, path): re-indexing a file overwrites its record instead of adding one."""
-    return hashlib.sha256(f"{region or ''}\x00{path}".encode()).hexdigest()[:40]
-
-
-def now_iso() -> str:
-    return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # -- format-neutral view of a header -------------------------------------------------------------------------
@@ -334,7 +254,7 @@ def _is_lon(var: _Var) -> bool:
     return var.numeric and (sn == "longitude" or units in _LON_UNITS)
 
 
-def _with_bounds(header: _Header, name: str, var: _Var) -> list[np.ndarray]:
+def _with_bounds(header: _Header, var: _Var) -> list[np.ndarray]:
     out = [var.read()]
     for key in ("bounds", "climatology"):
         bname = var.attrs.get(key)
@@ -346,8 +266,8 @@ def _with_bounds(header: _Header, name: str, var: _Var) -> list[np.ndarray]:
 def compute_bbox(header: _Header, warnings: list[str]) -> list[float] | None:
     """[west, south, east, north] from every latitude/longitude coordinate (1-D axes, 2-D auxiliary fields on
     rotated or projected grids, UGRID node/face/edge coordinates) and their bounds; ``None`` without them."""
-    lats = [a for n, v in header.variables.items() if _is_lat(v) for a in _with_bounds(header, n, v)]
-    lons = [a for n, v in header.variables.items() if _is_lon(v) for a in _with_bounds(header, n, v)]
+    lats = [a for v in header.variables.values() if _is_lat(v) for a in _with_bounds(header, v)]
+    lons = [a for v in header.variables.values() if _is_lon(v) for a in _with_bounds(header, v)]
     if not lats or not lons:
         return None
     lat = np.concatenate([a.ravel() for a in lats])
@@ -392,7 +312,7 @@ def compute_time_span(header: _Header, warnings: list[str]) -> tuple[str | None,
             warnings.append(f"time variable {name!r} has units {units!r}, not '<unit> since <date>': no time span")
             continue
         cal = str(var.attrs.get("calendar", "standard")).strip().lower() or "standard"
-        values = np.concatenate([a.ravel() for a in _with_bounds(header, name, var)])
+        values = np.concatenate([a.ravel() for a in _with_bounds(header, var)])
         values = values[np.isfinite(values)]
         if values.size == 0:
             continue
@@ -430,37 +350,6 @@ def _variables(header: _Header) -> list[VariableInfo]:
             )
         )
     return out
-
-
-def is_zarr_store(full: Path) -> bool:
-    return full.is_dir() and any((full / m).exists() for m in ZARR_MARKERS)
-
-
-def dataset_format(full: Path) -> Literal["netcdf", "zarr"]:
-    """``"zarr"`` or ``"netcdf"`` from what is on disk; a clear error for anything else."""
-    if full.is_dir():
-        if is_zarr_store(full):
-            return "zarr"
-        raise ValueError(f"{full} is a directory but not a Zarr store")
-    with open(full, "rb") as fh:
-        magic = fh.read(8)
-    if magic[:3] == b"CDF" or magic == b"\x89HDF\r\n\x1a\n":
-        return "netcdf"
-    raise ValueError(f"{full.name} is neither NetCDF (classic or HDF5-based) nor Zarr (starts with {magic[:8]!r})")
-
-
-def stat_dataset(full: Path) -> tuple[int, int]:
-    """(size in bytes, modification time in ns): a Zarr store's are the sum and the latest of its files."""
-    if not full.is_dir():
-        st = full.stat()
-        return st.st_size, st.st_mtime_ns
-    size, mtime = 0, full.stat().st_mtime_ns
-    for dirpath, _dirs, files in os.walk(full):
-        for f in files:
-            st = os.stat(os.path.join(dirpath, f))
-            size += st.st_size
-            mtime = max(mtime, st.st_mtime_ns)
-    return size, mtime
 
 
 def extract(
@@ -542,20 +431,3 @@ def extract_in_region(region: str, path: str, etag: str | None = None) -> Datase
         return error_record(
             region, path, f"cannot read {region}:{path}: {type(exc).__name__}: {exc}", full=full, etag=etag
         )
-
-
-def merge_with_previous(new: DatasetRecord, previous: DatasetRecord | None) -> DatasetRecord:
-    """An error record keeps the previous good metadata (variables, bbox, time span...), flagged with the
-    error, so a bad sync never silently drops a dataset from search; an ok record replaces everything."""
-    if new.status == "ok" or previous is None or previous.last_good_at is None:
-        return new
-    keep = previous.model_dump()
-    keep.update(
-        status="error",
-        error=new.error,
-        size=new.size,
-        mtime_ns=new.mtime_ns,
-        etag=new.etag,
-        indexed_at=new.indexed_at,
-    )
-    return DatasetRecord.model_validate(keep)
