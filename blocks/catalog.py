@@ -8,6 +8,7 @@ from prefect.blocks.core import Block
 from pydantic import Field, SecretStr, model_validator
 
 from blocks.region import DOCS, LOGO
+from proximate.catalog.settings import DEFAULT_INDEX, DEFAULT_SQLITE_PATH, CatalogSettings
 
 if TYPE_CHECKING:
     from proximate.catalog import Catalog
@@ -22,9 +23,12 @@ class CatalogConfig(Block):
     _documentation_url = DOCS
 
     backend: Literal["sqlite", "opensearch"] = Field(default="sqlite", description="Which catalog backend.")
-    sqlite_path: str = Field(default="catalog/proximate.sqlite", description="For sqlite: the catalog database file.")
+    sqlite_path: str = Field(
+        default=DEFAULT_SQLITE_PATH,
+        description="For sqlite: the catalog database file (a relative path is taken from the flow's directory).",
+    )
     opensearch_url: str | None = Field(default=None, description="For opensearch: https://host:port of the cluster.")
-    index: str = Field(default="proximate-datasets", description="For opensearch: the alias searches go through.")
+    index: str = Field(default=DEFAULT_INDEX, description="For opensearch: the alias searches go through.")
     username: str | None = Field(default=None, description="For opensearch basic auth: the user name.")
     password: SecretStr | None = Field(default=None, description="For opensearch basic auth: the password.")
     aws_sigv4_region: str | None = Field(
@@ -41,18 +45,20 @@ class CatalogConfig(Block):
             raise ValueError("use basic auth or SigV4, not both")
         return self
 
-    def get_catalog(self) -> Catalog:
-        """The configured backend, connected (the password leaves its SecretStr only here)."""
-        from proximate.catalog import open_catalog
-
-        return open_catalog(
-            self.backend,
+    def settings(self) -> CatalogSettings:
+        """The catalog this block names, resolved in this process (a relative SQLite path made absolute here)."""
+        return CatalogSettings(
+            backend=self.backend,
             sqlite_path=self.sqlite_path,
             opensearch_url=self.opensearch_url,
             index=self.index,
             username=self.username,
-            password=self.password.get_secret_value() if self.password else None,
+            password=self.password,
             aws_sigv4_region=self.aws_sigv4_region,
             verify_certs=self.verify_certs,
             ca_certs=self.ca_certs,
         )
+
+    def get_catalog(self) -> Catalog:
+        """The configured backend, connected."""
+        return self.settings().open()

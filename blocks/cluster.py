@@ -14,6 +14,8 @@ from blocks.region import DOCS, LOGO, Region
 from proximate.cluster import LocalRegionalCluster, RegionSpec, TLSFiles
 
 LOCAL = "local"
+#: The RegionalCluster block every flow runs on unless told otherwise.
+DEFAULT_CLUSTER_BLOCK = "proximate-cluster"
 
 
 class RegionalCluster(Block):

@@ -15,13 +15,10 @@ from prefect import serve
 
 def deployments() -> list:
     from flows.analysis import compare_forecast_to_observations
+    from flows.catalog import index_region
+    from flows.sync import sync_region
 
     out = [compare_forecast_to_observations.to_deployment(name="compare-forecast-to-observations")]
-    try:  # the ingestion flows (sync, catalog) exist once those features are installed
-        from flows.catalog import index_region
-        from flows.sync import sync_region
-    except ImportError:
-        return out
     timezone = os.environ.get("PROXIMATE_TIMEZONE", "UTC")
     for region in filter(None, os.environ.get("PROXIMATE_REGIONS", "").split(",")):
         out.append(

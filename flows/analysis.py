@@ -1,50 +1,43 @@
 """Analysis flows a scientist triggers from the Prefect UI or calls from Python.
 
-Each flow checks its inputs, then runs a subflow on the multi-region cluster's DaskTaskRunner: coarse Prefect
-tasks (per dataset), fine-grained Dask work inside, every part in the region holding its data. Each run
-publishes the locality report, a plot and result statistics as artifacts and writes its result atomically.
+Each flow parses its dataset references (or runs its catalog query) in its own process, then runs a subflow on
+the multi-region cluster's DaskTaskRunner: coarse Prefect tasks (one per dataset), fine-grained Dask work inside,
+every part in the region holding its data. Each run publishes the locality report, a plot and result statistics
+as artifacts, writes its result atomically and returns an :class:`~proximate.analysis.AnalysisResult`.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
-from proximate.references import parse_reference
 
-from flows.common import DEFAULT_CLUSTER_BLOCK, cluster_task_runner
+from flows.common import DEFAULT_CLUSTER_BLOCK, catalog_settings, cluster_task_runner
 from proximate import analysis
-from proximate.analysis import forecast_minus_observations, select_level
-from proximate.catalog import default_catalog
-from proximate.catalog.query import DatasetQuery, find_all
-from proximate.catalog.records import DatasetRecord
-from proximate.outputs import write_result
+from proximate.analysis import AnalysisResult, ByteBudget, statistics_row
+from proximate.catalog.query import DatasetQuery
+from proximate.datasets import RegionPath, locate, parse_reference
+from proximate.locality_report import LocalityReport
+from proximate.outputs import result_path, write_result
 from tasks.analysis import compute_task, open_dataset_task
-from tasks.artifacts import publish, statistics_row
+from tasks.artifacts import publish
 
 
 @flow(name="compare-forecast-to-observations-on-cluster")
 def _compare_on_cluster(
-    forecast: str,
-    observations: str,
+    forecast: RegionPath,
+    observations: RegionPath,
     variable: str,
     height: float | None,
     height_index: int | None,
     forecast_chunks: dict[str, int],
-) -> dict[str, Any]:
+) -> tuple[object, LocalityReport, ByteBudget]:
     fc_future = open_dataset_task.submit(forecast, {"chunks": forecast_chunks})
     obs_future = open_dataset_task.submit(observations, {"chunks": {}})
     fc, obs = fc_future.result(), obs_future.result()
-    lazy = forecast_minus_observations(fc, obs, variable, height=height, height_index=height_index)
+    lazy = analysis.forecast_minus_observations(fc, obs, variable, height=height, height_index=height_index)
     result, report = compute_task.submit(lazy).result()
-    # what had to cross at least: the smaller operand of the subtraction, then the result to the client
-    level = select_level(fc[variable].mean("realization"), height, height_index)
-    # (observations on another grid may cross raw and be interpolated beside the forecast)
-    minimum = min(level.nbytes, obs[variable].nbytes) + result.nbytes
-    # what a centralised run reads across regions: the forecast at that level, every realization, and the obs
-    centralised = select_level(fc[variable], height, height_index).nbytes + obs[variable].nbytes
-    return {"result": result, "report": report, "minimum": minimum, "centralised": centralised}
+    budget = analysis.compare_budget(fc, obs, variable, result, height=height, height_index=height_index)
+    return result, report, budget
 
 
 @flow(name="compare-forecast-to-observations", log_prints=True)
@@ -55,9 +48,10 @@ def compare_forecast_to_observations(
     height: float | None = None,
     height_index: int | None = None,
     output: str = "results/forecast-minus-observations.nc",
+    catalog: str | None = None,
     cluster: str = DEFAULT_CLUSTER_BLOCK,
     scheduler_address: str | None = None,
-) -> dict[str, Any]:
+) -> AnalysisResult:
     """Average an ensemble forecast over its realizations, select a level and subtract the observations, each
     part in the region holding its data; only the small difference crosses regions.
 
@@ -68,81 +62,49 @@ def compare_forecast_to_observations(
         height: Level to select by value (nearest), in the forecast's height units.
         height_index: Level to select by position, when `height` is not given.
         output: Where to write the difference: a local path or an `s3://` URL, `.nc` or `.zarr`.
+        catalog: Name of a saved CatalogConfig block to look catalog ids up in; empty uses the default catalog.
         cluster: Name of the RegionalCluster block to run on.
         scheduler_address: Use this Dask scheduler instead of the block (tcp://host:port).
+
+    Returns:
+        The written output, the datasets read, and the bytes that crossed regions against the run's budget.
     """
-    for ref in (forecast, observations):
-        parse_reference(ref)  # bad references fail before any cluster starts
-    with cluster_task_runner(cluster, scheduler_address) as runner:
-        out = _compare_on_cluster.with_options(task_runner=runner)(
-            forecast, observations, variable, height, height_index, {"realization": 1}
+    fc_where, obs_where = _locate([forecast, observations], catalog)  # bad references fail before any cluster
+    with cluster_task_runner(cluster, scheduler_address, [fc_where.region, obs_where.region]) as runner:
+        result, report, budget = _compare_on_cluster.with_options(task_runner=runner)(
+            fc_where, obs_where, variable, height, height_index, {"realization": 1}
         )
-    written = write_result(out["result"], output)
-    publish(
-        "compare", out["result"], out["report"], minimum=out["minimum"], centralised=out["centralised"], output=written
-    )
+    written = write_result(result, output)
+    publish("compare", result, report, budget=budget, output=written)
     get_run_logger().info(
-        "cross-region %s B (minimum %s B); written to %s", out["report"].cross_region_bytes, out["minimum"], written
+        "cross-region %s B (minimum %s B); written to %s", report.cross_region_bytes, budget.minimum, written
     )
-    return {
-        "output": written,
-        "cross_region_bytes": out["report"].cross_region_bytes,
-        "minimum_bytes": out["minimum"],
-        "centralised_bytes": out["centralised"],
-        "tasks_by_region": out["report"].tasks_by_region,
-        "compute_seconds": out["report"].seconds,
-    }
+    return AnalysisResult.of([written], [fc_where, obs_where], [report], budget)
 
 
-def _catalog(name: str | None):
-    if not name:
-        return default_catalog()
-    from blocks.catalog import CatalogConfig
-
-    return CatalogConfig.load(name).get_catalog()
-
-
-def _matching(query: DatasetQuery, catalog: str | None, variable: str | None = None) -> list[DatasetRecord]:
-    """Records the query matches; a clear error naming the query when there are none."""
-    cat = _catalog(catalog)
-    try:
-        records = find_all(cat, query)
-    finally:
-        cat.close()
-    if not records:
-        raise ValueError(f"the catalog query matched no datasets: {query.describe()}")
-    if variable:
-        lacking = [r for r in records if variable not in r.variable_names]
-        if lacking:
-            have = sorted({v for r in lacking for v in r.variable_names})
-            raise analysis.AnalysisInputError(
-                f"variable {variable!r} is not in {len(lacking)} matching dataset(s) (e.g. {lacking[0].region}:"
-                f"{lacking[0].path}); available there: {', '.join(have) or '(none)'}"
-            )
-    return records
+def _locate(refs: list[str], catalog: str | None) -> list[RegionPath]:
+    """Where each reference's dataset lives; catalog ids are looked up here, in the flow's process."""
+    parsed = [parse_reference(ref) for ref in refs]
+    if all(isinstance(ref, RegionPath) for ref in parsed):
+        return parsed  # type: ignore[return-value]
+    with catalog_settings(catalog).open() as cat:
+        return [locate(ref, cat) for ref in parsed]
 
 
-def _ref(record: DatasetRecord) -> str:
-    return f"{record.region}:{record.path}"
+def _matching(query: DatasetQuery, catalog: str | None, variables: list[str]) -> list[RegionPath]:
+    with catalog_settings(catalog).open() as cat:
+        return [r.location for r in analysis.matching_records(cat, query, variables)]
 
 
 @flow(name="seasonal-mean-on-cluster")
 def _seasonal_on_cluster(
-    refs: list[str], variable: str, valid_min: float | None, valid_max: float | None
-) -> dict[str, Any]:
-    futures = [open_dataset_task.submit(ref, {"chunks": {}}) for ref in refs]
-    datasets = [f.result() for f in futures]
-    partials = [analysis.seasonal_partials(ds, variable, valid_min=valid_min, valid_max=valid_max) for ds in datasets]
-    lazy = analysis.combine_seasonal(partials)
-    result, report = compute_task.submit(lazy).result()
-    by_region: dict[str, int] = {}
-    for ref, p in zip(refs, partials, strict=True):
-        region = ref.split(":", 1)[0]
-        by_region[region] = by_region.get(region, 0) + p.total.nbytes + p.count.nbytes
-    # partial sums and counts of every region but the one that combines them, then the result to the client
-    minimum = sum(by_region.values()) - max(by_region.values()) + result.nbytes
-    centralised = sum(ds[variable].nbytes for ds in datasets)
-    return {"result": result, "report": report, "minimum": minimum, "centralised": centralised}
+    datasets: list[RegionPath], variable: str, valid_min: float | None, valid_max: float | None
+) -> tuple[object, LocalityReport, ByteBudget]:
+    futures = [open_dataset_task.submit(where, {"chunks": {}}) for where in datasets]
+    opened = [f.result() for f in futures]
+    partials = [analysis.seasonal_partials(ds, variable, valid_min=valid_min, valid_max=valid_max) for ds in opened]
+    result, report = compute_task.submit(analysis.combine_seasonal(partials)).result()
+    return result, report, analysis.seasonal_budget(opened, partials, variable, result)
 
 
 @flow(name="seasonal-mean", log_prints=True)
@@ -155,7 +117,7 @@ def seasonal_mean(
     catalog: str | None = None,
     cluster: str = DEFAULT_CLUSTER_BLOCK,
     scheduler_address: str | None = None,
-) -> dict[str, Any]:
+) -> AnalysisResult:
     """Seasonal mean (DJF, MAM, JJA, SON) over every dataset a catalog query matches, possibly in several
     regions: each dataset's per-season sums and counts are computed where it lives, and only those cross.
 
@@ -165,48 +127,32 @@ def seasonal_mean(
         valid_min: Mask values below this before averaging (e.g. fill values).
         valid_max: Mask values above this before averaging.
         output: Where to write the result: a local path or an `s3://` URL, `.nc` or `.zarr`.
-        catalog: Name of a saved CatalogConfig block; empty uses the default SQLite catalog.
+        catalog: Name of a saved CatalogConfig block; empty uses the default catalog.
         cluster: Name of the RegionalCluster block to run on.
         scheduler_address: Use this Dask scheduler instead of the block (tcp://host:port).
+
+    Returns:
+        The written output, the datasets read, and the bytes that crossed regions against the run's budget.
     """
-    records = _matching(query, catalog, variable)
-    with cluster_task_runner(cluster, scheduler_address) as runner:
-        out = _seasonal_on_cluster.with_options(task_runner=runner)(
-            [_ref(r) for r in records], variable, valid_min, valid_max
+    datasets = _matching(query, catalog, [variable])
+    with cluster_task_runner(cluster, scheduler_address, sorted({d.region for d in datasets})) as runner:
+        result, report, budget = _seasonal_on_cluster.with_options(task_runner=runner)(
+            datasets, variable, valid_min, valid_max
         )
-    written = write_result(out["result"], output)
-    publish(
-        "seasonal-mean",
-        out["result"],
-        out["report"],
-        minimum=out["minimum"],
-        centralised=out["centralised"],
-        output=written,
-    )
-    return {
-        "output": written,
-        "datasets": [_ref(r) for r in records],
-        "cross_region_bytes": out["report"].cross_region_bytes,
-        "minimum_bytes": out["minimum"],
-        "centralised_bytes": out["centralised"],
-        "tasks_by_region": out["report"].tasks_by_region,
-        "compute_seconds": out["report"].seconds,
-    }
+    written = write_result(result, output)
+    publish("seasonal-mean", result, report, budget=budget, output=written)
+    return AnalysisResult.of([written], datasets, [report], budget)
 
 
 @flow(name="summarize-on-cluster")
 def _summarize_on_cluster(
-    refs: list[str], variables: list[str], dims: list[str], statistics: list[str]
-) -> dict[str, Any]:
-    futures = [open_dataset_task.submit(ref, {"chunks": {}}) for ref in refs]
-    datasets = [f.result() for f in futures]
-    lazy = [analysis.summarize(ds, variables, dims, statistics) for ds in datasets]  # checks before compute
+    datasets: list[RegionPath], variables: list[str], dims: list[str], statistics: list[str]
+) -> tuple[list[object], list[LocalityReport], ByteBudget]:
+    futures = [open_dataset_task.submit(where, {"chunks": {}}) for where in datasets]
+    opened = [f.result() for f in futures]
+    lazy = [analysis.summarize(ds, variables, dims, statistics) for ds in opened]  # checks before compute
     results, reports = zip(*(compute_task.submit(x).result() for x in lazy), strict=True)
-    return {
-        "results": list(results),
-        "reports": list(reports),
-        "centralised": sum(ds[v].nbytes for ds in datasets for v in variables),
-    }
+    return list(results), list(reports), analysis.summarize_budget(opened, variables, results)
 
 
 @flow(name="summarize", log_prints=True)
@@ -219,7 +165,7 @@ def summarize(
     catalog: str | None = None,
     cluster: str = DEFAULT_CLUSTER_BLOCK,
     scheduler_address: str | None = None,
-) -> dict[str, Any]:
+) -> AnalysisResult:
     """Reduce each matching dataset where it lives (mean, min, max, std over the given dimensions) and bring
     only the reductions to the client region.
 
@@ -229,41 +175,25 @@ def summarize(
         dims: Dimensions to reduce over; empty reduces over all of them.
         statistics: Any of mean, min, max, std; empty means all four.
         output: Folder (local) for one NetCDF file of reductions per dataset.
-        catalog: Name of a saved CatalogConfig block; empty uses the default SQLite catalog.
+        catalog: Name of a saved CatalogConfig block; empty uses the default catalog.
         cluster: Name of the RegionalCluster block to run on.
         scheduler_address: Use this Dask scheduler instead of the block (tcp://host:port).
+
+    Returns:
+        One output per dataset, the datasets read, and the bytes that crossed regions against the run's budget.
     """
-    statistics = list(statistics or analysis.STATISTICS)
-    unknown = [s for s in statistics if s not in analysis.STATISTICS]
-    if unknown:
-        raise analysis.AnalysisInputError(f"unknown statistics {unknown}; choose from {', '.join(analysis.STATISTICS)}")
-    records = _matching(query, catalog)
-    for v in variables:
-        lacking = [r for r in records if v not in r.variable_names]
-        if lacking:
-            raise analysis.AnalysisInputError(
-                f"variable {v!r} is not in {lacking[0].region}:{lacking[0].path}; "
-                f"available: {', '.join(lacking[0].variable_names)}"
-            )
-    refs = [_ref(r) for r in records]
-    with cluster_task_runner(cluster, scheduler_address) as runner:
-        out = _summarize_on_cluster.with_options(task_runner=runner)(
-            refs, list(variables), list(dims or []), statistics
+    statistics = analysis.check_statistics(statistics)
+    datasets = _matching(query, catalog, list(variables))
+    with cluster_task_runner(cluster, scheduler_address, sorted({d.region for d in datasets})) as runner:
+        results, reports, budget = _summarize_on_cluster.with_options(task_runner=runner)(
+            datasets, list(variables), list(dims or []), statistics
         )
-    written, rows, cross = [], [], 0
-    for record, result, report in zip(records, out["results"], out["reports"], strict=True):
-        name = f"{record.region}__{record.path.replace('/', '__')}.nc"
-        written.append(write_result(result, f"{output.rstrip('/')}/{name}"))
-        cross += report.cross_region_bytes
+    written, rows = [], []
+    for where, result in zip(datasets, results, strict=True):
+        written.append(write_result(result, result_path(output, where)))
         for var, da in result.data_vars.items():
-            row = {"dataset": _ref(record), "statistic": var}
+            row = {"dataset": str(where), "statistic": var}
             row.update({k: v for k, v in statistics_row(da).items() if k in ("shape", "mean", "min", "max")})
             rows.append(row)
     create_table_artifact(key="summarize-statistics", table=rows, description="Reductions per dataset")
-    return {
-        "outputs": written,
-        "datasets": refs,
-        "cross_region_bytes": cross,
-        "centralised_bytes": out["centralised"],
-        "compute_seconds": sum(r.seconds for r in out["reports"]),
-    }
+    return AnalysisResult.of(written, datasets, reports, budget)

@@ -110,7 +110,8 @@ def run_demo(workdir: Path, *, workers_per_region: int = 2) -> dict:
                 sync, index = night["sync"], night["index"]
                 print(
                     f"[{time.perf_counter() - t0:5.1f}s] {region}: synced {sync['transferred']} objects "
-                    f"({sync['bytes_transferred'] / 2**20:.1f} MiB), indexed: {index}"
+                    f"({sync['bytes_transferred'] / 2**20:.1f} MiB), indexed {index.extracted} "
+                    f"({len(index.errors)} unreadable)"
                 )
             results["compare"] = compare_forecast_to_observations(
                 forecast=f"{FORECAST_REGION}:forecast/air_temperature.nc",
@@ -130,15 +131,15 @@ def run_demo(workdir: Path, *, workers_per_region: int = 2) -> dict:
     import xarray as xr
 
     for name, res in results.items():
-        with xr.open_dataset(res["output"]) as ds:
-            png = Path(res["output"]).with_suffix(".png")
+        with xr.open_dataset(res.output) as ds:
+            png = Path(res.output).with_suffix(".png")
             png.write_bytes(plot_png(ds[next(iter(ds.data_vars))].load()))
-        ratio = res["cross_region_bytes"] / res["minimum_bytes"]
-        print(f"\n{name}: result {res['output']}, plot {png}")
-        print(f"  tasks per region: {res['tasks_by_region']}")
+        print(f"\n{name}: result {res.output}, plot {png}")
+        print(f"  tasks per region: {res.tasks_by_region}")
         print(
-            f"  cross-region bytes: {res['cross_region_bytes']:,} (physical minimum {res['minimum_bytes']:,}, "
-            f"{ratio:.2f}x; a centralised run would read {res['centralised_bytes']:,})"
+            f"  cross-region bytes: {res.cross_region_bytes:,} (physical minimum {res.budget.minimum:,}, "
+            f"{res.cross_region_bytes / res.budget.minimum:.2f}x; a centralised run would read "
+            f"{res.budget.centralised:,})"
         )
     print(f"\ndone in {time.perf_counter() - t0:.1f} s; Prefect state in {os.environ['PREFECT_HOME']}")
     return results

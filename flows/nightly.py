@@ -11,6 +11,7 @@ from typing import Any
 from prefect import flow
 
 from flows.catalog import index_region
+from flows.common import DEFAULT_CLUSTER_BLOCK
 from flows.sync import sync_region
 
 
@@ -20,14 +21,14 @@ def nightly_region(
     delete: bool = True,
     catalog: str | None = None,
     scheduler_address: str | None = None,
-    cluster: str = "default",
+    cluster: str = DEFAULT_CLUSTER_BLOCK,
 ) -> dict[str, Any]:
     """Sync, then index incrementally.
 
     Args:
         region: Name of the Region block to ingest.
         delete: Remove files whose objects are gone (only files the sync wrote and nobody changed).
-        catalog: Name of a saved CatalogConfig block; empty uses the default SQLite catalog.
+        catalog: Name of a saved CatalogConfig block; empty uses the default catalog.
         scheduler_address: A running regional scheduler for the indexing; empty uses the cluster block.
         cluster: RegionalCluster block name, used without scheduler_address.
     """

@@ -1,19 +1,28 @@
 """The scientists' workloads as pure functions over (lazy, region-pinned) xarray objects.
 
 Each builds a lazy graph; the scheduler's router runs every part where its data lives. Checks that can fail
-(missing variable, incompatible grids or units) run on metadata, before any heavy work.
+(missing variable, incompatible grids or units) run on metadata, before any heavy work. Each workload also has
+its byte budget: what must cross regions at least (the physical minimum) and what a centralised run, reading
+every input from the client region, would move. The flows only wire these together.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import xarray as xr
 
+from proximate.datasets import RegionPath, location_of
 from proximate.pools import pool
+
+if TYPE_CHECKING:
+    from proximate.catalog import Catalog, DatasetRecord
+    from proximate.catalog.query import DatasetQuery
+    from proximate.locality_report import LocalityReport
 
 LAT_NAMES = ("latitude", "lat", "grid_latitude", "y")
 LON_NAMES = ("longitude", "lon", "grid_longitude", "x")
@@ -99,7 +108,8 @@ def forecast_minus_observations(
         target = {lat[1]: mean[lat[0]].values, lon[1]: mean[lon[0]].values}
         # Interpolate where fewer bytes have to move: upsampling observations is cheaper to do beside the
         # forecast (the raw observations cross), downsampling beside the observations (the result crosses).
-        region = forecast.attrs.get("proximate_region")
+        where = location_of(forecast)
+        region = where.region if where else None
         upsampling = obs.size < mean[lat[0]].size * mean[lon[0]].size
         with pool(region) if region and upsampling else contextlib.nullcontext():
             obs = obs.interp(target)
@@ -163,13 +173,20 @@ def combine_seasonal(partials: Sequence[SeasonalPartials]) -> xr.DataArray:
     return mean
 
 
+def check_statistics(statistics: Sequence[str] | None) -> list[str]:
+    """The statistics to compute (all of :data:`STATISTICS` when none are given); unknown names refused."""
+    chosen = list(statistics or STATISTICS)
+    unknown = [s for s in chosen if s not in STATISTICS]
+    if unknown:
+        raise AnalysisInputError(f"unknown statistics {unknown}; choose from {', '.join(STATISTICS)}")
+    return chosen
+
+
 def summarize(
     ds: xr.Dataset, variables: Sequence[str], dims: Sequence[str] | None, statistics: Sequence[str]
 ) -> xr.Dataset:
     """Reductions (mean, min, max, std) of each variable over ``dims`` (all dims when empty); lazy."""
-    unknown = [s for s in statistics if s not in STATISTICS]
-    if unknown:
-        raise AnalysisInputError(f"unknown statistics {unknown}; choose from {', '.join(STATISTICS)}")
+    check_statistics(statistics)
     out = {}
     for name in variables:
         da = require_variable(ds, name)
@@ -180,3 +197,145 @@ def summarize(
         for stat in statistics:
             out[f"{name}_{stat}"] = getattr(da, stat)(reduce_dims)
     return xr.Dataset(out)
+
+
+def statistics_row(da: xr.DataArray) -> dict:
+    """Count, mean, min, max and std of a computed array's finite values, with its name, units and shape."""
+    values = np.asarray(da.values, dtype="f8")
+    finite = values[np.isfinite(values)]
+    return {
+        "variable": str(da.name),
+        "units": str(da.attrs.get("units", "")),
+        "shape": "x".join(map(str, da.shape)) or "scalar",
+        "count": int(finite.size),
+        "mean": float(finite.mean()) if finite.size else None,
+        "min": float(finite.min()) if finite.size else None,
+        "max": float(finite.max()) if finite.size else None,
+        "std": float(finite.std()) if finite.size else None,
+    }
+
+
+# -- choosing datasets ------------------------------------------------------------------------------------------
+
+
+def matching_records(catalog: Catalog, query: DatasetQuery, variables: Sequence[str] = ()) -> list[DatasetRecord]:
+    """Every record ``query`` matches, each holding all of ``variables``, before any heavy work.
+
+    Raises:
+        ValueError: the query matched nothing (the message names the query).
+        AnalysisInputError: a matching dataset lacks a variable (the message names it and what it has).
+    """
+    from proximate.catalog.query import find_all
+
+    records = find_all(catalog, query)
+    if not records:
+        raise ValueError(f"the catalog query matched no datasets: {query.describe()}")
+    for variable in variables:
+        lacking = [r for r in records if variable not in r.variable_names]
+        if lacking:
+            have = sorted({v for r in lacking for v in r.variable_names})
+            raise AnalysisInputError(
+                f"variable {variable!r} is not in {len(lacking)} matching dataset(s) (e.g. {lacking[0].location});"
+                f" available there: {', '.join(have) or '(none)'}"
+            )
+    return records
+
+
+# -- byte budgets -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ByteBudget:
+    """What a workload must move between regions at least, and what a centralised run would move."""
+
+    #: The physical minimum: bytes that have to cross whatever the placement.
+    minimum: int
+    #: Bytes a centralised run reads across regions: every input it touches, from the client region.
+    centralised: int
+
+
+def compare_budget(
+    forecast: xr.Dataset,
+    observations: xr.Dataset,
+    variable: str,
+    result: xr.DataArray,
+    *,
+    height: float | None = None,
+    height_index: int | None = None,
+) -> ByteBudget:
+    """Budget of :func:`forecast_minus_observations`: the smaller operand of the subtraction crosses once (the
+    ensemble-mean level or the raw observations, which may be interpolated beside the forecast), then the result
+    goes to the client; a centralised run reads the forecast level of every realization and the observations."""
+    level = select_level(forecast[variable].mean("realization"), height, height_index)
+    obs = observations[variable].nbytes
+    return ByteBudget(
+        minimum=min(level.nbytes, obs) + result.nbytes,
+        centralised=select_level(forecast[variable], height, height_index).nbytes + obs,
+    )
+
+
+def seasonal_budget(
+    datasets: Sequence[xr.Dataset], partials: Sequence[SeasonalPartials], variable: str, result: xr.DataArray
+) -> ByteBudget:
+    """Budget of a seasonal mean: the partial sums and counts of every region but the one that combines them
+    (the region with the most), then the result to the client; a centralised run reads every input."""
+    by_region: dict[str, int] = {}
+    for ds, p in zip(datasets, partials, strict=True):
+        where = location_of(ds)
+        region = where.region if where else "client"
+        by_region[region] = by_region.get(region, 0) + p.total.nbytes + p.count.nbytes
+    return ByteBudget(
+        minimum=sum(by_region.values()) - max(by_region.values()) + result.nbytes,
+        centralised=sum(ds[variable].nbytes for ds in datasets),
+    )
+
+
+def summarize_budget(datasets: Sequence[xr.Dataset], variables: Sequence[str], results: Sequence[xr.Dataset]):
+    """Budget of :func:`summarize` over datasets: each reduction goes to the client (the minimum); a
+    centralised run reads every variable."""
+    return ByteBudget(
+        minimum=sum(r.nbytes for r in results),
+        centralised=sum(ds[v].nbytes for ds in datasets for v in variables),
+    )
+
+
+# -- what a run returns ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class AnalysisResult:
+    """What an analysis run returns: where it wrote, what it read, and what crossed regions against its budget."""
+
+    #: Written results: one path or URL, or one per dataset for per-dataset workloads.
+    outputs: list[str]
+    #: The datasets it read, where they live.
+    datasets: list[RegionPath]
+    #: Bytes measured crossing regions (worker transfer logs, the client counting as a region).
+    cross_region_bytes: int
+    budget: ByteBudget
+    tasks_by_region: dict[str, int] = field(default_factory=dict)
+    #: Wall time of the Dask computations, seconds.
+    compute_seconds: float = 0.0
+
+    @property
+    def output(self) -> str:
+        """The written result (the first, for per-dataset workloads)."""
+        return self.outputs[0]
+
+    @classmethod
+    def of(
+        cls, outputs: list[str], datasets: list[RegionPath], reports: Sequence[LocalityReport], budget: ByteBudget
+    ) -> AnalysisResult:
+        """The result of a run whose computations measured ``reports``."""
+        tasks: dict[str, int] = {}
+        for report in reports:
+            for region, n in report.tasks_by_region.items():
+                tasks[region] = tasks.get(region, 0) + n
+        return cls(
+            outputs=outputs,
+            datasets=datasets,
+            cross_region_bytes=sum(r.cross_region_bytes for r in reports),
+            budget=budget,
+            tasks_by_region=tasks,
+            compute_seconds=sum(r.seconds for r in reports),
+        )

@@ -29,6 +29,21 @@ def client_context(client: Any = None) -> Iterator[Any]:
         yield wc
 
 
+@contextlib.contextmanager
+def connect(address: str, **client_kwargs: Any) -> Iterator[Any]:
+    """A Dask client on the scheduler at ``address`` for the length of the block, not made the default.
+
+    Args:
+        address: The scheduler, ``tcp://`` or ``tls://``.
+        **client_kwargs: Passed to ``distributed.Client`` (``security=`` for a TLS cluster).
+    """
+    from distributed import Client
+
+    client_kwargs.setdefault("timeout", 60)
+    with Client(address, set_as_default=False, **client_kwargs) as client:
+        yield client
+
+
 def worker_regions(client: Any) -> dict[str, str]:
     """Worker address to region, read from the ``pool-<region>`` resources the workers advertise."""
     out: dict[str, str] = {}

@@ -9,7 +9,6 @@ the worker that runs them, so a misrouted read fails loudly instead of reading a
 from __future__ import annotations
 
 import os
-from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -19,40 +18,64 @@ from xarray.backends.file_manager import CachingFileManager
 from xarray.backends.netCDF4_ import NETCDF4_PYTHON_LOCK, NetCDF4DataStore
 from zarr.storage import LocalStore
 
+from proximate.datasets import LOCATION_KEY, RegionPath
 from proximate.formats import dataset_format
 from proximate.pools import pool
-from proximate.regions import RegionPath, check_relative_path, pool_resource, resolve
+from proximate.regions import pool_resource, resolve
+
+# -- the read log --------------------------------------------------------------------------------------------------
+
+
+class ReadLog:
+    """Records every dataset this process opens for reading, in order: where reads really happened.
+
+    Off until :func:`start_read_log` (a worker serving for months must not grow a list per file read). Tests run
+    ``start_read_log`` and ``stop_read_log`` on every worker with ``client.run`` around a computation to prove
+    which region read which file.
+    """
+
+    def __init__(self) -> None:
+        self.opened: list[RegionPath] = []
+        self.active = False
+
+    def note(self, where: RegionPath) -> None:
+        if self.active:
+            self.opened.append(where)
+
+
+_READ_LOG = ReadLog()
+
+
+def start_read_log() -> None:
+    """Start recording the datasets this process opens (forgetting what was recorded before)."""
+    _READ_LOG.opened, _READ_LOG.active = [], True
+
+
+def stop_read_log() -> list[RegionPath]:
+    """Stop recording; returns the datasets opened since :func:`start_read_log`, in order."""
+    _READ_LOG.active = False
+    return list(_READ_LOG.opened)
+
 
 # -- NetCDF ----------------------------------------------------------------------------------------------------
 
 
-#: (region, path) of every file this process opened for reading, newest last: where reads really happened.
-OPENED: deque[tuple[str, str]] = deque(maxlen=100_000)
-
-
-def opened_files() -> list[tuple[str, str]]:
-    """For ``client.run``: the files this worker opened."""
-    return list(OPENED)
-
-
-def _open_netcdf4_in_region(region: str, path: str, mode: str = "r", **kwargs: Any):
+def _open_netcdf4_in_region(where: RegionPath, mode: str = "r", **kwargs: Any):
     """Opener for the file manager: resolves the path here, on whichever worker is reading."""
     import netCDF4
 
-    handle = netCDF4.Dataset(str(resolve(region, path)), mode=mode, **kwargs)
-    OPENED.append((region, path))
+    handle = netCDF4.Dataset(str(resolve(where.region, where.path)), mode=mode, **kwargs)
+    _READ_LOG.note(where)
     return handle
 
 
 class RegionNetCDF4Store(NetCDF4DataStore):
-    """netCDF4 store whose handle re-resolves (region, path) in every process that opens it."""
+    """netCDF4 store whose handle re-resolves its RegionPath in every process that opens it."""
 
-    def __init__(self, region: str, path: str, fingerprint: tuple[Any, ...] = ()) -> None:
-        manager = CachingFileManager(
-            _open_netcdf4_in_region, region, path, mode="r", kwargs={}, lock=NETCDF4_PYTHON_LOCK
-        )
+    def __init__(self, where: RegionPath, fingerprint: tuple[Any, ...] = ()) -> None:
+        manager = CachingFileManager(_open_netcdf4_in_region, where, mode="r", kwargs={}, lock=NETCDF4_PYTHON_LOCK)
         super().__init__(manager, lock=NETCDF4_PYTHON_LOCK)
-        self.region_path = RegionPath(region, path)
+        self.region_path = where
         self.fingerprint = fingerprint
 
     def __dask_tokenize__(self) -> tuple[Any, ...]:
@@ -66,14 +89,14 @@ class RegionNetCDF4Store(NetCDF4DataStore):
 class RegionZarrStore(LocalStore):
     """Read-only Zarr store whose root is resolved lazily, on the worker that reads."""
 
-    def __init__(self, region: str, path: str, *, read_only: bool = True) -> None:
-        self.region_path = RegionPath(region, path)
+    def __init__(self, where: RegionPath, *, read_only: bool = True) -> None:
+        self.region_path = where
         super().__init__(root=Path("."), read_only=read_only)
 
     @property  # type: ignore[override]
     def root(self) -> Path:
         root = resolve(self.region_path.region, self.region_path.path)
-        OPENED.append((self.region_path.region, self.region_path.path))
+        _READ_LOG.note(self.region_path)
         return root
 
     @root.setter
@@ -81,7 +104,7 @@ class RegionZarrStore(LocalStore):
         pass
 
     def with_read_only(self, read_only: bool = False) -> RegionZarrStore:
-        return type(self)(self.region_path.region, self.region_path.path, read_only=read_only)
+        return type(self)(self.region_path, read_only=read_only)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, RegionZarrStore) and other.region_path == self.region_path
@@ -99,42 +122,56 @@ class RegionZarrStore(LocalStore):
 # -- the worker-side open ------------------------------------------------------------------------------------------
 
 
-def open_local(region: str, path: str, **xarray_kwargs: Any) -> xr.Dataset:
-    """Open (region, path) in this process, which must belong to ``region``; loading tasks pinned there."""
-    rel = str(check_relative_path(path))
-    full = resolve(region, rel)
+def open_local(where: RegionPath, **xarray_kwargs: Any) -> xr.Dataset:
+    """Open ``where`` in this process, which must belong to its region; loading tasks pinned there."""
+    full = resolve(where.region, where.path)
     fmt = dataset_format(full)
     xarray_kwargs.setdefault("chunks", {})
-    with pool(region):
+    with pool(where.region):
         if fmt == "zarr":
             xarray_kwargs.setdefault("consolidated", None)
-            ds = xr.open_zarr(RegionZarrStore(region, rel), **xarray_kwargs)
+            ds = xr.open_zarr(RegionZarrStore(where), **xarray_kwargs)
         else:
             stat = os.stat(full)
-            store = RegionNetCDF4Store(region, rel, fingerprint=(stat.st_size, stat.st_mtime_ns))
-            ds = xr.open_dataset(store, **xarray_kwargs)
+            ds = xr.open_dataset(
+                RegionNetCDF4Store(where, fingerprint=(stat.st_size, stat.st_mtime_ns)), **xarray_kwargs
+            )
     # Whatever xarray left lazy but not in Dask (scalar coordinates) would otherwise be read on the client,
     # which cannot see the file: load it here, it is small.
     for var in ds.variables.values():
         if not is_dask_collection(var.data):
             var.load()
-    ds.attrs.setdefault("proximate_region", region)
-    ds.attrs.setdefault("proximate_path", rel)
-    ds.encoding["proximate_region"] = region
-    ds.encoding["proximate_path"] = rel
+    ds.encoding[LOCATION_KEY] = where
     ds.encoding["proximate_format"] = fmt
     return ds
 
 
-def open_dataset(region: str, path: str, *, client: Any = None, **xarray_kwargs: Any) -> xr.Dataset:
-    """Open a NetCDF or Zarr dataset on a worker of ``region``; return it lazy, its reads pinned there."""
+def open_dataset(
+    where: RegionPath | str, path: str | None = None, *, client: Any = None, **xarray_kwargs: Any
+) -> xr.Dataset:
+    """Open a NetCDF or Zarr dataset on a worker of its region; return it lazy, its reads pinned there.
+
+    Args:
+        where: A :class:`~proximate.datasets.RegionPath`, or the region's name with ``path``.
+        path: The dataset's path under the region's root, when ``where`` is a region name.
+        client: The Dask client to use; the default client (or, inside a task, a worker client) otherwise.
+        **xarray_kwargs: Passed to ``xarray.open_dataset`` / ``open_zarr`` (``chunks={}`` unless given).
+
+    Returns:
+        The lazy Dataset; ``proximate.datasets.location_of(ds)`` is ``where``.
+    """
     from proximate.client import client_context, require_region
 
-    RegionPath(region, path)  # validate before anything is sent
+    if not isinstance(where, RegionPath):
+        if path is None:
+            raise TypeError("open_dataset takes a RegionPath, or a region name and a path")
+        where = RegionPath(where, path)  # validated before anything is sent
+    elif path is not None:
+        raise TypeError("open_dataset takes a RegionPath or (region, path), not both")
     kwargs = _submit_kwargs(xarray_kwargs)
     with client_context(client) as c:
-        require_region(c, region)
-        future = c.submit(open_local, region, path, pure=False, resources={pool_resource(region): 0}, **kwargs)
+        require_region(c, where.region)
+        future = c.submit(open_local, where, pure=False, resources={pool_resource(where.region): 0}, **kwargs)
         return future.result()
 
 

@@ -56,37 +56,9 @@ class LocalityReport:
         """Bytes between different regions, the client counting as a region."""
         return sum(n for (src, dst), n in self.bytes_between.items() if src != dst)
 
-    @property
-    def inter_region_bytes(self) -> int:
-        """Bytes between two data regions (client traffic excluded)."""
-        return sum(n for (src, dst), n in self.bytes_between.items() if src != dst and CLIENT not in (src, dst))
-
     def egress_cost(self, usd_per_gb: float = 0.02) -> float:
         """Estimated egress charge for the cross-region bytes at ``usd_per_gb`` (decimal GB, as AWS bills)."""
         return self.cross_region_bytes / 1e9 * usd_per_gb
-
-    def tasks_in(self, region: str, prefix: str = "") -> list[str]:
-        return [k for k, r, _ in self.tasks if r == region and k.startswith(prefix)]
-
-    def to_markdown(self) -> str:
-        lines = ["| from | to | bytes |", "| --- | --- | ---: |"]
-        for (src, dst), n in sorted(self.bytes_between.items()):
-            lines.append(f"| {src} | {dst} | {n:,} |")
-        lines += [
-            "",
-            f"Cross-region bytes: **{self.cross_region_bytes:,}** "
-            f"(estimated egress ${self.egress_cost():.6f} at $0.02/GB)",
-            "",
-            "| region | tasks |",
-            "| --- | ---: |",
-        ]
-        lines += [f"| {r} | {n} |" for r, n in sorted(self.tasks_by_region.items())]
-        return "\n".join(lines)
-
-    def summary(self) -> str:
-        parts = [f"{r}: {n} tasks" for r, n in sorted(self.tasks_by_region.items())]
-        moves = [f"{s}->{d}: {n:,} B" for (s, d), n in sorted(self.bytes_between.items()) if s != d]
-        return "; ".join(parts) + " | cross-region " + (", ".join(moves) or "0 B")
 
 
 def key_name(key: Any) -> str:
@@ -157,3 +129,33 @@ def _fill(
     report.tasks = tasks
     report.tasks_by_region = dict(Counter(r for _, r, _ in tasks))
     report.complete = True
+
+
+def _mib(n: float) -> str:
+    return f"{n / 2**20:,.3f} MiB"
+
+
+def budget_markdown(report: LocalityReport, minimum: int, centralised: int, usd_per_gb: float = 0.02) -> str:
+    """The run's locality as markdown: bytes between regions, then this run against the physical minimum and a
+    centralised run, with egress estimates at ``usd_per_gb``."""
+    rows = "\n".join(
+        f"| {src} | {dst} | {n:,} |" for (src, dst), n in sorted(report.bytes_between.items()) if src != dst
+    )
+    ratio = report.cross_region_bytes / minimum if minimum else float("nan")
+    this_cost = f"${report.egress_cost(usd_per_gb):.6f}"
+    central = f"{centralised / max(report.cross_region_bytes, 1):,.0f}x more"
+    central_cost = f"${centralised / 1e9 * usd_per_gb:.6f}"
+    return f"""# Data locality
+
+| from | to | bytes |
+| --- | --- | ---: |
+{rows or "| - | - | 0 |"}
+
+| | cross-region | vs this run | egress at ${usd_per_gb}/GB |
+| --- | ---: | ---: | ---: |
+| this run (measured, worker transfer logs) | {_mib(report.cross_region_bytes)} | 1.00x | {this_cost} |
+| physical minimum | {_mib(minimum)} | {ratio:.2f}x of minimum | ${minimum / 1e9 * usd_per_gb:.6f} |
+| centralised (client region reads every input) | {_mib(centralised)} | {central} | {central_cost} |
+
+Tasks per region: {", ".join(f"{r}: {n}" for r, n in sorted(report.tasks_by_region.items()))}
+"""

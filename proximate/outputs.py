@@ -16,6 +16,14 @@ from typing import Any
 
 import xarray as xr
 
+from proximate.datasets import RegionPath
+
+
+def result_path(folder: str, where: RegionPath, suffix: str = ".nc") -> str:
+    """The file for one dataset's result in ``folder``: its region and path joined by ``__``, so results of
+    datasets with the same path in two regions never overwrite each other."""
+    return f"{folder.rstrip('/')}/{where.region}__{where.path.replace('/', '__')}{suffix}"
+
 
 def output_format(target: str) -> str:
     return "zarr" if target.rstrip("/").endswith(".zarr") else "netcdf"

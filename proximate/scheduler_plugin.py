@@ -208,10 +208,6 @@ class RegionRouter(SchedulerPlugin):
         scheduler.transitions(recommendations, stimulus_id=stimulus_id)
 
 
-def get_router(dask_scheduler: Any) -> RegionRouter:
-    return dask_scheduler.plugins[PLUGIN_NAME]
-
-
 def scheduler_regions(dask_scheduler: Any) -> dict[str, Any]:
     """For ``client.run_on_scheduler``: what the router knows about regions."""
     router = dask_scheduler.plugins.get(PLUGIN_NAME)

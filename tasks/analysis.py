@@ -11,16 +11,17 @@ from typing import Any
 import xarray as xr
 from prefect import task
 from prefect_dask import get_dask_client
-from proximate.references import DatasetRef, open_reference
 
+from proximate.datasets import RegionPath
+from proximate.io import open_dataset
 from proximate.locality_report import LocalityReport, locality
 
 
-@task(name="open-dataset", task_run_name="open {ref}")
-def open_dataset_task(ref: DatasetRef, xarray_kwargs: dict[str, Any] | None = None) -> xr.Dataset:
+@task(name="open-dataset", task_run_name="open {where}")
+def open_dataset_task(where: RegionPath, xarray_kwargs: dict[str, Any] | None = None) -> xr.Dataset:
     """Open one dataset on a worker of its region (lazy; reads pinned there)."""
     with get_dask_client() as client:
-        return open_reference(ref, client=client, **(xarray_kwargs or {}))
+        return open_dataset(where, client=client, **(xarray_kwargs or {}))
 
 
 @task(name="compute-in-regions")

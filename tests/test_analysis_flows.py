@@ -10,7 +10,7 @@ import xarray as xr
 
 from flows.analysis import compare_forecast_to_observations
 from proximate import synthetic
-from proximate.analysis import AnalysisInputError
+from proximate.analysis import AnalysisInputError, ByteBudget
 
 FC = "flows/forecast.nc"
 OBS_SAME = "flows/obs_same_grid.nc"
@@ -55,11 +55,17 @@ def test_compare_flow_matches_plain_xarray_publishes_artifacts_and_moves_the_min
     )
     with xr.open_dataset(flow_data["a"] / FC) as f, xr.open_dataset(flow_data["b"] / OBS_SAME) as o:
         expected = f.air_temperature.mean("realization").isel(height=3) - o.air_temperature
+        # what must cross at least: the smaller operand of the subtraction, then the result to the client
+        minimum = min(f.air_temperature.isel(realization=0, height=3).nbytes, o.air_temperature.nbytes)
+        centralised = f.air_temperature.isel(height=3).nbytes + o.air_temperature.nbytes
     got = xr.open_dataset(out)
-    np.testing.assert_allclose(got[next(iter(got.data_vars))].values, expected.values, rtol=1e-5, atol=1e-4)
-    assert res["cross_region_bytes"] <= 1.1 * res["minimum_bytes"]
-    assert res["centralised_bytes"] >= 3 * res["cross_region_bytes"]  # 6 realizations + obs vs 2 fields
-    assert set(res["tasks_by_region"]) >= {"a", "b"}
+    got_var = got[next(iter(got.data_vars))]
+    np.testing.assert_allclose(got_var.values, expected.values, rtol=1e-5, atol=1e-4)
+    minimum += got_var.nbytes
+    assert res.budget == ByteBudget(minimum=minimum, centralised=centralised)
+    assert res.cross_region_bytes <= 1.1 * minimum
+    assert centralised >= 3 * res.cross_region_bytes  # 6 realizations + obs vs 2 fields
+    assert set(res.tasks_by_region) >= {"a", "b"}
     arts = _artifacts("compare-%")
     assert {"compare-locality", "compare-plot", "compare-statistics"} <= set(arts)
     assert "physical minimum" in arts["compare-locality"].data
@@ -79,10 +85,15 @@ def test_compare_flow_interpolates_observations_on_a_different_grid(prefect_serv
         level = f.air_temperature.mean("realization").sel(height=2000.0, method="nearest")
         obs = o.air_temperature.interp(latitude=level.latitude.values, longitude=level.longitude.values)
         expected = level - obs
+        raw_obs = o.air_temperature.nbytes
+        assert raw_obs < level.nbytes  # so the coarse observations are what must cross
     got = xr.open_dataset(out)
-    np.testing.assert_allclose(got[next(iter(got.data_vars))].values, expected.values, rtol=1e-5, atol=1e-4)
+    got_var = got[next(iter(got.data_vars))]
+    np.testing.assert_allclose(got_var.values, expected.values, rtol=1e-5, atol=1e-4)
     # the coarse observations cross raw and are interpolated beside the forecast
-    assert res["cross_region_bytes"] <= 1.1 * res["minimum_bytes"], res
+    minimum = raw_obs + got_var.nbytes
+    assert res.budget.minimum == minimum
+    assert res.cross_region_bytes <= 1.1 * minimum, res
 
 
 @pytest.mark.parametrize(
@@ -158,21 +169,29 @@ def test_seasonal_mean_flow_combines_regions_with_count_weights(cluster, seasona
         catalog="test-seasonal-catalog",
         scheduler_address=cluster.address,
     )
-    assert sorted(res["datasets"]) == ["a:seasonal/tas_2024.nc", "b:seasonal/tas_2025.nc"]
-    with xr.open_mfdataset(
-        [seasonal_catalog["a"] / "seasonal/tas_2024.nc", seasonal_catalog["b"] / "seasonal/tas_2025.nc"],
-        combine="by_coords",
-    ) as both:
+    assert sorted(map(str, res.datasets)) == ["a:seasonal/tas_2024.nc", "b:seasonal/tas_2025.nc"]
+    files = [seasonal_catalog["a"] / "seasonal/tas_2024.nc", seasonal_catalog["b"] / "seasonal/tas_2025.nc"]
+    with xr.open_mfdataset(files, combine="by_coords") as both:
         tas = both.tas.where(both.tas >= 200.0)
         expected = tas.groupby("time.season").mean().load()
     got = xr.open_dataset(out)
     got_var = got[next(iter(got.data_vars))]
     np.testing.assert_allclose(got_var.sel(season=expected.season).values, expected.values, rtol=1e-5, atol=1e-4)
-    assert res["cross_region_bytes"] <= 1.1 * res["minimum_bytes"], res
-    assert set(res["tasks_by_region"]) >= {"a", "b"}
+    # one year per region: the smaller region's per-season sums and counts cross, then the result
+    minimum = min(_seasonal_partial_bytes(f, 200.0) for f in files) + got_var.nbytes
+    assert res.budget.minimum == minimum
+    assert res.cross_region_bytes <= 1.1 * minimum, res
+    assert set(res.tasks_by_region) >= {"a", "b"}
     assert {"seasonal-mean-locality", "seasonal-mean-plot", "seasonal-mean-statistics"} <= set(
         _artifacts("seasonal-mean-%")
     )
+
+
+def _seasonal_partial_bytes(path, valid_min: float) -> int:
+    """Bytes of one dataset's masked per-season sums and counts, computed here with plain xarray."""
+    with xr.open_dataset(path) as ds:
+        seasons = ds.tas.where(ds.tas >= valid_min).groupby("time.season")
+        return seasons.sum().nbytes + seasons.count().nbytes
 
 
 def test_summarize_flow_reduces_each_dataset_in_place(cluster, seasonal_catalog, tmp_path):
@@ -188,8 +207,8 @@ def test_summarize_flow_reduces_each_dataset_in_place(cluster, seasonal_catalog,
         catalog="test-seasonal-catalog",
         scheduler_address=cluster.address,
     )
-    assert res["datasets"] == ["b:seasonal/tas_2025.nc"]
-    (path,) = res["outputs"]
+    assert list(map(str, res.datasets)) == ["b:seasonal/tas_2025.nc"]
+    (path,) = res.outputs
     got = xr.open_dataset(path)
     with xr.open_dataset(seasonal_catalog["b"] / "seasonal/tas_2025.nc") as src:
         np.testing.assert_allclose(got.tas_mean.values, src.tas.mean("time").values, rtol=1e-5)

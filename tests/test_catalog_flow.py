@@ -20,6 +20,7 @@ from blocks.catalog import CatalogConfig
 from proximate.catalog import CatalogQuery, open_catalog
 from proximate.catalog.indexing import extract_and_write, list_datasets, plan_changes
 from proximate.catalog.records import record_id
+from proximate.datasets import location_of
 
 
 def _slug(text: str) -> str:
@@ -61,17 +62,17 @@ def test_index_region_flow_incremental_errors_and_artifact(prefect_server, clust
         assert all(r.status == "ok" for r in records.values())
         lcc_before = records[f"{folder}/test_lcc.nc"]
         assert lcc_before.variable_names == ["tas"] and lcc_before.bbox is not None
-    assert first["extracted"] >= len(expected) and first["listed"] == first["extracted"] + first["unchanged"]
+    assert first.extracted >= len(expected) and first.listed == first.extracted + first.unchanged
 
     second = index_region("a", **run)  # nothing changed anywhere in region a since
-    assert second["extracted"] == 0 and second["unchanged"] == second["listed"] == first["listed"]
+    assert second.extracted == 0 and second.unchanged == second.listed == first.listed
 
     (root / "test_lcc.nc").unlink()
     (root / "test_lcc.nc").write_bytes(b"CDF\x01 garbage from a broken sync")
     (root / "basin_mask.nc").unlink()
     third = index_region("a", **run)
-    assert third["extracted"] == 1 and [e[0] for e in third["errors"]] == [f"{folder}/test_lcc.nc"]
-    assert f"{folder}/basin_mask.nc" in third["deleted"]
+    assert third.extracted == 1 and [e[0] for e in third.errors] == [f"{folder}/test_lcc.nc"]
+    assert f"{folder}/basin_mask.nc" in third.deleted
     with open_catalog("sqlite", sqlite_path=tmp_path / "catalog" / "c.sqlite") as cat:
         records = _mine(cat, "a", folder)
         assert set(records) == expected - {f"{folder}/basin_mask.nc"}
@@ -86,7 +87,7 @@ def test_index_region_flow_incremental_errors_and_artifact(prefect_server, clust
 
     # The sync's own list: extract exactly those, without listing the region.
     fourth = index_region("a", changed=[f"{folder}/sub/A1B-99999a-river-sep-2070-2099.nc"], **run)
-    assert fourth["listed"] is None and fourth["extracted"] == 1 and fourth["unchanged"] == 0
+    assert fourth.listed is None and fourth.extracted == 1 and fourth.unchanged == 0
 
     body = {"artifacts": {"key": {"any_": ["catalog-index-a"]}}, "limit": 50, "offset": 0, "sort": "CREATED_DESC"}
     artifacts = httpx.post(f"{prefect_server}/artifacts/filter", json=body, timeout=30).raise_for_status().json()
@@ -114,7 +115,7 @@ def test_indexing_core_with_etags_and_open_from_catalog(client, region_roots, tm
     found = cat.search(CatalogQuery(standard_name="air_temperature", region="b", text="Innsbruck")).records
     assert [r.id for r in found] == [rec.id]
     ds = proximate.open_from_catalog(found[0].id, catalog=cat)
-    assert ds.encoding["proximate_region"] == "b"
+    assert location_of(ds).region == "b"
     with netCDF4.Dataset(REAL_DATA / "test_lcc.nc") as nc:
         expected = float(np.ma.mean(nc["tas"][:]))
     assert np.isclose(float(ds["tas"].mean().compute()), expected, rtol=1e-9)

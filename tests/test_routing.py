@@ -70,16 +70,16 @@ def _plain_opens() -> list[str]:
 
 
 def _clear_opens() -> None:
-    from proximate.io import OPENED
+    from proximate.io import start_read_log
 
-    OPENED.clear()
+    start_read_log()
     PLAIN_OPENS.clear()
 
 
 def _proximate_opens() -> list[str]:
-    from proximate.io import opened_files
+    from proximate.io import stop_read_log
 
-    return [path for _, path in opened_files()]
+    return [where.path for where in stop_read_log()]
 
 
 def reads_by_region(client, name: str, recorder=_proximate_opens) -> dict[str, int]:

@@ -1,7 +1,8 @@
 """The dataset catalog: records of every dataset in every region, searchable by name, text, time and place.
 
-``open_catalog()`` gives a backend (embedded SQLite by default, or OpenSearch); ``open_from_catalog()`` opens
-a found dataset where it lives, so the scientist never names a region.
+``open_catalog()`` gives a backend (embedded SQLite by default, or OpenSearch), :class:`CatalogSettings` says
+which one a run uses; ``open_from_catalog()`` opens a found dataset where it lives, so the scientist never names
+a region.
 """
 
 from __future__ import annotations
@@ -13,24 +14,21 @@ from typing import Any
 from proximate.catalog.base import Catalog, CatalogError, Fingerprint
 from proximate.catalog.query import CatalogQuery, SearchResult
 from proximate.catalog.records import DatasetRecord
+from proximate.catalog.settings import DEFAULT_INDEX, DEFAULT_SQLITE_PATH, CatalogSettings
+from proximate.datasets import CatalogId, locate
 
 __all__ = [
     "DEFAULT_SQLITE_PATH",
     "Catalog",
     "CatalogError",
     "CatalogQuery",
+    "CatalogSettings",
     "DatasetRecord",
     "Fingerprint",
     "SearchResult",
-    "default_catalog",
     "open_catalog",
     "open_from_catalog",
 ]
-
-#: Where the default catalog lives, relative to the working directory (PROXIMATE_HOME for deployments).
-DEFAULT_SQLITE_PATH = "catalog/proximate.sqlite"
-#: Environment variable naming the catalog: a SQLite file path or an http(s):// OpenSearch URL.
-CATALOG_ENV = "PROXIMATE_CATALOG"
 
 
 def open_catalog(
@@ -38,7 +36,7 @@ def open_catalog(
     *,
     sqlite_path: str | os.PathLike[str] = DEFAULT_SQLITE_PATH,
     opensearch_url: str | None = None,
-    index: str = "proximate-datasets",
+    index: str = DEFAULT_INDEX,
     username: str | None = None,
     password: str | None = None,
     aws_sigv4_region: str | None = None,
@@ -67,34 +65,22 @@ def open_catalog(
     raise CatalogError(f"unknown catalog backend {backend!r}: use 'sqlite' or 'opensearch'")
 
 
-def default_catalog() -> Catalog:
-    """The catalog named by ``PROXIMATE_CATALOG`` (file path or OpenSearch URL), else the default SQLite file."""
-    where = os.environ.get(CATALOG_ENV, DEFAULT_SQLITE_PATH)
-    if where.startswith(("http://", "https://")):
-        return open_catalog("opensearch", opensearch_url=where)
-    return open_catalog("sqlite", sqlite_path=where)
-
-
 def open_from_catalog(record_or_id: DatasetRecord | str, *, catalog: Catalog | None = None, **xarray_kwargs: Any):
     """Open a catalogued dataset lazily, pinned to the region that holds it (a worker of that region opens it).
 
-    Takes a record from a search or a record id; ``catalog`` defaults to :func:`default_catalog`.
+    Args:
+        record_or_id: A record from a search, or a record id.
+        catalog: Where to look an id up; :meth:`CatalogSettings.from_env` (this process's default) if omitted.
+        **xarray_kwargs: Passed to :func:`proximate.open_dataset`.
     """
     from proximate.io import open_dataset
 
-    record = record_or_id
-    if isinstance(record_or_id, str):
-        own = catalog is None
-        cat = default_catalog() if own else catalog
-        try:
-            record = cat.get(record_or_id)
-        finally:
-            if own:
-                cat.close()
-        if record is None:
-            raise KeyError(f"no dataset with id {record_or_id!r} in catalog {cat!r}")
-    if not isinstance(record, DatasetRecord):
+    if isinstance(record_or_id, DatasetRecord):
+        return open_dataset(record_or_id.location, **xarray_kwargs)
+    if not isinstance(record_or_id, str):
         raise TypeError(f"open_from_catalog takes a DatasetRecord or an id, not {type(record_or_id).__name__}")
-    if not record.region:
-        raise ValueError(f"record {record.id} ({record.path}) has no region: it was not indexed from a region")
-    return open_dataset(record.region, record.path, **xarray_kwargs)
+    if catalog is not None:
+        return open_dataset(locate(CatalogId(record_or_id), catalog), **xarray_kwargs)
+    with CatalogSettings.from_env().open() as own:
+        where = locate(CatalogId(record_or_id), own)
+    return open_dataset(where, **xarray_kwargs)
