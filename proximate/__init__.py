@@ -18,6 +18,9 @@ _EXPORTS = {
     "LocalRegionalCluster": "proximate.cluster",
     "RegionUnavailableError": "proximate.errors",
     "open_from_catalog": "proximate.catalog",
+    "RegionPath": "proximate.datasets",
+    "CatalogId": "proximate.datasets",
+    "parse_reference": "proximate.datasets",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -39,8 +39,8 @@ def connect(address: str, **client_kwargs: Any) -> Iterator[Any]:
     """
     from distributed import Client
 
-    client_kwargs.setdefault("timeout", 60)
-    with Client(address, set_as_default=False, **client_kwargs) as client:
+    client_kwargs = {"timeout": 60, **client_kwargs, "set_as_default": False}
+    with Client(address, **client_kwargs) as client:
         yield client
 
 

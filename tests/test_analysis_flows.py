@@ -236,3 +236,37 @@ def test_query_flows_fail_clearly_before_heavy_work(cluster, seasonal_catalog, t
             scheduler_address=cluster.address,
         )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_compare_flow_takes_catalog_ids_and_looks_them_up_in_the_flow_process(
+    cluster, flow_data, seasonal_catalog, tmp_path
+):
+    from flows.catalog import index_region
+    from proximate.catalog.records import record_id
+    from proximate.datasets import RegionPath
+
+    index_region("a", changed=[FC], catalog="test-seasonal-catalog", scheduler_address=cluster.address)
+    index_region("b", changed=[OBS_SAME], catalog="test-seasonal-catalog", scheduler_address=cluster.address)
+    by_id = tmp_path / "by-id.nc"
+    res = compare_forecast_to_observations(
+        forecast=record_id("a", FC),
+        observations=record_id("b", OBS_SAME),
+        height_index=3,
+        output=str(by_id),
+        catalog="test-seasonal-catalog",
+        scheduler_address=cluster.address,
+    )
+    assert res.datasets == [RegionPath("a", FC), RegionPath("b", OBS_SAME)]
+    with xr.open_dataset(flow_data["a"] / FC) as f, xr.open_dataset(flow_data["b"] / OBS_SAME) as o:
+        expected = f.air_temperature.mean("realization").isel(height=3) - o.air_temperature
+    with xr.open_dataset(by_id) as got:
+        np.testing.assert_allclose(got[next(iter(got.data_vars))].values, expected.values, rtol=1e-5, atol=1e-4)
+    with pytest.raises(ValueError, match="no dataset with id 'not-an-id'"):
+        compare_forecast_to_observations(
+            forecast="not-an-id",
+            observations=f"b:{OBS_SAME}",
+            output=str(tmp_path / "never.nc"),
+            catalog="test-seasonal-catalog",
+            scheduler_address="tcp://127.0.0.1:1",  # never reached: the id fails first
+        )
+    assert not (tmp_path / "never.nc").exists()

@@ -15,6 +15,7 @@ import proximate
 from proximate import synthetic
 from proximate.client import worker_regions
 from proximate.cluster import LocalRegionalCluster
+from proximate.datasets import RegionPath
 from proximate.errors import RegionUnavailableError
 from proximate.io import open_local
 from proximate.pools import pool, propagate_pools
@@ -172,7 +173,7 @@ def test_stealing_stays_inside_the_region(client):
 
 
 def test_task_in_wrong_region_fails_loudly_naming_region_and_path(client, metoffice):
-    future = client.submit(open_local, "a", PRED, resources={"pool-b": 0}, pure=False)
+    future = client.submit(open_local, RegionPath("a", PRED), resources={"pool-b": 0}, pure=False)
     with pytest.raises(FileNotFoundError, match=r"region 'a' is not reachable from region 'b'"):
         future.result(timeout=60)
 
