@@ -13,7 +13,7 @@ from prefect.artifacts import create_table_artifact
 
 from flows.common import DEFAULT_CLUSTER_BLOCK, catalog_settings, cluster_task_runner
 from proximate import analysis
-from proximate.analysis import AnalysisResult, ByteBudget, statistics_row
+from proximate.analysis import AnalysisResult, ByteBudget
 from proximate.catalog.query import DatasetQuery
 from proximate.datasets import RegionPath, locate, parse_reference
 from proximate.locality_report import LocalityReport
@@ -188,12 +188,7 @@ def summarize(
         results, reports, budget = _summarize_on_cluster.with_options(task_runner=runner)(
             datasets, list(variables), list(dims or []), statistics
         )
-    written, rows = [], []
-    for where, result in zip(datasets, results, strict=True):
-        written.append(write_result(result, result_path(output, where)))
-        for var, da in result.data_vars.items():
-            row = {"dataset": str(where), "statistic": var}
-            row.update({k: v for k, v in statistics_row(da).items() if k in ("shape", "mean", "min", "max")})
-            rows.append(row)
+    written = [write_result(r, result_path(output, where)) for where, r in zip(datasets, results, strict=True)]
+    rows = analysis.reduction_rows(datasets, results)
     create_table_artifact(key="summarize-statistics", table=rows, description="Reductions per dataset")
     return AnalysisResult.of(written, datasets, reports, budget)
