@@ -37,7 +37,9 @@ from proximate.sync import (
     safe_relative_path,
     sync,
 )
-from proximate.sync.source import ChecksumError, ObjectAddress, Source
+from proximate.sync.checksums import ChecksumError
+from proximate.sync.sources import ObjectAddress
+from proximate.sync.sources import open_source as Source
 
 MiB = 2**20
 BUCKET = "data"
@@ -345,13 +347,13 @@ def test_a_direct_write_the_file_system_refuses_goes_through_the_page_cache(tmp_
     descriptor drops O_DIRECT and the same bytes are written through the page cache instead of failing."""
     import fcntl
 
-    from proximate.sync import engine
+    from proximate.sync import durable
 
-    fd, direct = engine._open_temp(tmp_path / "t", True)
+    fd, direct = durable.open_temp(tmp_path / "t", True)
     try:
         if not direct:
             pytest.skip("this file system has no direct I/O")
-        engine._write_direct(fd, memoryview(b"fifteen  bytes!"), 3)  # unaligned memory, offset and length
+        durable.write_direct(fd, memoryview(b"fifteen  bytes!"), 3)  # unaligned memory, offset and length
         assert not fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT
     finally:
         os.close(fd)
@@ -648,7 +650,7 @@ def test_file_url_staging_source_is_mirrored_incrementally(tmp_path):
 
 
 def test_error_reports_blank_presigned_url_credentials():
-    from proximate.sync.source import describe
+    from proximate.sync.retry import describe
 
     text = describe(OSError("GET http://h/b/k?X-Amz-Credential=AKIDSECRET%2F1&X-Amz-Signature=f00d&x=1 failed"))
     assert "AKIDSECRET" not in text and "f00d" not in text and text.startswith("OSError: GET http://h/b/k?")
