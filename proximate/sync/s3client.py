@@ -4,8 +4,8 @@ Storage options speak s3fs's vocabulary (``key``, ``secret``, ``token``, ``anon`
 ``client_kwargs``, ``config_kwargs``, ...), which is what Region blocks and users pass. With only those, the client
 is botocore's own, built the way s3fs's ``set_session`` builds its aiobotocore client (the same translation and
 the same timeouts): the sync needs nothing of s3fs but that client (it lists with raw ``list_objects_v2`` pages
-and reads through :mod:`proximate.sync.transport`), and importing s3fs, aiobotocore, aiohttp and httpx cost 0.4 s
-of CPU before a one-shot sync's first byte, against 0.08 s for the botocore client. Any other option (an
+and reads through :mod:`proximate.sync.transport`), and importing s3fs, aiobotocore, aiohttp and httpx costs
+several times the CPU of botocore's client before a one-shot sync's first byte. Any other option (an
 aiobotocore ``session``, ``cache_regions``, ...) is s3fs's alone to interpret, so such a source gets s3fs's client.
 """
 
@@ -67,8 +67,8 @@ def client_arguments(options: Mapping[str, Any]) -> tuple[str | None, dict[str, 
 @contextlib.contextmanager
 def gc_paused() -> Iterator[None]:
     """No garbage collection while heavy modules import: the tens of thousands of objects an import creates are
-    not garbage, yet each collection they trigger walks them all again (measured: 0.06 s of the 0.45 s the
-    first s3fs source took to create)."""
+    not garbage, yet each collection they trigger walks them all again, a sizeable share of the first source's
+    start-up."""
     enabled = gc.isenabled()
     gc.disable()
     try:

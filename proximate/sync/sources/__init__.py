@@ -13,22 +13,14 @@ from proximate.sync.sources.fsspec import FsspecSource
 from proximate.sync.sources.s3 import S3Source, is_s3_url
 
 
-def open_source(
-    url: str,
-    storage_options: dict[str, Any] | None = None,
-    *,
-    concurrency: int = 16,
-    retries: int = 4,
-    backoff: float = 0.25,
-) -> Source:
+def open_source(url: str, storage_options: dict[str, Any] | None = None, **settings: Any) -> Source:
     """The source for ``url``, not yet opened: use it in ``async with``.
 
     Args:
         url: ``s3://bucket/prefix`` for S3, any other fsspec URL for the matching file system.
         storage_options: s3fs-style options for S3, the file system's keyword arguments otherwise.
-        concurrency: Request slots: reading threads (and, for S3, connections).
-        retries: Retries of a transient fault, per request.
-        backoff: Seconds of the first retry's backoff (doubled each time, with jitter).
+        **settings: ``concurrency``, ``retries`` and ``backoff``, as
+            :class:`~proximate.sync.sources.base.ThreadedSource` takes them.
 
     Returns:
         An :class:`~proximate.sync.sources.s3.S3Source` or :class:`~proximate.sync.sources.fsspec.FsspecSource`.
@@ -36,9 +28,8 @@ def open_source(
     Raises:
         SourceError: An S3 URL names no bucket.
     """
-    if is_s3_url(url):
-        return S3Source(url, storage_options, concurrency=concurrency, retries=retries, backoff=backoff)
-    return FsspecSource(url, storage_options, concurrency=concurrency, retries=retries, backoff=backoff)
+    backend = S3Source if is_s3_url(url) else FsspecSource
+    return backend(url, storage_options, **settings)
 
 
 __all__ = [

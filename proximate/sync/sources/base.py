@@ -123,15 +123,39 @@ class Source(Protocol):
 
 class ThreadedSource:
     """What every backend shares: the reading threads, retries, and :meth:`fetch` around a backend's
-    :meth:`_read` and :meth:`_list`. The HEAD-based answers default to "the store keeps nothing"."""
+    :meth:`_read` and :meth:`_list`. The HEAD-based answers default to "the store keeps nothing".
 
-    def __init__(self, url: str, *, concurrency: int = 16, retries: int = 4, backoff: float = 0.25) -> None:
+    A backend implements :meth:`_configure` (take its storage options), :meth:`_list` and :meth:`_read`, and
+    overrides what its store says more about (see :class:`Source`).
+
+    Args:
+        url: The source's URL.
+        storage_options: The backend's options (see its :meth:`_configure`).
+        concurrency: Request slots: reading threads (and, for S3, connections).
+        retries: Retries of a transient fault, per request.
+        backoff: Seconds of the first retry's backoff (doubled each time, with jitter).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        storage_options: dict[str, Any] | None = None,
+        *,
+        concurrency: int = 16,
+        retries: int = 4,
+        backoff: float = 0.25,
+    ) -> None:
         self.url = url
         self.concurrency = concurrency
         self.retries = retries
         self.backoff = backoff
         #: Threads that read object bytes (one per request slot): receiving, hashing and writing release the GIL.
         self.threads: concurrent.futures.ThreadPoolExecutor | None = None
+        self._configure(dict(storage_options or {}))
+
+    def _configure(self, options: dict[str, Any]) -> None:
+        """Take the backend's storage options (a copy, free to change)."""
+        raise NotImplementedError
 
     async def __aenter__(self) -> Any:
         self.threads = concurrent.futures.ThreadPoolExecutor(

@@ -15,31 +15,17 @@ CHUNKS_PER_READ = 4
 
 
 class FsspecSource(ThreadedSource):
-    """An fsspec tree opened for one run (see :class:`~proximate.sync.sources.base.Source`).
+    """An fsspec tree opened for one run (see :class:`~proximate.sync.sources.base.Source`): its URL
+    (``file:///staging/...``, ``memory://...``, a bare path for the local file system) and the file system's
+    keyword arguments as storage options; arguments as :class:`~proximate.sync.sources.base.ThreadedSource` takes
+    them."""
 
-    Args:
-        url: The tree's URL (``file:///staging/...``, ``memory://...``, a bare path for the local file system).
-        storage_options: Keyword arguments of the fsspec file system.
-        concurrency: Request slots: reading threads.
-        retries: Retries of a transient fault, per read.
-        backoff: Seconds of the first retry's backoff (doubled each time, with jitter).
-    """
-
-    def __init__(
-        self,
-        url: str,
-        storage_options: dict[str, Any] | None = None,
-        *,
-        concurrency: int = 16,
-        retries: int = 4,
-        backoff: float = 0.25,
-    ) -> None:
-        super().__init__(url, concurrency=concurrency, retries=retries, backoff=backoff)
+    def _configure(self, options: dict[str, Any]) -> None:
         import fsspec  # here only: an S3 source never needs it
 
-        self.protocol = fsspec.core.split_protocol(url)[0] or "file"
-        self.fs = fsspec.filesystem(self.protocol, skip_instance_cache=True, **dict(storage_options or {}))
-        self.root = self.fs._strip_protocol(url).rstrip("/")
+        self.protocol = fsspec.core.split_protocol(self.url)[0] or "file"
+        self.fs = fsspec.filesystem(self.protocol, skip_instance_cache=True, **options)
+        self.root = self.fs._strip_protocol(self.url).rstrip("/")
 
     async def _list(self) -> list[RemoteObject]:
         return await asyncio.to_thread(self._find)

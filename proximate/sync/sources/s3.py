@@ -47,35 +47,20 @@ def is_s3_url(url: str) -> bool:
 
 
 class S3Source(ThreadedSource):
-    """An S3 prefix opened for one run (see :class:`~proximate.sync.sources.base.Source`).
-
-    Args:
-        url: ``s3://bucket/prefix`` (or ``s3a://``); the prefix is read as a folder.
-        storage_options: s3fs-style options (see :mod:`proximate.sync.s3client`).
-        concurrency: Request slots: reading threads, and connections botocore keeps.
-        retries: Retries of a transient fault, per request.
-        backoff: Seconds of the first retry's backoff (doubled each time, with jitter).
+    """An S3 prefix opened for one run (see :class:`~proximate.sync.sources.base.Source`): ``s3://bucket/prefix``
+    (or ``s3a://``), the prefix read as a folder, with s3fs-style storage options (see
+    :mod:`proximate.sync.s3client`); arguments as :class:`~proximate.sync.sources.base.ThreadedSource` takes them.
 
     Raises:
         SourceError: The URL names no bucket.
     """
 
-    def __init__(
-        self,
-        url: str,
-        storage_options: dict[str, Any] | None = None,
-        *,
-        concurrency: int = 16,
-        retries: int = 4,
-        backoff: float = 0.25,
-    ) -> None:
-        super().__init__(url, concurrency=concurrency, retries=retries, backoff=backoff)
-        options = dict(storage_options or {})
-        _, _, path = url.partition("://")
+    def _configure(self, options: dict[str, Any]) -> None:
+        _, _, path = self.url.partition("://")
         client_kwargs = options.get("client_kwargs") or {}
         self._verify: Any = client_kwargs.get("verify")
         config = dict(options.pop("config_kwargs", None) or {})
-        config.setdefault("max_pool_connections", max(MIN_POOL, concurrency))
+        config.setdefault("max_pool_connections", max(MIN_POOL, self.concurrency))
         # Retries are ours (bounded, with jitter, per request); botocore's would multiply them.
         config.setdefault("retries", {"max_attempts": 1, "mode": "standard"})
         # Bodies are checked here (size, MD5 ETag or multipart ETag); a second CRC pass only costs CPU.
@@ -86,7 +71,7 @@ class S3Source(ThreadedSource):
         self._options = options
         bucket, _, prefix = path.partition("/")
         if not bucket:
-            raise SourceError(f"source {url!r} names no bucket")
+            raise SourceError(f"source {self.url!r} names no bucket")
         self.bucket = bucket
         self.prefix = prefix if prefix == "" or prefix.endswith("/") else prefix + "/"
         self._client: S3Client | None = None
