@@ -695,6 +695,56 @@ def test_storage_options_build_the_client_s3fs_would_build(options):
     assert ours[1:] == theirs[1:]
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"key": "AKIDTOP", "secret": "s3cr3t", "token": "tok"},
+        {},  # the environment's
+        {"client_kwargs": {"aws_access_key_id": "AKIDCK", "aws_secret_access_key": "ck", "aws_account_id": "1234"}},
+        {"key": "AKIDKEYONLY"},  # no secret: botocore and s3fs alike refuse to build the client
+    ],
+    ids=["explicit", "environment", "client-kwargs", "key-only"],
+)
+@pytest.mark.parametrize("through", ["botocore", "s3fs"])
+def test_reads_are_signed_with_the_credentials_botocore_signs_with(options, through):
+    """The credentials object reads are signed with (taken through public API: the client's config, the session
+    it was built from, the keys given to it) are the very ones botocore's own signer holds and presigns with,
+    for botocore's client and s3fs's alike. The test may look inside botocore; the code does not."""
+    from urllib.parse import parse_qs, urlsplit
+
+    from aiobotocore.session import AioSession
+    from botocore.exceptions import PartialCredentialsError
+
+    from proximate.sync.s3client import open_client
+
+    opts = {**options, "endpoint_url": "http://127.0.0.1:9", "config_kwargs": {"signature_version": "s3v4"}}
+    if through == "s3fs":
+        opts["session"] = AioSession()
+
+    async def compare() -> None:
+        if "secret" not in options and "key" in options:
+            with pytest.raises(PartialCredentialsError):
+                await open_client(opts)
+            return
+        client = await open_client(opts)
+        try:
+            ours = await client.credentials()
+            held = client._client._request_signer._credentials
+            theirs = held.get_frozen_credentials()
+            theirs = await theirs if asyncio.iscoroutine(theirs) else theirs
+            assert ours == theirs
+            url = await client.call(
+                "generate_presigned_url", ClientMethod="get_object", Params={"Bucket": "b", "Key": "k"}
+            )
+            query = parse_qs(urlsplit(url).query)
+            assert query["X-Amz-Credential"][0].startswith(f"{ours.access_key}/")
+            assert query.get("X-Amz-Security-Token", [None])[0] == ours.token
+        finally:
+            await client.close()
+
+    asyncio.run(compare())
+
+
 def test_conflicting_storage_options_are_refused_by_name():
     from proximate.sync.s3client import client_arguments
 

@@ -144,12 +144,14 @@ async def _resolved(value: Any) -> Any:
 
 def explicit_credentials(create_client_kwargs: Mapping[str, Any]) -> ReadOnlyCredentials | None:
     """The credentials ``create_client(**create_client_kwargs)`` signs with regardless of its session: an access
-    key and a secret given together (with the session token, if any); None leaves it to the session."""
+    key and a secret given together (with the session token and account id, if any), as botocore and aiobotocore
+    read them; None leaves it to the session."""
     key = create_client_kwargs.get("aws_access_key_id")
     secret = create_client_kwargs.get("aws_secret_access_key")
     if key is None or secret is None:
         return None
-    return ReadOnlyCredentials(key, secret, create_client_kwargs.get("aws_session_token"))
+    token, account = create_client_kwargs.get("aws_session_token"), create_client_kwargs.get("aws_account_id")
+    return ReadOnlyCredentials(key, secret, token, account)
 
 
 def _botocore_session(profile: str | None) -> Any:
