@@ -360,6 +360,16 @@ def test_a_direct_write_the_file_system_refuses_goes_through_the_page_cache(tmp_
     assert (tmp_path / "t").read_bytes() == b"\0\0\0fifteen  bytes!"
 
 
+def test_direct_io_is_decided_when_a_sync_starts(monkeypatch):
+    """``direct`` given wins; left to None, PROXIMATE_SYNC_DIRECT is read at the call, not when the module loaded."""
+    from proximate.sync import durable
+
+    monkeypatch.setenv("PROXIMATE_SYNC_DIRECT", "0")
+    assert durable.direct_wanted(None) is False and durable.direct_wanted(True) is True
+    monkeypatch.delenv("PROXIMATE_SYNC_DIRECT")
+    assert durable.direct_wanted(None) is True and durable.direct_wanted(False) is False
+
+
 def test_keys_that_need_escaping_in_a_url_are_signed_and_fetched(s3, tmp_path):
     """Object URLs are signed without botocore's per-call machinery; keys that URL-encoding and SigV4 treat
     specially must still come back byte for byte, small ones and one big enough for ranged part reads."""

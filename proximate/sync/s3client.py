@@ -18,6 +18,7 @@ import inspect
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from botocore import UNSIGNED
 from botocore.credentials import ReadOnlyCredentials
 
 #: Options translated here; any other one sends the source through s3fs itself.
@@ -55,8 +56,6 @@ def client_arguments(options: Mapping[str, Any]) -> tuple[str | None, dict[str, 
     config.setdefault("connect_timeout", CONNECT_TIMEOUT)
     config.setdefault("read_timeout", READ_TIMEOUT)
     if options.get("anon"):
-        from botocore import UNSIGNED
-
         secrets = {"aws_access_key_id", "aws_secret_access_key", "aws_session_token"}
         init = {k: v for k, v in init.items() if k not in secrets}
         client_kwargs = {k: v for k, v in client_kwargs.items() if k not in secrets}
@@ -101,6 +100,7 @@ class S3Client:
     ) -> None:
         self._client, self.blocking, self.fs = client, blocking, fs
         self._session, self._explicit = session, explicit
+        self._unsigned = client.meta.config.signature_version is UNSIGNED
 
     @property
     def region(self) -> str:
@@ -118,9 +118,7 @@ class S3Client:
         These are the ones botocore's ``create_client`` (and aiobotocore's) gives the client's signer: none for
         an unsigned client, else the key and secret passed to it, else its session's (refreshed as they would
         be for the client, since it holds the same credentials object)."""
-        from botocore import UNSIGNED
-
-        if self._client.meta.config.signature_version is UNSIGNED:
+        if self._unsigned:
             return None
         if self._explicit is not None:
             return self._explicit
