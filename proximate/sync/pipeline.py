@@ -57,8 +57,11 @@ COMPACT_EVERY = 1000
 
 @dataclass
 class Counters:
-    """How far a transfer has come: objects and bytes finished (landed or failed), and when that was reported."""
+    """How far a transfer has come: objects and bytes planned and finished (landed or failed), and when that was
+    last reported."""
 
+    planned: int = 0
+    planned_bytes: int = 0
     done: int = 0
     bytes: int = 0
     reported_at: float = 0.0
@@ -130,49 +133,47 @@ class TransferPipeline:
     """
 
     def __init__(self, src: Source, result: SyncResult, new: Iterable[str], settings: TransferSettings) -> None:
-        self.src, self.result = src, result
+        self.src, self.result, self.settings = src, result, settings
         self.new = set(new)
-        self.concurrency, self.block_size = settings.concurrency, settings.block_size
-        self.fsync, self.verify, self.progress = settings.fsync, settings.verify, settings.progress
-        concurrency, fsync, direct = settings.concurrency, settings.fsync, settings.direct
         self.root = Path(result.dest_root)
         #: Threads for file work (small writes, fsyncs, renames), owned here and shut down when :meth:`run` ends.
         self.files = concurrent.futures.ThreadPoolExecutor(
             max_workers=FILE_THREADS, thread_name_prefix="proximate-sync"
         )
-        self.writer = Writer(self.root, fsync, direct)
-        self.group_sync = GroupSync(self.writer, max_files=max(1, concurrency), executor=self.files)
-        self.requests = asyncio.Semaphore(concurrency)
+        self.writer = Writer(self.root, settings.fsync, settings.direct)
+        self.group_sync = GroupSync(self.writer, max_files=max(1, settings.concurrency), executor=self.files)
+        self.requests = asyncio.Semaphore(settings.concurrency)
         self.counters = Counters()
-        self.planned = self.planned_bytes = 0
         self._manifest: Manifest | None = None
 
     async def run(self, objects: list[RemoteObject]) -> None:
         """Fetch ``objects``, journaling each one that lands; failures go to ``result.failed``."""
-        self.planned, self.planned_bytes = len(objects), sum(o.size for o in objects)
+        self.counters = Counters(planned=len(objects), planned_bytes=sum(o.size for o in objects))
+        workers = WORKERS_PER_SLOT * max(1, self.settings.concurrency)
         todo = iter(objects)
         try:
             with Manifest(self.root, self.result.source_url) as self._manifest:
-                await asyncio.gather(*(self._worker(todo) for _ in range(WORKERS_PER_SLOT * max(1, self.concurrency))))
+                await asyncio.gather(*(self._worker(todo) for _ in range(workers)))
                 self._report(force=True)
         finally:
             self._manifest = None
             self.files.shutdown(wait=True)
 
     def _report(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if self.progress is not None and (force or now - self.counters.reported_at >= PROGRESS_EVERY):
-            self.counters.reported_at = now
-            self.progress(self.counters.done, self.planned, self.counters.bytes, self.planned_bytes)
+        progress, counters, now = self.settings.progress, self.counters, time.monotonic()
+        if progress is not None and (force or now - counters.reported_at >= PROGRESS_EVERY):
+            counters.reported_at = now
+            progress(counters.done, counters.planned, counters.bytes, counters.planned_bytes)
 
     async def _worker(self, todo: Iterator[RemoteObject]) -> None:
         for obj in todo:
             await self._one(obj)
 
     async def _one(self, obj: RemoteObject) -> None:
+        fetch = self._fetch_small if obj.size <= self.settings.block_size else self._fetch_large
         for attempt in range(ATTEMPTS):
             try:
-                mtime = await (self._fetch_small(obj) if obj.size <= self.block_size else self._fetch_large(obj))
+                mtime = await fetch(obj)
             except Exception as exc:
                 if isinstance(exc, ExceptionGroup):
                     exc = exc.exceptions[0]
@@ -206,7 +207,7 @@ class TransferPipeline:
         """Fetch, check and write a small object in one thread hop; leaves the temporary unwritten (None) when
         a part-wise checksum needs the part size first (a HEAD, asked from the loop), with the bytes copied out."""
         sink, headers = self.src.fetch(obj, 0, obj.size, functools.partial(Held, obj.size), address=address)
-        expected = choose(headers, obj.etag, multipart=False) if self.verify else None
+        expected = choose(headers, obj.etag, multipart=False) if self.settings.verify else None
         if expected is not None and expected.parts and expected.parts > 1:
             return None, sink.detach(), expected
         return self.writer.write_temp(obj.rel, sink.chunks, WholeCheck(obj, expected), sink.padded()), None, expected
@@ -229,16 +230,16 @@ class TransferPipeline:
     async def _plan_large(self, obj: RemoteObject) -> tuple[Expected | None, list[tuple[int, int]]]:
         """What to check a big object against and how to split it: by part for a part-wise checksum (each part
         hashed as it streams), one stream for a whole-object one, blocks when there is nothing to check."""
-        if not self.verify:
-            return None, segments(obj.size, self.block_size)
+        if not self.settings.verify:
+            return None, segments(obj.size, self.settings.block_size)
         expected = choose(await self.src.checksum_headers(obj), obj.etag, multipart=bool(obj.parts))
         if expected is None:
-            return None, segments(obj.size, self.block_size)
+            return None, segments(obj.size, self.settings.block_size)
         if not expected.parts:
             return expected, [(0, obj.size)]
         part_size = await self.src.part_size(obj, expected.parts) if expected.parts > 1 else obj.size
         if not part_size or -(-obj.size // part_size) != expected.parts:
-            return None, segments(obj.size, self.block_size)
+            return None, segments(obj.size, self.settings.block_size)
         return expected, segments(obj.size, part_size)
 
     async def _fetch_large(self, obj: RemoteObject) -> int:
@@ -298,4 +299,4 @@ class TransferPipeline:
         hasher = expected.new() if expected else None
         if direct:
             return DirectRangeWriter(fd, start, hasher)
-        return RangeWriter(fd, start, hasher, writeback=self.fsync)
+        return RangeWriter(fd, start, hasher, writeback=self.settings.fsync)
