@@ -22,6 +22,8 @@ from pathlib import Path
 
 FORECAST_REGION = "ecmwf"
 OBSERVATIONS_REGION = "gcp"
+#: The CatalogConfig block naming the demo's embedded catalog.
+DEMO_CATALOG = "demo-catalog"
 REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 
 
@@ -127,11 +129,59 @@ def run_demo(workdir: Path, *, workers_per_region: int = 2) -> dict:
         return _run_demo(workdir, workers_per_region)
 
 
-def _run_demo(workdir: Path, workers_per_region: int) -> dict:
+def region_roots(workdir: Path) -> dict[str, Path]:
+    """The demo regions' file systems under ``workdir`` (created if missing), by region name."""
+    roots = {r: workdir / "regions" / r for r in (FORECAST_REGION, OBSERVATIONS_REGION)}
+    for root in roots.values():
+        root.mkdir(parents=True, exist_ok=True)
+    return roots
+
+
+def save_demo_blocks(workdir: Path, endpoint: str, roots: Mapping[str, Path]) -> None:
+    """Save a ``Region`` block per demo region (its bucket on ``endpoint``) and the ``demo-catalog`` block.
+
+    Args:
+        workdir: the demo's folder; the catalog is ``catalog/proximate.sqlite`` under it.
+        endpoint: the S3 server holding one bucket per region.
+        roots: the regions' file systems.
+    """
     from blocks.catalog import CatalogConfig
     from blocks.region import Region
-    from flows.analysis import compare_forecast_to_observations, seasonal_mean
+
+    for region, root in roots.items():
+        Region(name=region, root=str(root), source_url=f"s3://proximate-{region}/", endpoint_url=endpoint).save(
+            region, overwrite=True
+        )
+    CatalogConfig(backend="sqlite", sqlite_path=str(demo_catalog_path(workdir))).save(DEMO_CATALOG, overwrite=True)
+
+
+def demo_catalog_path(workdir: Path) -> Path:
+    """The demo's embedded catalog file."""
+    return workdir / "catalog" / "proximate.sqlite"
+
+
+def ingest(roots: Mapping[str, Path], scheduler_address: str, t0: float) -> None:
+    """Run the nightly flow per region (sync its bucket, index what changed), printing what each did.
+
+    Args:
+        roots: the regions to ingest (their Region blocks saved).
+        scheduler_address: the running multi-region cluster the indexing runs on.
+        t0: ``time.perf_counter()`` when the demo started, for the printed timings.
+    """
     from flows.nightly import nightly_region
+
+    for region in roots:
+        night = nightly_region(region, catalog=DEMO_CATALOG, scheduler_address=scheduler_address)
+        sync, index = night["sync"], night["index"]
+        print(
+            f"[{time.perf_counter() - t0:5.1f}s] {region}: synced {sync['transferred']} objects "
+            f"({sync['bytes_transferred'] / 2**20:.1f} MiB), indexed {index.extracted} "
+            f"({len(index.errors)} unreadable)"
+        )
+
+
+def _run_demo(workdir: Path, workers_per_region: int) -> dict:
+    from flows.analysis import compare_forecast_to_observations, seasonal_mean
     from proximate.catalog.query import DatasetQuery
     from proximate.cluster import LocalRegionalCluster
     from proximate.plots import plot_png
@@ -139,35 +189,20 @@ def _run_demo(workdir: Path, workers_per_region: int) -> dict:
 
     t0 = time.perf_counter()
     staging = workdir / "staging"
-    roots = {r: workdir / "regions" / r for r in (FORECAST_REGION, OBSERVATIONS_REGION)}
-    for root in roots.values():
-        root.mkdir(parents=True, exist_ok=True)
+    roots = region_roots(workdir)
     files = generate(staging)
     print(f"[{time.perf_counter() - t0:5.1f}s] generated {sum(map(len, files.values()))} files for 2 regions")
     results = {}
     with local_s3_server() as endpoint:
         upload(endpoint, files, staging)
         print(f"[{time.perf_counter() - t0:5.1f}s] uploaded to S3 at {endpoint}")
-        for region, root in roots.items():
-            Region(name=region, root=str(root), source_url=f"s3://proximate-{region}/", endpoint_url=endpoint).save(
-                region, overwrite=True
-            )
-        CatalogConfig(backend="sqlite", sqlite_path=str(workdir / "catalog" / "proximate.sqlite")).save(
-            "demo-catalog", overwrite=True
-        )
+        save_demo_blocks(workdir, endpoint, roots)
         with LocalRegionalCluster(roots, workers_per_region=workers_per_region) as cluster:
             print(
                 f"[{time.perf_counter() - t0:5.1f}s] cluster {cluster.address}: "
                 f"{workers_per_region} worker processes per region"
             )
-            for region in roots:
-                night = nightly_region(region, catalog="demo-catalog", scheduler_address=cluster.address)
-                sync, index = night["sync"], night["index"]
-                print(
-                    f"[{time.perf_counter() - t0:5.1f}s] {region}: synced {sync['transferred']} objects "
-                    f"({sync['bytes_transferred'] / 2**20:.1f} MiB), indexed {index.extracted} "
-                    f"({len(index.errors)} unreadable)"
-                )
+            ingest(roots, cluster.address, t0)
             results["compare"] = compare_forecast_to_observations(
                 forecast=f"{FORECAST_REGION}:forecast/air_temperature.nc",
                 observations=f"{OBSERVATIONS_REGION}:observations/air_temperature.nc",
@@ -180,7 +215,7 @@ def _run_demo(workdir: Path, workers_per_region: int) -> dict:
                 variable="tas",
                 valid_min=150.0,
                 output=str(workdir / "results" / "seasonal-mean.nc"),
-                catalog="demo-catalog",
+                catalog=DEMO_CATALOG,
                 scheduler_address=cluster.address,
             )
     import xarray as xr

@@ -151,10 +151,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
         from proximate.testing.quick_demo import run_demo
     else:  # the full demo lives with the flows it runs (the core does not import Prefect)
         _require_demo_extra()
-        run_demo = find_command("demo")
+        run_demo = find_command("demo", args.entry_points)
 
     _terminate_on_sigterm()
     run_demo(workdir=Path(args.workdir), workers_per_region=args.workers_per_region)
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    _require_demo_extra()  # the demo's data comes from its S3 server
+    run_up = find_command("up", args.entry_points)  # lives with the deployments (the core does not import Prefect)
+    _terminate_on_sigterm()
+    run_up(workdir=Path(args.workdir), workers_per_region=args.workers_per_region, port=args.port)
     return 0
 
 
@@ -262,12 +270,33 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--workers-per-region", type=int, default=2)
     demo.add_argument("--quick", action="store_true", help="only the two-region cluster part, without Prefect")
     demo.set_defaults(func=cmd_demo)
+
+    up = sub.add_parser(
+        "up",
+        help="the embedded default kept running for the Prefect UI: server, cluster, work pool, worker, deployments",
+        description="Start a Prefect server, the demo's data and a two-region Dask cluster, save the blocks, apply "
+        "the deployments and start a worker; print the UI address and what to click; Ctrl-C stops all of it.",
+    )
+    up.add_argument("--workdir", default="proximate-demo", help="where data, catalog, Prefect state and logs go")
+    up.add_argument("--workers-per-region", type=int, default=2)
+    up.add_argument("--port", type=int, default=0, help="the Prefect server's port on 127.0.0.1 (0: any free port)")
+    up.set_defaults(func=cmd_up)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, entry_points: Iterable[EntryPoint] | None = None) -> int:
+    """Run one command.
+
+    Args:
+        argv: the arguments (default: the process's).
+        entry_points: where commands living outside the core are found (default: the installed ones).
+
+    Returns:
+        The exit status.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.entry_points = entry_points
     try:
         code = int(args.func(args) or 0)
     except (RegionError, ValueError) as exc:

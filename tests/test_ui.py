@@ -1,0 +1,309 @@
+"""The first-use UI path in a real browser: ``proximate up`` (one setup for the module), then Custom runs clicked
+in the Prefect UI with Playwright driving Debian's Chromium (``/usr/bin/chromium``; .ci/run installs it, a browser
+download is not possible here), the results read off the run's Artifacts tab, and Ctrl-C stopping everything.
+
+Screenshots of every step are saved under each test's temporary folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+PROJECT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+# A fresh profile and nothing that calls out: CI has no network for the browser to use.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+#: The acceptance bound: a Custom run of seasonal-mean clicked in the UI completes this soon after Submit.
+SEASONAL_MEAN_SECONDS = float(os.environ.get("PROXIMATE_UI_RUN_SECONDS", "20"))
+#: Everything else waits long: a loaded 2-core machine is slow, not broken.
+UP_TIMEOUT = 900.0
+STEP_MS = 120_000
+RUN_TIMEOUT = 300.0
+DEMO_HEIGHT_INDEX = "10"
+
+
+def _require_browser() -> None:
+    missing = []
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        missing.append("playwright (pip install playwright)")
+    if not CHROMIUM.exists():
+        missing.append(f"{CHROMIUM} (apt-get install -y chromium)")
+    if missing:
+        message = "the browser test needs " + " and ".join(missing)
+        if os.environ.get("CI"):  # .ci/run installs both: missing there is a failure, not a skip
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with contextlib.suppress(OSError):  # a zombie is gone for every purpose but the process table
+        if Path(f"/proc/{pid}/stat").read_text().split(") ")[-1].startswith("Z"):
+            return False
+    return True
+
+
+def _listening(url: str) -> bool:
+    parts = urlsplit(url)
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex((parts.hostname, parts.port)) == 0
+
+
+def _tail(path: Path, lines: int = 60) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+
+class Up:
+    """A running ``python -m deployments.up`` (what ``proximate up`` runs), as the tests see it."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], workdir: Path, log: Path, state: dict[str, Any]) -> None:
+        self.proc = proc
+        self.workdir = workdir
+        self.log = log
+        self.state = state
+
+    @property
+    def ui(self) -> str:
+        return self.state["ui"]
+
+    def logs(self) -> str:
+        """The tails of up's output and of the worker's log (where a flow run's traceback is)."""
+        return (
+            f"--- up:\n{_tail(self.log)}\n--- worker:\n{_tail(self.workdir / 'logs' / 'prefect-worker.log', 120)}"
+        )
+
+
+@pytest.fixture(scope="module")
+def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
+    """``proximate up`` in a temporary folder, for every test of this module (it takes minutes to start)."""
+    _require_browser()
+    root = tmp_path_factory.mktemp("up")
+    workdir = root / "demo"
+    log = root / "up.log"
+    # Its own Prefect state, not the session's test harness: as a user's shell would have it.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT), env.get("PYTHONPATH")) if p)
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "deployments.up", "--workdir", str(workdir)],
+            cwd=PROJECT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    state_file = workdir / "up.json"
+    try:
+        deadline = time.monotonic() + UP_TIMEOUT
+        while not state_file.exists():
+            if proc.poll() is not None:
+                pytest.fail(f"proximate up exited with code {proc.returncode}:\n{_tail(log)}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"proximate up was not ready within {UP_TIMEOUT:.0f} s:\n{_tail(log)}")
+            time.sleep(1)
+        running = Up(proc, workdir, log, json.loads(state_file.read_text()))
+        yield running
+    finally:
+        pids = running.state["pids"].values() if "running" in locals() else ()
+        if proc.poll() is None:  # the Ctrl-C test did not run or did not stop it: stop it the same way
+            os.kill(proc.pid, signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=120)
+        for pid in [proc.pid, *pids]:  # whatever outlived that, by PID
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def browser(up: Up, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A headless Chromium (the system's) with a fresh profile; yields a Playwright BrowserContext."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")),
+            executable_path=str(CHROMIUM),
+            args=CHROMIUM_ARGS,
+            headless=True,
+            viewport={"width": 1400, "height": 1000},
+        )
+        context.set_default_timeout(STEP_MS)
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+@pytest.fixture
+def page(browser: Any, tmp_path: Path) -> Iterator[Any]:
+    page = browser.new_page()
+    page.screenshots = tmp_path  # where this test's screenshots go
+    try:
+        yield page
+    finally:
+        with contextlib.suppress(Exception):
+            page.screenshot(path=str(tmp_path / "last.png"), full_page=True)
+        page.close()
+
+
+def _shot(page: Any, name: str) -> None:
+    page.screenshot(path=str(page.screenshots / f"{name}.png"), full_page=True)
+
+
+def _property(page: Any, label: str) -> Any:
+    """One field of Prefect's parameter form, by its label as shown (``Text (Optional)``, ``variable``)."""
+    title = page.locator(".schema-form-property__label").filter(has_text=re.compile(f"^{re.escape(label)}$"))
+    return title.first.locator(
+        "xpath=ancestor::div[contains(concat(' ', normalize-space(@class), ' '), ' schema-form-property ')][1]"
+    )
+
+
+def _fill(page: Any, label: str, value: str, *, optional: bool = False) -> None:
+    """Type ``value`` into a form field; an optional one (``X | None``, shown as None) is switched to its type
+    first, the first button of its type choice."""
+    field = _property(page, label)
+    if optional:
+        field.locator(".p-button-group button").first.click()
+    field.locator("textarea, input").first.fill(value)
+
+
+def custom_run(page: Any, up: Up, deployment: str, fill: Callable[[Any], None]) -> tuple[str, float]:
+    """Deployments -> ``deployment`` -> Run -> Custom run, ``fill`` the form, Submit, open the run, wait until it
+    is Completed.
+
+    Returns:
+        The run page's URL and the seconds from clicking Submit to the page showing Completed.
+    """
+    page.goto(f"{up.ui}/deployments")
+    page.get_by_role("link", name=deployment, exact=True).first.click()
+    page.wait_for_url("**/deployments/deployment/**")
+    page.get_by_role("button", name="Run", exact=True).click()
+    page.get_by_text("Custom run", exact=True).click()
+    page.wait_for_url("**/run?**")
+    fill(page)
+    name = page.locator("input").first.input_value()  # the Run Name field: how to find the run afterwards
+    _shot(page, f"{deployment}-1-form")
+    submitted = time.monotonic()
+    page.get_by_role("button", name="Submit", exact=True).click()
+    page.get_by_role("link", name=name, exact=True).first.click()  # the deployment's Runs tab lists it
+    page.wait_for_url("**/runs/flow-run/**")
+    badge = page.locator(".state-badge").first
+    while True:
+        state = badge.inner_text().strip()
+        if state == "Completed":
+            elapsed = time.monotonic() - submitted
+            break
+        if state in ("Failed", "Crashed", "Cancelled") or time.monotonic() - submitted > RUN_TIMEOUT:
+            _shot(page, f"{deployment}-2-{state.lower()}")
+            pytest.fail(f"the {deployment} run {name} is {state} after {time.monotonic() - submitted:.0f} s\n{up.logs()}")
+        time.sleep(0.1)
+    _shot(page, f"{deployment}-2-completed")
+    return page.url, elapsed
+
+
+def locality_figures(page: Any, key: str) -> dict[str, Any]:
+    """Open the run's Artifacts tab, then the locality artifact ``key``; read its figures off the page.
+
+    Returns:
+        ``run_mib``, ``minimum_mib``, ``centralised_mib`` (cross-region MiB) and ``tasks`` (per region).
+    """
+    page.get_by_text("Artifacts", exact=True).first.click()
+    _shot(page, f"{key}-1-artifacts")
+    page.get_by_text(key, exact=True).first.click()
+    page.wait_for_url("**/artifacts/artifact/**")
+    page.get_by_text("physical minimum").first.wait_for()
+    _shot(page, f"{key}-2-artifact")
+    text = page.inner_text("body")
+
+    def mib(row: str) -> float:
+        found = re.search(rf"^{row}[^\n]*?\t([\d.,]+) MiB", text, re.MULTILINE)
+        assert found, f"no {row!r} row with a MiB figure in the artifact:\n{text}"
+        return float(found.group(1).replace(",", ""))
+
+    tasks = re.search(r"Tasks per region: (.*)", text)
+    assert tasks, text
+    return {
+        "run_mib": mib(r"this run"),
+        "minimum_mib": mib(r"physical minimum"),
+        "centralised_mib": mib(r"centralised"),
+        "tasks": {r: int(n) for r, n in re.findall(r"([\w-]+): (\d+)", tasks.group(1))},
+    }
+
+
+def test_seasonal_mean_custom_run_clicked_in_the_ui_completes_quickly_and_shows_its_locality(up, page, record_property):
+    def fill(page: Any) -> None:
+        _fill(page, "Text (Optional)", "synthetic daily temperature", optional=True)
+        _fill(page, "variable", "tas")
+
+    url, seconds = custom_run(page, up, "seasonal-mean", fill)
+    record_property("submit_to_completed_s", round(seconds, 1))
+    print(f"seasonal-mean: Submit -> Completed in {seconds:.1f} s ({url})")
+    figures = locality_figures(page, "seasonal-mean-locality")
+    print(f"seasonal-mean locality: {figures}")
+    # A year of daily data in each region, reduced where it lives: both regions worked, only sums crossed.
+    assert set(figures["tasks"]) == {"ecmwf", "gcp"} and all(figures["tasks"].values()), figures
+    assert figures["run_mib"] <= 1.1 * figures["minimum_mib"] < figures["centralised_mib"], figures
+    assert seconds < SEASONAL_MEAN_SECONDS, f"Submit -> Completed took {seconds:.1f} s (goal {SEASONAL_MEAN_SECONDS} s)"
+
+
+def test_compare_custom_run_given_catalog_ids_completes_and_shows_its_locality(up, page, record_property):
+    ids = up.state["catalog_ids"]
+
+    def fill(page: Any) -> None:
+        _fill(page, "forecast", ids["forecast"])
+        _fill(page, "observations", ids["observations"])
+        _fill(page, "height_index (Optional)", DEMO_HEIGHT_INDEX, optional=True)
+
+    url, seconds = custom_run(page, up, "compare-forecast-to-observations", fill)
+    record_property("submit_to_completed_s", round(seconds, 1))
+    print(f"compare-forecast-to-observations: Submit -> Completed in {seconds:.1f} s ({url})")
+    figures = locality_figures(page, "compare-forecast-to-observations-locality")
+    print(f"compare locality: {figures}")
+    # The forecast (most bytes) stays in ecmwf; the observations' side is the smaller operand that moves.
+    assert figures["tasks"].get("ecmwf") and figures["tasks"].get("gcp"), figures
+    assert figures["run_mib"] <= 1.1 * figures["minimum_mib"] < figures["centralised_mib"], figures
+
+
+def test_ctrl_c_stops_everything_up_started(up):
+    """Last in the module: SIGINT (Ctrl-C) to ``up`` alone stops the worker, cluster, S3 and Prefect servers."""
+    listening = [up.ui, up.state["s3"], up.state["scheduler"].replace("tcp://", "http://")]
+    assert all(map(_listening, listening))
+    up.proc.send_signal(signal.SIGINT)
+    up.proc.wait(timeout=120)
+    assert up.proc.returncode == 0, up.logs()
+    alive = {name: pid for name, pid in up.state["pids"].items() if _alive(pid)}
+    assert not alive, f"still running after Ctrl-C: {alive}"
+    assert not any(map(_listening, listening)), "a port up opened is still served"
+    assert not (up.workdir / "up.json").exists()
+    assert "proximate up: stopped" in up.log.read_text()
