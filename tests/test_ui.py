@@ -97,9 +97,7 @@ class Up:
 
     def logs(self) -> str:
         """The tails of up's output and of the worker's log (where a flow run's traceback is)."""
-        return (
-            f"--- up:\n{_tail(self.log)}\n--- worker:\n{_tail(self.workdir / 'logs' / 'prefect-worker.log', 120)}"
-        )
+        return f"--- up:\n{_tail(self.log)}\n--- worker:\n{_tail(self.workdir / 'logs' / 'prefect-worker.log', 120)}"
 
 
 @pytest.fixture(scope="module")
@@ -226,7 +224,9 @@ def custom_run(page: Any, up: Up, deployment: str, fill: Callable[[Any], None]) 
             break
         if state in ("Failed", "Crashed", "Cancelled") or time.monotonic() - submitted > RUN_TIMEOUT:
             _shot(page, f"{deployment}-2-{state.lower()}")
-            pytest.fail(f"the {deployment} run {name} is {state} after {time.monotonic() - submitted:.0f} s\n{up.logs()}")
+            pytest.fail(
+                f"the {deployment} run {name} is {state} after {time.monotonic() - submitted:.0f} s\n{up.logs()}"
+            )
         time.sleep(0.1)
     _shot(page, f"{deployment}-2-completed")
     return page.url, elapsed
