@@ -1,0 +1,70 @@
+"""``proximate up`` without starting anything: how the core finds it, what it deploys, the environment it gives
+its processes. tests/test_ui.py runs it for real, in a browser."""
+
+from __future__ import annotations
+
+import signal
+import tomllib
+from importlib.metadata import EntryPoint
+from pathlib import Path
+
+import yaml
+
+from deployments import up
+from proximate import cli
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def _recorded(**kwargs):
+    _recorded.calls.append(kwargs)
+
+
+def test_the_up_command_runs_the_entry_point_with_its_arguments(tmp_path):
+    _recorded.calls = []
+    fake = [EntryPoint("up", f"{__name__}:_recorded", cli.COMMANDS_GROUP)]
+    previous = signal.getsignal(signal.SIGTERM)  # up turns SIGTERM into SystemExit
+    try:
+        argv = ["up", "--workdir", str(tmp_path), "--workers-per-region", "3", "--port", "4321"]
+        assert cli.main(argv, entry_points=fake) == 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert _recorded.calls == [{"workdir": tmp_path, "workers_per_region": 3, "port": 4321}]
+
+
+def test_pyproject_registers_up_as_a_command_living_in_deployments():
+    declared = tomllib.loads((PROJECT / "pyproject.toml").read_text())["project"]["entry-points"][cli.COMMANDS_GROUP]
+    entry_points = [EntryPoint(name, value, cli.COMMANDS_GROUP) for name, value in declared.items()]
+    assert cli.find_command("up", entry_points) is up.run_up
+
+
+def test_up_deploys_what_runs_on_the_demo_regions_and_skips_production_nightlies():
+    names = up.deployable(PROJECT / "prefect.yaml", {"ecmwf", "gcp"})
+    assert {"seasonal-mean", "compare-forecast-to-observations", "summarize", "nightly-region"} <= set(names)
+    assert {"sync-region", "index-region"} <= set(names)
+    assert not {"nightly-eu-west-2", "nightly-us-east-1"} & set(names)  # no Region block of those names here
+    assert "nightly-eu-west-2" in up.deployable(PROJECT / "prefect.yaml", {"eu-west-2"})
+
+
+def test_every_deployment_goes_to_the_pool_up_creates():
+    spec = yaml.safe_load((PROJECT / "prefect.yaml").read_text())
+    assert {d["work_pool"]["name"] for d in spec["deployments"]} == {up.WORK_POOL}
+    assert up.POOL_TEMPLATE.is_file()
+
+
+def test_up_environment_points_api_and_ui_at_one_loopback_server_without_telemetry(tmp_path):
+    env = up.up_environment(tmp_path, 4321, {"PYTHONPATH": "/elsewhere"})
+    assert env["PREFECT_API_URL"] == env["PREFECT_UI_API_URL"] == "http://127.0.0.1:4321/api"
+    assert (env["PREFECT_SERVER_API_HOST"], env["PREFECT_SERVER_API_PORT"]) == ("127.0.0.1", "4321")
+    assert env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false" and env["DO_NOT_TRACK"] == "1"
+    assert env["PREFECT_HOME"] == str(tmp_path / "prefect")
+    assert env["PYTHONPATH"] == f"{PROJECT}:/elsewhere"  # flow runs and Dask workers import this checkout
+    assert env["PROXIMATE_HOME"] == str(PROJECT)
+
+
+def test_flow_runs_default_to_the_demo_catalog_and_results_under_the_workdir(tmp_path):
+    env = up.worker_environment(tmp_path, {"PREFECT_API_URL": "http://127.0.0.1:1/api"})
+    assert env["PROXIMATE_CATALOG"] == str(tmp_path / "catalog" / "proximate.sqlite")
+    assert env["PROXIMATE_RESULTS"] == str(tmp_path / "results")
+    assert env["PREFECT_LOGGING_LEVEL"] == "INFO"  # the run page shows the flows' logs
+    assert env["PREFECT_API_URL"] == "http://127.0.0.1:1/api"
