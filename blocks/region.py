@@ -10,7 +10,7 @@ from pydantic import Field, field_validator
 
 from proximate.regions import validate_region_name
 
-DOCS = "https://github.com/proximate-project/proximate#configuration-blocks"
+DOCS = "https://github.com/proximate-project/proximate#configuration"
 LOGO = "https://cdn.sanity.io/images/3ugk85nk/production/d74b16fe84ce626345adf235a47008fea2869a60-225x225.png"
 
 
