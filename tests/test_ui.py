@@ -167,6 +167,15 @@ def browser(up: Up, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 def page(browser: Any, tmp_path: Path) -> Iterator[Any]:
     page = browser.new_page()
     page.screenshots = tmp_path  # where this test's screenshots go
+    page.errors = []  # what the UI got wrong from the API, for the failure message
+
+    def on_response(response: Any) -> None:
+        if response.status >= 400 and "/api/" in response.url:
+            request = response.request
+            page.errors.append(f"{response.status} {request.method} {response.url} {request.post_data!r:.500}")
+
+    page.on("response", on_response)
+    page.on("requestfailed", lambda request: page.errors.append(f"failed {request.method} {request.url}"))
     try:
         yield page
     finally:
@@ -214,7 +223,13 @@ def custom_run(page: Any, up: Up, deployment: str, fill: Callable[[Any], None]) 
     _shot(page, f"{deployment}-1-form")
     submitted = time.monotonic()
     page.get_by_role("button", name="Submit", exact=True).click()
-    page.get_by_role("link", name=name, exact=True).first.click()  # the deployment's Runs tab lists it
+    listed = page.get_by_role("link", name=name, exact=True).first  # the deployment's Runs tab lists it
+    oops = page.get_by_text("Something went wrong").first
+    listed.or_(oops).wait_for()
+    if oops.is_visible():
+        _shot(page, f"{deployment}-2-not-created")
+        pytest.fail(f"the UI could not create the {deployment} run: {page.errors}\n{up.logs()}")
+    listed.click()
     page.wait_for_url("**/runs/flow-run/**")
     badge = page.locator(".state-badge").first
     while True:
@@ -225,7 +240,8 @@ def custom_run(page: Any, up: Up, deployment: str, fill: Callable[[Any], None]) 
         if state in ("Failed", "Crashed", "Cancelled") or time.monotonic() - submitted > RUN_TIMEOUT:
             _shot(page, f"{deployment}-2-{state.lower()}")
             pytest.fail(
-                f"the {deployment} run {name} is {state} after {time.monotonic() - submitted:.0f} s\n{up.logs()}"
+                f"the {deployment} run {name} is {state} after {time.monotonic() - submitted:.0f} s: "
+                f"{page.errors}\n{up.logs()}"
             )
         time.sleep(0.1)
     _shot(page, f"{deployment}-2-completed")
