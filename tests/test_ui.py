@@ -42,7 +42,6 @@ SEASONAL_MEAN_SECONDS = float(os.environ.get("PROXIMATE_UI_RUN_SECONDS", "20"))
 UP_TIMEOUT = 900.0
 STEP_MS = 120_000
 RUN_TIMEOUT = 300.0
-DEMO_HEIGHT_INDEX = "10"
 
 
 def _require_browser() -> None:
@@ -299,12 +298,11 @@ def test_compare_custom_run_given_catalog_ids_completes_and_shows_its_locality(u
     def fill(page: Any) -> None:
         _fill(page, "forecast", ids["forecast"])
         _fill(page, "observations", ids["observations"])
-        _fill(page, "height_index (Optional)", DEMO_HEIGHT_INDEX, optional=True)
 
     url, seconds = custom_run(page, up, "compare-forecast-to-observations", fill)
     record_property("submit_to_completed_s", round(seconds, 1))
     print(f"compare-forecast-to-observations: Submit -> Completed in {seconds:.1f} s ({url})")
-    figures = locality_figures(page, "compare-forecast-to-observations-locality")
+    figures = locality_figures(page, "compare-locality")
     print(f"compare locality: {figures}")
     # The forecast (most bytes) stays in ecmwf; the observations' side is the smaller operand that moves.
     assert figures["tasks"].get("ecmwf") and figures["tasks"].get("gcp"), figures
