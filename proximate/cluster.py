@@ -250,6 +250,8 @@ class LocalRegionalCluster:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self._workdir: Path | None = None
         self._logs: dict[str, Path] = {}
+        #: Worker process name to its region (names alone are ambiguous: region names may contain '-').
+        self._worker_regions: dict[str, str] = {}
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     def __enter__(self) -> LocalRegionalCluster:
@@ -380,9 +382,44 @@ class LocalRegionalCluster:
         if not self.router:
             env.pop("DASK_OPTIMIZATION__FUSE__ACTIVE", None)
         self._spawn(name, cmd, env)
+        self._worker_regions[name] = region
         if wait:
             self.wait_for_workers(names={name})
         return name
+
+    def worker_processes(self, region: str) -> list[str]:
+        """Names of ``region``'s worker processes still alive (registered with the scheduler or starting)."""
+        return [
+            n
+            for n, r in self._worker_regions.items()
+            if r == region and n in self.processes and self.processes[n].poll() is None
+        ]
+
+    def stop_workers(self, names: Iterable[str], grace: float = 10.0) -> dict[str, float]:
+        """Stop workers by PID: wait up to ``grace`` s for them to exit (a retired worker closes itself), then
+        SIGTERM each process group, then SIGKILL; reap them. Their data must have moved already (see
+        ``scheduler_plugin.retire_in_region``). Returns each name's seconds until it exited."""
+        start = time.monotonic()
+        procs = {n: self.processes.pop(n) for n in names if n in self.processes}
+        for n in procs:
+            self._worker_regions.pop(n, None)
+        exited: dict[str, float] = {}
+        deadline = start + grace
+        while len(exited) < len(procs) and time.monotonic() < deadline:
+            for n, proc in procs.items():
+                if n not in exited and proc.poll() is not None:
+                    exited[n] = time.monotonic() - start
+            time.sleep(0.05)
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for proc in procs.values():
+                # The group may hold a nanny's child even after the leader exited.
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, sig)
+            for n, proc in procs.items():
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=max(0.1, deadline + grace - time.monotonic()))
+                exited.setdefault(n, time.monotonic() - start)
+        return exited
 
     def _scheduler_workers(self) -> dict[str, dict]:
         from distributed import Client
