@@ -46,14 +46,47 @@ def _add_tls(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls-key", help="this process's private key")
 
 
+def _cluster_bounds(args: argparse.Namespace, region_names: list[str]):
+    """Each region's scaling bounds from ``--min-workers``/``--max-workers``, or ``None`` for fixed workers."""
+    if not args.min_workers and not args.max_workers:
+        return None
+    if not args.max_workers:
+        raise RegionError("--min-workers needs --max-workers (N, or REGION=N for every region)")
+    from proximate.autoscale import parse_bounds
+
+    bounds = parse_bounds(region_names, args.min_workers, args.max_workers)
+    if args.workers_per_region is not None:
+        for name, b in bounds.items():
+            if b.clamp(args.workers_per_region) != args.workers_per_region:
+                raise RegionError(
+                    f"--workers-per-region {args.workers_per_region} is outside region {name!r}'s "
+                    f"--min-workers {b.minimum} .. --max-workers {b.maximum}"
+                )
+    if args.scale_down_after < 0:
+        raise RegionError(f"--scale-down-after must not be negative, got {args.scale_down_after}")
+    if args.target_duration <= 0:
+        raise RegionError(f"--target-duration must be positive, got {args.target_duration}")
+    if args.scale_interval <= 0:
+        raise RegionError(f"--scale-interval must be positive, got {args.scale_interval}")
+    return bounds
+
+
 def cmd_cluster_up(args: argparse.Namespace) -> int:
     from proximate.cluster import LocalRegionalCluster, parse_region_arg, validate_regions
 
     regions = validate_regions([parse_region_arg(r) for r in args.region])  # before anything starts
+    bounds = _cluster_bounds(args, [r.name for r in regions])  # likewise
+    if bounds is None:
+        workers: int | dict[str, int] = 2 if args.workers_per_region is None else args.workers_per_region
+    else:  # each region starts at its minimum (or the count given), then follows its own backlog
+        start = args.workers_per_region
+        workers = {name: b.minimum if start is None else start for name, b in bounds.items()}
+    if isinstance(workers, int) and workers < 0:
+        raise RegionError(f"--workers-per-region must not be negative, got {workers}")
     _terminate_on_sigterm()
     cluster = LocalRegionalCluster(
         regions,
-        workers_per_region=args.workers_per_region,
+        workers_per_region=workers,
         threads_per_worker=args.threads_per_worker,
         scheduler_port=args.port,
         dashboard=args.dashboard,
@@ -64,11 +97,27 @@ def cmd_cluster_up(args: argparse.Namespace) -> int:
         cluster.start()
         print(cluster.address, flush=True)
         summary = ", ".join(f"{r.name}={r.root}" for r in cluster.regions)
-        print(f"# {args.workers_per_region} worker(s) per region: {summary}", file=sys.stderr, flush=True)
+        if bounds is None:
+            print(f"# {workers} worker(s) per region: {summary}", file=sys.stderr, flush=True)
+        else:
+            scaling = ", ".join(f"{n} {b.minimum}..{b.maximum}" for n, b in bounds.items())
+            print(f"# autoscaling workers per region ({scaling}): {summary}", file=sys.stderr, flush=True)
         if cluster.dashboard_link:
             print(f"# dashboard: {cluster.dashboard_link}", file=sys.stderr, flush=True)
-        while True:
-            signal.pause()
+        if bounds is None:
+            while True:
+                signal.pause()
+        from proximate.autoscale import autoscaled
+
+        with autoscaled(
+            cluster,
+            bounds,
+            interval=args.scale_interval,
+            scale_down_after=args.scale_down_after,
+            target_duration=args.target_duration,
+        ):
+            while True:
+                signal.pause()
     except KeyboardInterrupt:
         return 0
     finally:
@@ -215,7 +264,40 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=ROOT",
         help="a region and the folder holding its data; repeat for each region",
     )
-    up.add_argument("--workers-per-region", type=int, default=2)
+    up.add_argument(
+        "--workers-per-region",
+        type=int,
+        help="workers each region starts with (default 2; with --max-workers, each region's minimum)",
+    )
+    up.add_argument(
+        "--min-workers",
+        action="append",
+        default=[],
+        metavar="N|REGION=N",
+        help="with --max-workers: the fewest workers a region scales down to (default 1); REGION=N overrides one",
+    )
+    up.add_argument(
+        "--max-workers",
+        action="append",
+        default=[],
+        metavar="N|REGION=N",
+        help="scale each region's workers on its own backlog up to N; REGION=N overrides one region; repeatable",
+    )
+    up.add_argument(
+        "--scale-down-after",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="with --max-workers: how long a region must need fewer workers before one is retired",
+    )
+    up.add_argument(
+        "--target-duration",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="with --max-workers: a region gets enough workers to clear its backlog in this time",
+    )
+    up.add_argument("--scale-interval", type=float, default=1.0, help=argparse.SUPPRESS)
     up.add_argument("--threads-per-worker", type=int, default=1)
     up.add_argument("--port", type=int, default=0, help="scheduler port (0: any free port)")
     up.add_argument("--dashboard", action="store_true", help="serve the Dask dashboard on loopback")
