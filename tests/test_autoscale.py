@@ -274,3 +274,36 @@ def test_the_loop_survives_a_scheduler_that_cannot_be_reached():
     scaler = Autoscaler(Down(), Nothing(), AdaptivePolicy({"a": RegionBounds(1, 2)}))
     assert scaler.step() == []
     assert scaler.errors == ["reading the backlog failed: OSError: scheduler unreachable"]
+
+
+# -- the RegionalCluster block ------------------------------------------------------------------------------------
+
+
+def test_regional_cluster_block_carries_the_same_bounds():
+    from blocks import RegionalCluster
+
+    block = RegionalCluster(regions=["ra", "rb"], max_workers=3, max_workers_per_region={"a": 8})
+    assert block.bounds(["a", "b"]) == {"a": RegionBounds(1, 8), "b": RegionBounds(1, 3)}
+    assert RegionalCluster(regions=["ra"]).bounds(["a"]) is None  # fixed workers_per_region, as before
+    with pytest.raises(RegionError, match="names unknown region 'a'"):
+        block.bounds(["b"])  # a region the cluster does not have: refused when the flow starts, before the cluster
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"max_workers": 2, "min_workers": 3}, "min_workers 3 is more than max_workers 2"),
+        ({"max_workers": 2, "min_workers_per_region": {"a": 5}}, "--min-workers 5 is more than --max-workers 2"),
+        ({"max_workers": 2, "max_workers_per_region": {"a": -1}}, "must not be negative"),
+        ({"max_workers": -1}, "greater than or equal to 1"),
+        ({"max_workers_per_region": {"a": 2}}, "need max_workers"),
+        ({"address": "tcp://127.0.0.1:8786", "max_workers": 3}, "scales a 'local' cluster"),
+    ],
+)
+def test_regional_cluster_block_refuses_bad_scaling(fields, message):
+    from pydantic import ValidationError
+
+    from blocks import RegionalCluster
+
+    with pytest.raises(ValidationError, match=message):
+        RegionalCluster(**fields)
