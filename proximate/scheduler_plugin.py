@@ -226,6 +226,10 @@ def scheduler_regions(dask_scheduler: Any) -> dict[str, Any]:
     }
 
 
+#: Above this many tasks the backlog report does not count waiting tasks (see ``scheduler_backlog``).
+WAITING_SCAN_LIMIT = 100_000
+
+
 def _prefix_duration(scheduler: Any, ts: Any) -> float:
     """Expected compute seconds of a task, as the scheduler estimates it for adaptive scaling.
 
@@ -296,11 +300,17 @@ def scheduler_backlog(dask_scheduler: Any) -> dict[str, Any]:
         e = entry(pool[len(POOL_PREFIX) :])
         e["tasks"] += 1
         e["seconds"] += _prefix_duration(dask_scheduler, ts)
-    for ts in dask_scheduler.tasks.values():
-        if ts.state == "waiting":
-            pool = task_pool(ts)
-            if pool is not None:
-                entry(pool[len(POOL_PREFIX) :])["waiting"] += 1
+    # Counting waiting tasks walks every task; past WAITING_SCAN_LIMIT that would hold the scheduler's event loop
+    # for a noticeable time every poll, and the count drives no decision, so it is left out (None).
+    if len(dask_scheduler.tasks) > WAITING_SCAN_LIMIT:
+        for e in regions.values():
+            e["waiting"] = None
+    else:
+        for ts in dask_scheduler.tasks.values():
+            if ts.state == "waiting":
+                pool = task_pool(ts)
+                if pool is not None:
+                    entry(pool[len(POOL_PREFIX) :])["waiting"] += 1
     return {"regions": regions, "unpinned": unpinned}
 
 

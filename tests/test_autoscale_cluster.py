@@ -12,6 +12,8 @@ from pathlib import Path
 
 from distributed import Client, wait
 
+from proximate.scheduler_plugin import scheduler_backlog
+
 PROXIMATE = str(Path(sys.executable).with_name("proximate"))
 TASKS = 40
 
@@ -53,6 +55,14 @@ def test_a_backlog_in_region_a_scales_a_alone_and_back_without_losing_a_task_or_
             assert {"a", "b"} <= {v for v in client.run(lambda: os.environ["PROXIMATE_REGION"]).values()}
             t0 = time.monotonic()
             futures = [client.submit(one_second, i, runs, resources={"pool-a": 0}, pure=False) for i in range(TASKS)]
+            # the backlog as the scheduler reports it: all of it a's, with expected seconds
+            deadline = time.monotonic() + 10
+            report = client.run_on_scheduler(scheduler_backlog)["regions"]
+            while report["a"]["tasks"] < TASKS - 5 and time.monotonic() < deadline:  # the graph is on its way
+                time.sleep(0.1)
+                report = client.run_on_scheduler(scheduler_backlog)["regions"]
+            assert report["a"]["tasks"] >= TASKS - 5 and report["a"]["seconds"] > 0, report
+            assert report["b"]["tasks"] == 0 and len(report["b"]["workers"]) == 1, report
             samples: list[tuple[float, dict[str, int]]] = []
             reached_max = None
             while not all(f.done() for f in futures):

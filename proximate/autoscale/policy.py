@@ -125,16 +125,14 @@ class RegionBacklog:
     tasks: int = 0
     #: Their expected compute seconds, from the scheduler's task-prefix durations.
     seconds: float = 0.0
-    #: Tasks restricted to this region whose inputs are not ready yet (reported, not scaled on).
-    waiting: int = 0
+    #: Tasks restricted to this region whose inputs are not ready yet (reported, not scaled on; None: not counted).
+    waiting: int | None = 0
     workers: tuple[WorkerLoad, ...] = ()
 
     @classmethod
     def from_dict(cls, region: str, data: Mapping[str, Any]) -> RegionBacklog:
         workers = tuple(WorkerLoad(**w) for w in data.get("workers", ()))
-        return cls(
-            region, int(data.get("tasks", 0)), float(data.get("seconds", 0.0)), int(data.get("waiting", 0)), workers
-        )
+        return cls(region, int(data.get("tasks", 0)), float(data.get("seconds", 0.0)), data.get("waiting", 0), workers)
 
 
 def desired_workers(
