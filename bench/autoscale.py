@@ -45,7 +45,10 @@ class Sampler:
 
     def __init__(self, client, interval: float = 0.25, backend=None) -> None:
         self.client, self.interval, self.backend = client, interval, backend
+        #: (time, workers paid for per region): registered, or asked for and still starting/stopping.
         self.samples: list[tuple[float, dict[str, int]]] = []
+        #: (time, registered workers per region).
+        self.registered: list[tuple[float, dict[str, int]]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -55,9 +58,11 @@ class Sampler:
             for w in self.client.scheduler_info(n_workers=-1)["workers"].values():
                 for resource in w["resources"]:
                     counts[resource.removeprefix("pool-")] += 1
+            now = time.monotonic()
+            self.registered.append((now, counts))
             if self.backend is not None:  # a worker still starting or stopping is paid for too
                 counts = {r: max(n, self.backend.requested(r)) for r, n in counts.items()}
-            self.samples.append((time.monotonic(), counts))
+            self.samples.append((now, counts))
             self._stop.wait(self.interval)
 
     def __enter__(self) -> Sampler:
@@ -109,7 +114,7 @@ def run(roots: dict[str, Path], args: argparse.Namespace, scaled: bool) -> dict:
             errors = []
         peak = {r: max(c[r] for _, c in sampler.samples) for r in REGIONS}
         # the first time a region exceeded its start count: how long scaling up took to register a worker
-        first_up = next((t - t0 for t, c in sampler.samples if t >= t0 and c["a"] > start), None)
+        first_up = next((t - t0 for t, c in sampler.registered if t >= t0 and c["a"] > start), None)
         return {
             "makespan": t1 - t0,
             "worker_seconds": sampler.worker_seconds(t0, t1),
@@ -148,8 +153,9 @@ def main() -> None:
         f"autoscaled/fixed: worker-seconds {ws:.2f} (goal <= 0.60: {'met' if ws <= 0.6 else 'not met'}),"
         f" makespan {ms:.2f}x (goal <= 1.3x: {'met' if ms <= 1.3 else 'not met'})"
     )
+    first = scaled["first_extra_worker"]
     print(
-        f"first extra worker registered {scaled['first_extra_worker']} s after the first burst began;"
+        f"first extra worker registered {'never' if first is None else f'{first:.1f} s'} after the first burst began;"
         f" cluster start-up {fixed['boot']:.1f} s (fixed, {2 * args.max_workers} workers),"
         f" {scaled['boot']:.1f} s (autoscaled, {2 * args.min_workers})"
     )
