@@ -116,17 +116,19 @@ def read_part(part: TablePart, columns: Sequence[str] | None = None) -> pd.DataF
     return pf.read_row_group(part.row_group, columns=list(columns) if columns else None).to_pandas()
 
 
-def open_table(where: RegionPath | str, path: str | None = None, *, client: Any = None) -> Any:
+def open_table(where: RegionPath | str, path: str | None = None, *, client: Any = None, persist: bool = False) -> Any:
     """Open a Parquet or CSV table (a file, or a folder of them) lazily, its partitions read in its region.
 
     Args:
         where: A :class:`~proximate.datasets.RegionPath`, or the region's name with ``path``.
         path: The table's path under the region's root, when ``where`` is a region name.
         client: The Dask client; the default one (or, inside a task, a worker client) otherwise.
+        persist: Read the whole table into the memory of the region's workers now (pinned there), so that
+            repeated queries while exploring cost no reads.
 
     Returns:
-        A lazy ``dask.dataframe.DataFrame``. Compute it with ``proximate.compute(..., region=where.region)``,
-        which pins its whole graph to the region.
+        A ``dask.dataframe.DataFrame`` (lazy unless persisted). Compute it with
+        ``proximate.compute(..., region=where.region)``, which pins its whole graph to the region.
     """
     import dask.dataframe as dd
 
@@ -140,7 +142,8 @@ def open_table(where: RegionPath | str, path: str | None = None, *, client: Any 
         require_region(c, where.region)
         future = c.submit(plan_table, where, pure=False, resources={pool_resource(where.region): 0})
         parts, meta = future.result()
-    return dd.from_map(read_part, parts, meta=meta, label=f"read-table-{where.region}", enforce_metadata=False)
+        frame = dd.from_map(read_part, parts, meta=meta, label=f"read-table-{where.region}", enforce_metadata=False)
+        return c.persist(frame, resources={pool_resource(where.region): 0}) if persist else frame
 
 
 # -- derived columns ----------------------------------------------------------------------------------------------

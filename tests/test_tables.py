@@ -54,6 +54,22 @@ def test_region_partials_read_in_their_region_and_combine_to_pandas(client, trip
         np.testing.assert_allclose([got["count"], got["sum"], got["mean"]], expected.values, rtol=1e-9)
 
 
+def test_a_persisted_table_stays_in_its_region_and_answers_again_without_reads(client, trips):
+    import proximate
+
+    frame = tables.open_table("a", TRIPS_A, client=client, persist=True)
+    with locality(client) as report:
+        total = proximate.compute(frame.fare_amount.sum(), region="a", client=client)
+    assert np.isclose(total, trips.fare_amount.iloc[:80_000].sum())
+    assert not [name for name, _, _ in report.tasks if name.startswith("read-")]  # answered from memory
+    from distributed import futures_of
+
+    from proximate.client import worker_regions
+
+    held = client.who_has(futures_of(frame))
+    assert {worker_regions(client)[w] for ws in held.values() for w in ws} == {"a"}, held  # every partition in a
+
+
 def test_a_read_outside_its_region_fails_naming_region_and_path(client, trips):
     part = tables.TablePart(RegionPath("a", TRIPS_A), 0)
     future = client.submit(tables.read_part, part, resources={"pool-b": 0}, pure=False)
