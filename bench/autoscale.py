@@ -82,14 +82,16 @@ class Sampler:
         return total
 
 
-def workload(client, tasks: int, seconds: float, gap: float) -> tuple[float, float]:
-    """The bursts; returns (start, end) monotonic times."""
+def workload(client, tasks: int, seconds: float, gap: float, bursts: list) -> tuple[float, float]:
+    """The bursts; returns (start, end) monotonic times and appends each burst's (region, start, end)."""
     t0 = time.monotonic()
     for n, region in enumerate(REGIONS):
+        tb = time.monotonic()
         futures = [client.submit(busy, i, seconds, resources={f"pool-{region}": 0}, pure=False) for i in range(tasks)]
         wait(futures)
         assert client.gather(futures) == list(range(tasks))
         del futures
+        bursts.append((region, tb, time.monotonic()))
         if n < len(REGIONS) - 1:
             time.sleep(gap)
     return t0, time.monotonic()
@@ -99,6 +101,7 @@ def run(roots: dict[str, Path], args: argparse.Namespace, scaled: bool) -> dict:
     bounds = parse_bounds(list(REGIONS), [str(args.min_workers)], [str(args.max_workers)])
     start = args.min_workers if scaled else args.max_workers
     t_start = time.monotonic()
+    bursts: list[tuple[str, float, float]] = []
     with LocalRegionalCluster(roots, workers_per_region=start) as cluster, cluster.client() as client:
         boot = time.monotonic() - t_start
         if scaled:
@@ -106,16 +109,21 @@ def run(roots: dict[str, Path], args: argparse.Namespace, scaled: bool) -> dict:
                 autoscaled(cluster, bounds, scale_down_after=args.scale_down_after) as scaler,
                 Sampler(client, backend=scaler.backend) as sampler,
             ):
-                t0, t1 = workload(client, args.tasks, args.seconds, args.gap)
+                t0, t1 = workload(client, args.tasks, args.seconds, args.gap, bursts)
             errors = scaler.errors + [str(e) for e in scaler.backend.errors]
         else:
             with Sampler(client) as sampler:
-                t0, t1 = workload(client, args.tasks, args.seconds, args.gap)
+                t0, t1 = workload(client, args.tasks, args.seconds, args.gap, bursts)
             errors = []
         peak = {r: max(c[r] for _, c in sampler.samples) for r in REGIONS}
         # the first time a region exceeded its start count: how long scaling up took to register a worker
         first_up = next((t - t0 for t, c in sampler.registered if t >= t0 and c["a"] > start), None)
+        phases = []
+        for region, tb, te in bursts:
+            at_max = next((t - tb for t, c in sampler.registered if t >= tb and c[region] >= args.max_workers), None)
+            phases.append((region, te - tb, at_max))
         return {
+            "phases": phases,
             "makespan": t1 - t0,
             "worker_seconds": sampler.worker_seconds(t0, t1),
             "peak": peak,
@@ -159,6 +167,14 @@ def main() -> None:
         f" cluster start-up {fixed['boot']:.1f} s (fixed, {2 * args.max_workers} workers),"
         f" {scaled['boot']:.1f} s (autoscaled, {2 * args.min_workers})"
     )
+    for name, r in (("fixed", fixed), ("autoscaled", scaled)):
+        print(
+            f"{name}: "
+            + "; ".join(
+                f"burst {reg} {d:.1f} s" + ("" if m is None else f", at {args.max_workers} workers after {m:.1f} s")
+                for reg, d, m in r["phases"]
+            )
+        )
     if scaled["errors"]:
         print("autoscaler errors:", scaled["errors"])
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from distributed import Client, wait
 
-from proximate.scheduler_plugin import scheduler_backlog
+from proximate.scheduler_plugin import retire_in_region, scheduler_backlog
 
 PROXIMATE = str(Path(sys.executable).with_name("proximate"))
 TASKS = 40
@@ -101,6 +101,11 @@ def test_a_backlog_in_region_a_scales_a_alone_and_back_without_losing_a_task_or_
             assert client.gather(futures) == list(range(TASKS))
             for key, ws in client.who_has(futures).items():
                 assert ws and all("pool-a" in live[w]["resources"] for w in ws), (key, ws)
+            # the scheduler side refuses to retire a region's last holder of data, whoever asks
+            (last,) = [w for w, info in live.items() if "pool-a" in info["resources"]]
+            answer = client.run_on_scheduler(retire_in_region, workers=[last])
+            assert answer["retired"] == [] and "holds the only copy of 40 key(s)" in answer["kept"][last], answer
+            assert client.gather(futures) == list(range(TASKS))
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 128 + signal.SIGTERM, proc.stderr.read()
     finally:
