@@ -15,8 +15,8 @@ autoscaled run uses at most 60% of the fixed run's worker-seconds for at most 1.
 Worker start-up (a ``dask worker`` process with its nanny, importing xarray) is on the autoscaled run's critical
 path; the script prints how long this machine took, since on a loaded machine it decides the makespan.
 
-    python bench/autoscale.py                       # 60 one-second tasks per burst, 1..3 workers per region
-    python bench/autoscale.py --tasks 20 --gap 2    # quicker
+    python bench/autoscale.py                       # 60 one-second tasks per burst, 60 s apart, 1..3 workers
+    python bench/autoscale.py --gap 15              # less idle time between the bursts
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", type=int, default=60, help="tasks per burst")
     parser.add_argument("--seconds", type=float, default=1.0, help="seconds per task")
-    parser.add_argument("--gap", type=float, default=15.0, help="seconds between the bursts")
+    parser.add_argument("--gap", type=float, default=60.0, help="seconds between the bursts")
     parser.add_argument("--min-workers", type=int, default=1)
     parser.add_argument("--max-workers", type=int, default=3)
     parser.add_argument("--scale-down-after", type=float, default=10.0)
