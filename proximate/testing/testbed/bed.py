@@ -142,8 +142,11 @@ class Testbed:
         nthreads: Threads per worker.
         tls: TLS between every process (default); ``False`` only for experiments.
         no_workers_timeout: Seconds a task may wait for a region without live workers before it errs.
-        worker_ttl: Seconds without a heartbeat after which the scheduler drops a worker; this bounds how soon
-            a cut-off region is noticed (Dask's default is 5 minutes).
+        worker_ttl: Seconds without a heartbeat after which the scheduler drops a worker (Dask's default is 5
+            minutes).
+        tcp_timeout: Dask's ``comm.timeouts.tcp`` in every process (keep-alive probes and TCP_USER_TIMEOUT, at
+            least 11 s; Dask's default 30 s). A cut-off region is noticed after about ``min(tcp_timeout,
+            2 * worker_ttl)``; its tasks then err after ``no_workers_timeout``.
         file_server: Also serve each region's root over HTTP with byte ranges on the region's address,
             reachable over the links (the centralised baseline's remote reads; see ``fileserver``).
         workdir: Where state, logs, certificates and region roots go (default ``DEFAULT_BASE/<name>``).
@@ -168,6 +171,7 @@ class Testbed:
         tls: bool = True,
         no_workers_timeout: float = 60.0,
         worker_ttl: float = 30.0,
+        tcp_timeout: float = 30.0,
         file_server: bool = False,
         workdir: str | os.PathLike[str] | None = None,
         env: Mapping[str, str] | None = None,
@@ -202,6 +206,11 @@ class Testbed:
         self.use_tls = tls
         self.no_workers_timeout = no_workers_timeout
         self.worker_ttl = worker_ttl
+        if tcp_timeout < 11:
+            raise TestbedError(
+                f"tcp_timeout must be at least 11 s (Dask sends 10 keep-alive probes), got {tcp_timeout}"
+            )
+        self.tcp_timeout = tcp_timeout
         self.file_server = file_server
         self.owns_workdir = workdir is None
         self.workdir = Path(workdir) if workdir is not None else DEFAULT_BASE / self.name
@@ -363,6 +372,7 @@ class Testbed:
         env.setdefault("AWS_SECRET_ACCESS_KEY", "testing-secret")
         env.setdefault("AWS_DEFAULT_REGION", "us-east-1")
         env.setdefault("PYTHONUNBUFFERED", "1")
+        env["DASK_DISTRIBUTED__COMM__TIMEOUTS__TCP"] = f"{self.tcp_timeout}s"
         return env
 
     def _start_s3(self, region: str) -> None:
@@ -501,17 +511,19 @@ class Testbed:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self._popen[name].wait(timeout=30)
 
-    def restart_workers(self, region: str) -> None:
-        """Stop the region's workers, whatever state they are in, and start them afresh; wait for them.
+    def restart_workers(self, region: str, names: Iterable[str] | None = None) -> None:
+        """Stop workers of ``region`` (default: all of them), whatever state they are in, start them afresh and
+        wait for them.
 
         After a cut link the scheduler has dropped the region's workers and Dask does not let a dropped worker
         reconnect (it shuts down once the scheduler answers its heartbeat with "missing"), so the testbed
         restarts them.
         """
-        names = self.worker_names(region)
+        names = list(names) if names is not None else self.worker_names(region)
         for name in names:
             _kill_group(self.processes[name], grace=5)
-            self._popen[name].wait(timeout=30)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._popen[name].wait(timeout=30)
         for name in names:
             self.start_worker(region, name, wait=False)
         self.wait_for_workers(names)
