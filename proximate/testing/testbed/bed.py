@@ -80,23 +80,24 @@ def _alive(record: Mapping[str, Any]) -> bool:
     return _proc_start(int(record["pid"])) == record["start"]
 
 
-def _kill_group(record: Mapping[str, Any], grace: float = 10.0) -> None:
-    """SIGTERM the process group of a recorded process, then SIGKILL it after ``grace``; only if it is still
-    the process we started (same start time)."""
-    if not _alive(record):
-        return
-    pid = int(record["pid"])
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGTERM)
+def _kill_groups(records: Iterable[Mapping[str, Any]], grace: float = 10.0) -> None:
+    """SIGTERM the process groups of recorded processes, all at once, then SIGKILL what outlives ``grace``;
+    each only if it is still the process we started (same start time)."""
+    live = [r for r in records if _alive(r)]
+    for record in live:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(int(record["pid"]), signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and _alive(record):
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
+    while time.monotonic() < deadline and any(_alive(r) for r in live):
+        for record in live:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(int(record["pid"]), os.WNOHANG)  # our child: reap it, or it stays "alive"
         time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)  # the group may still hold a nanny's child
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)
+    for record in live:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(int(record["pid"]), signal.SIGKILL)  # the group may still hold a nanny's child
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(int(record["pid"]), 0)
 
 
 def _die_with_parent() -> None:
@@ -520,8 +521,8 @@ class Testbed:
         restarts them.
         """
         names = list(names) if names is not None else self.worker_names(region)
+        _kill_groups([self.processes[name] for name in names], grace=5)
         for name in names:
-            _kill_group(self.processes[name], grace=5)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._popen[name].wait(timeout=30)
         for name in names:
@@ -538,6 +539,25 @@ class Testbed:
         """Bring the region's links back up, routes included (workers may need :meth:`restart_workers`)."""
         for link in self.links_of(region):
             netns.link_up(link.end_a, link.end_b)
+
+    def set_rate(self, rate: str) -> None:
+        """Re-shape every link, both directions, at ``rate``.
+
+        Raises:
+            TestbedError: tc refused the rate (the links keep their previous rate).
+        """
+        netns.rate_bits(rate)
+        try:
+            for link in self.links:
+                for end in (link.end_a, link.end_b):
+                    netns.shape(end, rate)
+        except NetnsError as exc:
+            for link in self.links:
+                for end in (link.end_a, link.end_b):
+                    netns.shape(end, self.rate)
+            raise TestbedError(str(exc)) from None
+        self.rate = rate
+        self._save()
 
     def link_bytes(self) -> dict[str, dict[str, int]]:
         """Bytes each link has carried so far, per direction: ``{"client-ecmwf": {"client->ecmwf": n, ...}}``.
@@ -699,11 +719,9 @@ def teardown(name: str, workdir: str | os.PathLike[str] | None = None) -> list[s
     state: dict[str, Any] = {}
     with contextlib.suppress(FileNotFoundError, ValueError):
         state = json.loads(path.read_text())
-    for record in state.get("processes", {}).values():  # workers first, so they do not outlive the scheduler
-        if record["role"] == "worker":
-            _kill_group(record)
-    for record in state.get("processes", {}).values():
-        _kill_group(record)
+    records = list(state.get("processes", {}).values())
+    _kill_groups([r for r in records if r["role"] == "worker"])  # first, so they do not outlive the scheduler
+    _kill_groups(records)
     ours = sorted(set(state.get("namespaces", [])) | {n for n in netns.list_namespaces() if n.startswith(f"{name}-")})
     for ns in ours:
         for pid in netns.namespace_pids(ns):  # started by us (they are in our namespace), unrecorded or orphaned
