@@ -313,7 +313,7 @@ class Testbed:
         for link in self.links:
             netns.add_link(link.end_a, link.end_b, link.rate)
         if self.use_tls:
-            self.tls = make_tls(self.workdir / "tls")
+            self.tls = make_tls(self.workdir / "tls", [self.address(n) for n in self.nodes])
         for region in self.regions:
             self.root(region).mkdir(parents=True, exist_ok=True)
             self._start_s3(region)
@@ -652,10 +652,10 @@ class Testbed:
         self._created.clear()
 
 
-def make_tls(directory: Path) -> TLSFiles:
-    from proximate.testing.testbed.tls import make_tls_files
+def make_tls(directory: Path, hosts: Sequence[str]) -> TLSFiles:
+    from proximate.testing.testbed.tls import make_tls_files  # cryptography only when TLS is on
 
-    return make_tls_files(directory)
+    return make_tls_files(directory, hosts=hosts)
 
 
 def _has_router() -> bool:

@@ -7,7 +7,9 @@ scheduler, the workers and the clients; a process without it (or talking plainte
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from proximate.cluster import TLSFiles
@@ -19,11 +21,12 @@ def _write_private(path: Path, data: bytes) -> None:
         fh.write(data)
 
 
-def make_tls_files(directory: Path, *, days: int = 7) -> TLSFiles:
+def make_tls_files(directory: Path, *, hosts: Sequence[str] = (), days: int = 7) -> TLSFiles:
     """Write ``ca.pem``, ``cert.pem`` and ``key.pem`` (mode 0600) into ``directory``.
 
     Args:
         directory: Where the files go (created if missing).
+        hosts: IP addresses the certificate names (subjectAltName), for clients that do check host names.
         days: Validity of both certificates.
 
     Returns:
@@ -59,6 +62,12 @@ def make_tls_files(directory: Path, *, days: int = 7) -> TLSFiles:
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address(h)) for h in hosts] or [x509.DNSName("proximate-testbed")]
+            ),
+            critical=False,
+        )
         .add_extension(
             x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH, x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]),
             critical=False,
