@@ -59,7 +59,9 @@ def prepare(bed: Testbed, sizes: list[float]) -> None:
         fc = synthetic.forecast(realizations=realizations, heights=HEIGHTS, nlat=NLAT, nlon=NLON)
         synthetic.write_netcdf(fc, path, chunks={"realization": 1, "height": 4})
         del fc
-        print(f"# wrote {path.name} ({path.stat().st_size / 1e9:.2f} GB) in {time.perf_counter() - t0:.0f} s")
+        print(
+            f"# wrote {path.name} ({path.stat().st_size / 1e9:.2f} GB) in {time.perf_counter() - t0:.0f} s", flush=True
+        )
 
 
 # -- run in the client namespace, through the testbed's agent -------------------------------------------------
@@ -152,7 +154,10 @@ def run_case(bed: Testbed, agent, gb: float, rate: str, rounds: int, workers: in
     before = bed.link_bytes()
     control = agent.call(control_run, pred, timeout=None)
     control_bytes = sum(d["total"] for d in bed.bytes_delta(before, bed.link_bytes()).values())
-    print(f"\n## {gb:g} GB at {rate}: control run {control['wall']:.1f} s, {control_bytes / 2**20:.2f} MiB on links")
+    print(
+        f"\n## {gb:g} GB at {rate}: control run {control['wall']:.1f} s, {control_bytes / 2**20:.2f} MiB on links",
+        flush=True,
+    )
     runs: dict[str, list[dict]] = {"routed": [], "centralised": []}
     urls = (bed.file_url("ecmwf", pred), bed.file_url("gcp", OBS))
     for i in range(rounds):
@@ -244,7 +249,10 @@ def main() -> int:
     )
     summaries = []
     with bed:
-        print(f"# testbed {bed.name} up: {bed.scheduler_address}, {args.workers_per_region} workers per region")
+        print(
+            f"# testbed {bed.name} up: {bed.scheduler_address}, {args.workers_per_region} workers per region",
+            flush=True,
+        )
         prepare(bed, sizes)
         with bed.agent() as agent:
             for rate in rates:
