@@ -17,7 +17,7 @@ is routed by the scheduler either way.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import xarray as xr
@@ -29,13 +29,13 @@ from flows.common import (
     RegionalTaskRunner,
     catalog_settings,
     cluster_block,
-    parse_references,
+    locate_parameters,
     run_on_cluster,
 )
 from proximate import analysis
 from proximate.analysis import AnalysisResult, ParameterError
 from proximate.catalog.query import DatasetQuery
-from proximate.datasets import CatalogId, DatasetRefError, RegionPath, locate
+from proximate.datasets import RegionPath
 from proximate.locality_report import LocalityReport, locality
 from proximate.outputs import resolve_output, result_path, write_result
 from proximate.pools import pool
@@ -45,25 +45,8 @@ from tasks.artifacts import publish, publish_dashboard, start_plot
 # -- the steps every analysis flow shares -----------------------------------------------------------------------
 
 
-def _locate(
-    refs: Mapping[str, str | Sequence[str]], catalog: str | None, variables: Sequence[str]
-) -> dict[str, list[RegionPath]]:
-    """Where each parameter's datasets live: references parsed once, catalog ids looked up here, in the flow's
-    process, and checked against the catalog's metadata for ``variables``. Errors name the parameter."""
-    parsed = parse_references(refs)
-    ids = [ref for refs_ in parsed.values() for ref in refs_ if isinstance(ref, CatalogId)]
-    if not ids:
-        return parsed  # type: ignore[return-value]
-    out: dict[str, list[RegionPath]] = {}
-    with catalog_settings(catalog, must_exist=True).open() as cat:
-        for parameter, refs_ in parsed.items():
-            try:
-                out[parameter] = [locate(ref, cat) for ref in refs_]
-            except DatasetRefError as exc:
-                raise ParameterError(parameter, str(exc)) from exc
-            records = [cat.get(ref.id) for ref in refs_ if isinstance(ref, CatalogId)]
-            analysis.check_record_variables(records, variables)
-    return out
+def _variables_check(variables: Sequence[str]) -> Callable[[list[Any]], None]:
+    return lambda records: analysis.check_record_variables(records, variables)
 
 
 def _matching(query: DatasetQuery, catalog: str | None, variables: Sequence[str], parameter: str) -> list[RegionPath]:
@@ -83,7 +66,7 @@ def _datasets(
         raise ParameterError("query", "give either a catalog query or a list of datasets (region:path or catalog ids)")
     if query is not None:
         return _matching(query, catalog, variables, parameter)
-    return _locate({"datasets": list(datasets or [])}, catalog, variables)["datasets"]
+    return locate_parameters({"datasets": list(datasets or [])}, catalog, _variables_check(variables))["datasets"]
 
 
 def _open(log: logging.LoggerAdapter, wanted: Sequence[tuple[str, RegionPath, dict[str, Any]]]) -> list[xr.Dataset]:
@@ -181,7 +164,9 @@ def compare_forecast_to_observations(
     log = get_run_logger()
     target = resolve_output(output)
     block = cluster_block(cluster, scheduler_address)
-    located = _locate({"forecast": forecast, "observations": observations}, catalog, [variable])
+    located = locate_parameters(
+        {"forecast": forecast, "observations": observations}, catalog, _variables_check([variable])
+    )
     (fc_where,), (obs_where,) = located["forecast"], located["observations"]
     log.info("forecast %s, observations %s, variable %s", fc_where, obs_where, variable)
     client = run_on_cluster(block, located)

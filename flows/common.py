@@ -10,7 +10,7 @@ and no client or cluster for a run whose parameters are wrong.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from blocks.cluster import DEFAULT_CLUSTER_BLOCK, LOCAL, RegionalCluster
 from blocks.region import Region
 from proximate.analysis import ParameterError
 from proximate.catalog import CatalogSettings
-from proximate.datasets import CatalogId, DatasetRefError, RegionPath, parse_reference
+from proximate.datasets import CatalogId, DatasetRefError, RegionPath, locate, parse_reference
 
 __all__ = [
     "DEFAULT_CATALOG_BLOCK",
@@ -109,6 +109,34 @@ def parse_references(refs: Mapping[str, str | Sequence[str]]) -> dict[str, list[
             out[parameter] = [parse_reference(v) for v in values]
         except ValueError as exc:  # RegionError, RegionPathError, DatasetRefError: kept, and naming the parameter
             raise type(exc)(f"{parameter}: {exc}") from exc
+    return out
+
+
+def locate_parameters(
+    refs: Mapping[str, str | Sequence[str]],
+    catalog: str | None,
+    check_records: Callable[[list[Any]], None] | None = None,
+) -> dict[str, list[RegionPath]]:
+    """Where each parameter's datasets live: references parsed once, catalog ids looked up here, in the flow's
+    process. Errors name the parameter.
+
+    Args:
+        refs: Each parameter's reference or references.
+        catalog: The CatalogConfig block to look ids up in (empty: the default catalog).
+        check_records: Called with the catalog records of each parameter's ids, to refuse them before any work.
+    """
+    parsed = parse_references(refs)
+    if not any(isinstance(ref, CatalogId) for refs_ in parsed.values() for ref in refs_):
+        return parsed  # type: ignore[return-value]
+    out: dict[str, list[RegionPath]] = {}
+    with catalog_settings(catalog, must_exist=True).open() as cat:
+        for parameter, refs_ in parsed.items():
+            try:
+                out[parameter] = [locate(ref, cat) for ref in refs_]
+            except DatasetRefError as exc:
+                raise ParameterError(parameter, str(exc)) from exc
+            if check_records is not None:
+                check_records([cat.get(ref.id) for ref in refs_ if isinstance(ref, CatalogId)])
     return out
 
 

@@ -38,7 +38,12 @@ def results_root(environ: Mapping[str, str] | None = None) -> Path:
 
 
 def resolve_output(
-    output: str, *, folder: bool = False, parameter: str = "output", environ: Mapping[str, str] | None = None
+    output: str,
+    *,
+    folder: bool = False,
+    parameter: str = "output",
+    environ: Mapping[str, str] | None = None,
+    suffixes: tuple[str, ...] = SUFFIXES,
 ) -> str:
     """Check an ``output`` parameter and make it absolute, before any work.
 
@@ -47,6 +52,8 @@ def resolve_output(
         folder: The output is a folder of per-dataset results (no suffix), not one file.
         parameter: The parameter's name, for the error.
         environ: The environment to read ``PROXIMATE_RESULTS``/``PROXIMATE_HOME`` from (``os.environ``).
+        suffixes: The file suffixes the output may have (NetCDF and Zarr unless given; ``.json`` for tables,
+            which are written locally only).
 
     Returns:
         The target: an absolute local path, or the ``s3://`` URL unchanged.
@@ -68,8 +75,11 @@ def resolve_output(
             raise ParameterError(parameter, f"{output!r}: per-dataset results go to a local folder")
         if suffix in SUFFIXES:
             raise ParameterError(parameter, f"{output!r} is a folder for one file per dataset; drop {suffix!r}")
-    elif suffix not in SUFFIXES:
-        raise ParameterError(parameter, f"{output!r} must end in .nc (NetCDF) or .zarr, not {suffix or 'nothing'!r}")
+    elif suffix not in suffixes:
+        wanted = " or ".join(suffixes) if suffixes != SUFFIXES else ".nc (NetCDF) or .zarr"
+        raise ParameterError(parameter, f"{output!r} must end in {wanted}, not {suffix or 'nothing'!r}")
+    elif text.startswith("s3://") and suffix not in SUFFIXES:
+        raise ParameterError(parameter, f"{output!r}: a {suffix} result is written to a local path only")
     elif text.startswith("s3://") and suffix == ".zarr":
         raise ParameterError(parameter, f"{output!r}: Zarr cannot be written to S3 atomically; use .nc")
     if text.startswith("s3://"):
