@@ -22,6 +22,8 @@ from proximate.catalog.geo import BBox, lon_extent, normalize_lon
 DENSIFY = 51
 #: Samples per axis when the outline leaves the Earth (a geostationary full disk): the box of those on it.
 DISK_SAMPLES = 201
+#: Bisection steps towards the limb between a sample on the Earth and its neighbour off it.
+LIMB_STEPS = 30
 _KM = {"km", "kilometre", "kilometer", "kilometres", "kilometers"}
 _RADIANS = {"rad", "radian", "radians"}
 X_NAMES = {"projection_x_coordinate", "grid_longitude", "projection_x_angular_coordinate"}
@@ -117,38 +119,93 @@ def projected_bbox(crs: Any, x_range: tuple[float, float], y_range: tuple[float,
 
     transformer = Transformer.from_crs(crs, geographic_of(crs), always_xy=True)
     (x0, x1), (y0, y1) = sorted(x_range), sorted(y_range)
+    lon, lat = (np.asarray(v) for v in transformer.transform(*_outline(x0, x1, y0, y1)))
+    if not (np.isfinite(lon).all() and np.isfinite(lat).all()):
+        # The outline leaves the Earth (a geostationary disk's limb): its box would miss the inside's extremes.
+        return _sampled_bbox(transformer, (x0, x1), (y0, y1))
+    poles = _poles_inside(transformer, (x0, x1), (y0, y1))
     try:
-        box = transformer.transform_bounds(x0, y0, x1, y1, densify_pts=DENSIFY)
+        west, south, east, north = (float(v) for v in transformer.transform_bounds(x0, y0, x1, y1, densify_pts=DENSIFY))
     except ProjError:
-        box = (np.inf,) * 4
-    if all(np.isfinite(box)):
-        west, south, east, north = (float(v) for v in box)
-        if east - west >= 360.0:
-            west, east = -180.0, 180.0
-        else:
-            west, east = (float(v) for v in normalize_lon(np.array([west, east])))
-            if east == -180.0 and west > east:
-                east = 180.0
-        return [west, max(south, -90.0), east, min(north, 90.0)]
-    return _sampled_bbox(transformer, (x0, x1), (y0, y1))
+        west = south = east = north = np.inf
+    # PROJ 9 takes a rotated pole's (ob_tran) rectangle to hold the pole when it does not: its box is kept only
+    # when it agrees with where the poles are; otherwise the densified outline's own box is the answer.
+    claimed = {p for p, edge in ((90.0, north), (-90.0, south)) if edge == p}
+    if not np.isfinite([west, south, east, north]).all() or claimed != poles:
+        extent = (-180.0, 180.0) if poles else lon_extent(lon)
+        assert extent is not None
+        west, east = extent
+        south = -90.0 if -90.0 in poles else float(lat.min())
+        north = 90.0 if 90.0 in poles else float(lat.max())
+    elif east - west >= 360.0:
+        west, east = -180.0, 180.0
+    else:
+        west, east = (float(v) for v in normalize_lon(np.array([west, east])))
+        if east == -180.0 and west > east:
+            east = 180.0
+    return [west, max(south, -90.0), east, min(north, 90.0)]
+
+
+def _outline(x0: float, x1: float, y0: float, y1: float, n: int = DENSIFY) -> tuple[np.ndarray, np.ndarray]:
+    """The rectangle's edges, ``n`` points each, in order around it."""
+    t = np.linspace(0.0, 1.0, n, endpoint=False)
+    xs = np.concatenate([x0 + (x1 - x0) * t, np.full(n, x1), x1 - (x1 - x0) * t, np.full(n, x0)])
+    ys = np.concatenate([np.full(n, y0), y0 + (y1 - y0) * t, np.full(n, y1), y1 - (y1 - y0) * t])
+    return xs, ys
+
+
+def _poles_inside(transformer: Any, x_range: tuple[float, float], y_range: tuple[float, float]) -> set[float]:
+    """The poles (90, -90) whose grid coordinates fall inside the rectangle."""
+    inside = set()
+    for pole in (90.0, -90.0):
+        px, py = transformer.transform(0.0, pole, direction="INVERSE")
+        if np.isfinite(px) and np.isfinite(py) and x_range[0] <= px <= x_range[1] and y_range[0] <= py <= y_range[1]:
+            inside.add(pole)
+    return inside
 
 
 def _sampled_bbox(transformer: Any, x_range: tuple[float, float], y_range: tuple[float, float]) -> BBox | None:
     """The box of the grid's points that lie on the Earth (PROJ gives inf for the others), for outlines that
-    leave it: a geostationary full disk's corners look at space."""
+    leave it: a geostationary full disk's corners look at space. A coarse sample, then the limb itself found by
+    bisection between each sample on the Earth and its neighbour off it (the extremes lie on the limb)."""
     xs = np.linspace(*x_range, DISK_SAMPLES)
     ys = np.linspace(*y_range, DISK_SAMPLES)
     xx, yy = np.meshgrid(xs, ys)
-    lon, lat = transformer.transform(xx.ravel(), yy.ravel())
-    lon, lat = np.asarray(lon), np.asarray(lat)
+    lon, lat = (np.asarray(v) for v in transformer.transform(xx, yy))
     ok = np.isfinite(lon) & np.isfinite(lat)
     if not ok.any():
         return None
-    extent = lon_extent(lon[ok])
-    south, north = float(lat[ok].min()), float(lat[ok].max())
-    for pole in (90.0, -90.0):  # a pole inside the grid: every longitude and the pole itself
-        px, py = transformer.transform(0.0, pole, direction="INVERSE")
-        if np.isfinite(px) and np.isfinite(py) and x_range[0] <= px <= x_range[1] and y_range[0] <= py <= y_range[1]:
-            extent, south, north = (-180.0, 180.0), min(south, pole), max(north, pole)
+    limb_lon, limb_lat = _limb(transformer, xx, yy, ok)
+    lon = np.concatenate([lon[ok], limb_lon])
+    lat = np.concatenate([lat[ok], limb_lat])
+    poles = _poles_inside(transformer, x_range, y_range)
+    extent = (-180.0, 180.0) if poles else lon_extent(lon)
     assert extent is not None
+    south = -90.0 if -90.0 in poles else float(lat.min())
+    north = 90.0 if 90.0 in poles else float(lat.max())
     return [extent[0], south, extent[1], north]
+
+
+def _limb(transformer: Any, xx: np.ndarray, yy: np.ndarray, ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Lon/lat of the limb between each pair of row or column neighbours where one is on the Earth and the other
+    off it."""
+    pairs = []
+    for axis in (0, 1):
+        lo = tuple(slice(None, -1) if a == axis else slice(None) for a in (0, 1))
+        hi = tuple(slice(1, None) if a == axis else slice(None) for a in (0, 1))
+        for on, off in ((lo, hi), (hi, lo)):
+            mask = ok[on] & ~ok[off]
+            pairs.append((xx[on][mask], yy[on][mask], xx[off][mask], yy[off][mask]))
+    return _bisect(transformer, *(np.concatenate(column) for column in zip(*pairs, strict=True)))
+
+
+def _bisect(transformer: Any, on_x, on_y, off_x, off_y) -> tuple[np.ndarray, np.ndarray]:
+    for _ in range(LIMB_STEPS):
+        mx, my = (on_x + off_x) / 2, (on_y + off_y) / 2
+        lon, _lat = transformer.transform(mx, my)
+        good = np.isfinite(np.asarray(lon))
+        on_x, on_y = np.where(good, mx, on_x), np.where(good, my, on_y)
+        off_x, off_y = np.where(good, off_x, mx), np.where(good, off_y, my)
+    lon, lat = (np.asarray(v) for v in transformer.transform(on_x, on_y))
+    keep = np.isfinite(lon) & np.isfinite(lat)
+    return lon[keep], lat[keep]

@@ -204,12 +204,17 @@ def _crs_bbox(header: Header, warnings: list[str]) -> list[float] | None:
     """The box of every grid that has a CRS and x/y axes: its outline transformed to lon/lat."""
     boxes: list[list[float]] = []
     seen: set[tuple[int, int, int]] = set()
+    refused: set[int] = set()
     fallback: Any = None
     for var in header.variables.values():
         if len(var.dims) < 2:
             continue
         mapping = _grid_mapping_of(header, var)
         crs = crs_from_attrs(mapping.attrs) if mapping is not None else None
+        if mapping is not None and crs is None and id(mapping) not in refused:
+            refused.add(id(mapping))
+            name = _name_of(header, var)
+            warnings.append(f"grid mapping of {name!r} is not a CRS pyproj understands: no bbox from it")
         if crs is None:
             fallback = _file_crs(header) if fallback is None else fallback
             crs = fallback

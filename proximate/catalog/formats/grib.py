@@ -17,13 +17,25 @@ from proximate.catalog.formats.xarray_backed import add_dataset
 NO_INDEX = {"indexpath": ""}
 
 
+def import_cfgrib():
+    """cfgrib, imported after ``sqlite3`` and ``pyproj``. ecCodes' wheel loads eckit's own libsqlite3 (3.26)
+    into the process's global symbol scope; a ``sqlite3`` or PROJ loaded after it binds to that one: Python's
+    sqlite3 then lacks ``RETURNING`` (the SQLite catalog fails) and PROJ cannot open proj.db ("no database
+    context specified", every CRS refused). Loaded first, both keep their own library (measured here)."""
+    import sqlite3  # noqa: F401, I001 - the order is the point
+
+    import pyproj  # noqa: F401
+
+    import cfgrib
+
+    return cfgrib
+
+
 class GribHandler(FormatHandler):
     name = "grib"
 
     def read_header(self, full: Path) -> tuple[Header, Callable[[], None]]:
-        import cfgrib
-
-        datasets = cfgrib.open_datasets(
+        datasets = import_cfgrib().open_datasets(
             str(full), backend_kwargs=dict(NO_INDEX), decode_times=False, decode_timedelta=False, cache=False
         )
         if not datasets:
