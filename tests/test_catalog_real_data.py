@@ -446,3 +446,44 @@ def test_extract_in_region_names_a_broken_zarr_json(client, region_roots, tmp_pa
                         pure=False).result()  # fmt: skip
     assert rec.status == "error" and "v/zarr.json" in rec.error and "JSONDecodeError" not in rec.error.split(":")[0]
     shutil.rmtree(folder)
+
+
+# -- STAC ------------------------------------------------------------------------------------------------------
+
+
+def test_export_stac_reads_back_with_pystac(tmp_path):
+    import subprocess
+    import sys
+
+    import pystac
+
+    from proximate.catalog.records import DatasetRecord
+
+    recs = [
+        DatasetRecord(id="r1", region="eu", path="laea.nc", format="netcdf", bbox=[-20.0, 30.0, 40.0, 70.0],
+                      time_start="2020-01-01T00:00:00", time_end="2020-12-31T00:00:00", size=10, mtime_ns=1),
+        DatasetRecord(id="r2", region="pacific", path="tm.nc", format="netcdf", bbox=[175.0, -45.0, -175.0, -40.0],
+                      size=5, mtime_ns=1_700_000_000_000_000_000),
+        DatasetRecord(id="r3", region="eu", path="modis.hdf", format="hdf4", status="unsupported",
+                      error="format not supported: modis.hdf is HDF4", size=3, mtime_ns=1),
+    ]  # fmt: skip
+    db = tmp_path / "c.sqlite"
+    with open_catalog("sqlite", sqlite_path=db) as cat:
+        cat.upsert(recs)
+    out = tmp_path / "stac"
+    done = subprocess.run([sys.executable, "-m", "proximate.cli", "catalog", "export-stac", str(out), "--catalog",
+                           str(db)], capture_output=True, text=True, check=True)  # fmt: skip
+    assert done.stdout.strip() == str(out / "catalog.json")
+    root = pystac.Catalog.from_file(str(out / "catalog.json"))
+    collections = {c.id: c for c in root.get_collections()}
+    assert set(collections) == {"eu", "pacific"}
+    items = {i.id: i for c in collections.values() for i in c.get_items()}
+    assert set(items) == {"r1", "r2", "r3"}
+    assert items["r1"].bbox == [-20.0, 30.0, 40.0, 70.0] and items["r1"].geometry["type"] == "Polygon"
+    assert items["r2"].geometry["type"] == "MultiPolygon"  # split at 180
+    assert items["r1"].common_metadata.start_datetime.year == 2020
+    assert (
+        items["r3"].properties["proximate:status"] == "unsupported"
+        and "HDF4" in items["r3"].properties["proximate:error"]
+    )
+    assert items["r1"].assets["data"].href.endswith("eu:laea.nc")
