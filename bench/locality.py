@@ -21,11 +21,11 @@ from pathlib import Path
 
 import xarray as xr
 
-from proximate import synthetic
 from proximate.cluster import LocalRegionalCluster
 from proximate.io import open_dataset
 from proximate.locality_report import locality
 from proximate.pools import compute, propagate_pools
+from proximate.testing import synthetic
 
 NLAT, NLON, HEIGHTS = 180, 360, 16
 

@@ -14,8 +14,10 @@ Everything runs through Prefect (a temporary local server) with state, blocks an
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 FORECAST_REGION = "ecmwf"
@@ -25,7 +27,7 @@ REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "re
 
 def generate(staging: Path) -> dict[str, list[Path]]:
     """Files per region, under staging/<region>/..."""
-    from proximate import synthetic
+    from proximate.testing import synthetic
 
     files: dict[str, list[Path]] = {FORECAST_REGION: [], OBSERVATIONS_REGION: []}
     fc = staging / FORECAST_REGION / "forecast" / "air_temperature.nc"
@@ -61,26 +63,79 @@ def upload(endpoint: str, files: dict[str, list[Path]], staging: Path) -> None:
             s3.upload_file(str(p), bucket, key)
 
 
+def demo_environment(workdir: Path, current: Mapping[str, str]) -> dict[str, str]:
+    """The environment variables the demo sets, given the current environment (which it leaves unchanged).
+
+    Prefect state under the workdir unless PREFECT_HOME is set, never telemetry, and credentials for the local
+    S3 server unless some are set already.
+
+    Args:
+        workdir: the demo's folder (resolved).
+        current: the environment the demo starts in, e.g. ``os.environ``.
+
+    Returns:
+        The variables to set and their values.
+    """
+    defaults = {
+        "PREFECT_HOME": str(workdir / "prefect"),
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",  # ~30 s on 2 cores
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+        "AWS_ACCESS_KEY_ID": "demo",  # moto accepts any credentials
+        "AWS_SECRET_ACCESS_KEY": "demo-secret",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    forced = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+    return {**{k: v for k, v in defaults.items() if k not in current}, **forced}
+
+
+@contextlib.contextmanager
+def environment(changes: Mapping[str, str]) -> Iterator[None]:
+    """Set ``changes`` in ``os.environ`` for the block, then put back what was there (or nothing).
+
+    The demo configures through the environment, not arguments, because that is where Prefect reads its
+    settings (at import and when it starts its server) and what the scheduler, worker and S3 server processes
+    it starts inherit.
+
+    Args:
+        changes: variables to set and their values.
+    """
+    previous = {k: os.environ.get(k) for k in changes}
+    os.environ.update(changes)
+    try:
+        yield
+    finally:
+        for k, v in previous.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def run_demo(workdir: Path, *, workers_per_region: int = 2) -> dict:
+    """Run the demo in ``workdir``, in the environment of ``demo_environment`` for its length.
+
+    Args:
+        workdir: where regions' data, the catalog, Prefect state and results go (created if missing).
+        workers_per_region: Dask worker processes per region.
+
+    Returns:
+        The analysis flows' results by name (``"compare"``, ``"seasonal"``).
+    """
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("PREFECT_HOME", str(workdir / "prefect"))
-    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-    os.environ["DO_NOT_TRACK"] = "1"
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")  # ~30 s on 2 cores
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "demo")  # moto accepts any credentials
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "demo-secret")
-    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    with environment(demo_environment(workdir, os.environ)):
+        return _run_demo(workdir, workers_per_region)
 
+
+def _run_demo(workdir: Path, workers_per_region: int) -> dict:
     from blocks.catalog import CatalogConfig
     from blocks.region import Region
     from flows.analysis import compare_forecast_to_observations, seasonal_mean
     from flows.nightly import nightly_region
     from proximate.catalog.query import DatasetQuery
     from proximate.cluster import LocalRegionalCluster
-    from proximate.local_s3 import local_s3_server
     from proximate.plots import plot_png
+    from proximate.testing.local_s3 import local_s3_server
 
     t0 = time.perf_counter()
     staging = workdir / "staging"

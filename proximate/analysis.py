@@ -215,6 +215,17 @@ def statistics_row(da: xr.DataArray) -> dict:
     }
 
 
+def reduction_rows(datasets: Sequence[RegionPath], results: Sequence[xr.Dataset]) -> list[dict]:
+    """One table row per dataset and reduction: shape, mean, min and max of each computed reduction."""
+    rows = []
+    for where, result in zip(datasets, results, strict=True):
+        for name, da in result.data_vars.items():
+            row = {"dataset": str(where), "statistic": name}
+            row.update({k: v for k, v in statistics_row(da).items() if k in ("shape", "mean", "min", "max")})
+            rows.append(row)
+    return rows
+
+
 # -- choosing datasets ------------------------------------------------------------------------------------------
 
 

@@ -7,10 +7,14 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from proximate.regions import RegionError, validate_region_name
+
+if TYPE_CHECKING:
+    from importlib.metadata import EntryPoint
 
 
 def _terminate_on_sigterm() -> None:
@@ -97,11 +101,57 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0  # pragma: no cover
 
 
+COMMANDS_GROUP = "proximate.commands"
+# The demo extra, as the demo's S3 server needs it: moto, and the web framework moto's server runs on.
+DEMO_EXTRA_MODULES = ("moto", "flask")
+
+
+class CommandUnavailableError(ValueError):
+    """A command whose part is not installed: exit status 2, as for bad input, with the fix in the message."""
+
+
+def find_command(name: str, entry_points: Iterable[EntryPoint] | None = None) -> Callable[..., Any]:
+    """The function registered as command ``name`` in the ``proximate.commands`` entry points.
+
+    Commands that live outside the core (the full demo runs the Prefect flows) are found this way so that
+    ``proximate/`` never imports their packages; look-ups happen when a command runs, never at start-up.
+
+    Args:
+        name: the entry point's name, e.g. ``"demo"``.
+        entry_points: where to look; by default the installed ones of the group.
+
+    Returns:
+        The loaded entry point (importing its module).
+
+    Raises:
+        CommandUnavailableError: no entry point of that name (the installation predates it).
+    """
+    if entry_points is None:
+        from importlib.metadata import entry_points as installed
+
+        entry_points = installed(group=COMMANDS_GROUP)
+    for entry_point in entry_points:
+        if entry_point.name == name:
+            return entry_point.load()
+    raise CommandUnavailableError(
+        f"no {name!r} command is installed (entry point group {COMMANDS_GROUP!r}): reinstall proximate, "
+        "pip install -e '.[demo]'"
+    )
+
+
+def _require_demo_extra() -> None:
+    from importlib.util import find_spec
+
+    if any(find_spec(module) is None for module in DEMO_EXTRA_MODULES):
+        raise CommandUnavailableError("the demo needs the demo extra: pip install 'proximate[demo]'")
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    if args.quick:  # the cluster part only, no Prefect
-        from proximate.demo import run_demo
+    if args.quick:  # the cluster part only: generated data, no S3 server, no Prefect
+        from proximate.testing.quick_demo import run_demo
     else:  # the full demo lives with the flows it runs (the core does not import Prefect)
-        from flows.demo import run_demo
+        _require_demo_extra()
+        run_demo = find_command("demo")
 
     _terminate_on_sigterm()
     run_demo(workdir=Path(args.workdir), workers_per_region=args.workers_per_region)

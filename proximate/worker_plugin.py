@@ -1,15 +1,25 @@
-"""Worker preload (``dask worker --preload proximate.worker_plugin``): check the worker's region before it joins.
+"""Worker preload (``dask worker --preload proximate.worker_plugin``): check the worker's region before it joins,
+then install the worker plugin ``SecedeWhileClientsBlock``.
 
 A worker that would advertise a region it cannot serve (no root, or a resource that does not match) must not
 join: it would accept pinned tasks and fail them all.
+
+``SecedeWhileClientsBlock`` changes process-wide state: while it is installed, ``distributed.Client.__enter__``
+and ``__exit__`` of this process are wrapped so that a task opening a synchronous client secedes (see the
+class). distributed has no hook for "a task opened a client", hence the patch; the plugin owns it, putting it in
+place on setup and the original methods back on teardown (when the worker closes).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
+
+from distributed import Client, WorkerPlugin, rejoin, secede
+from distributed.worker import thread_state
 
 from proximate.regions import REGION_ENV, ROOT_ENV, pool_resource, validate_region_name
 
@@ -33,20 +43,53 @@ def check_worker_region(region: str | None, root: str | None, resources: dict[st
 
 
 def _in_task_thread() -> bool:
-    from distributed.worker import thread_state
-
     return getattr(thread_state, "key", None) is not None and getattr(thread_state, "actor", False) is False
 
 
-def secede_while_clients_block() -> None:
+class SecedeWhileClientsBlock(WorkerPlugin):
     """A task that opens a synchronous Client (prefect-dask's ``get_dask_client()`` does) waits on work that may
-    need its own thread: with every thread of a region so occupied, the region deadlocks. Make such a task
-    secede (free its thread, as ``worker_client()`` does) while the client is open, and rejoin after."""
-    from distributed import Client, rejoin, secede
+    need its own thread: with every thread of a region so occupied, the region deadlocks. While this plugin is
+    installed, such a task secedes (frees its thread, as ``worker_client()`` does) while the client is open, and
+    rejoins after.
 
-    if getattr(Client, "_proximate_secedes", False):
-        return
-    enter, exit_ = Client.__enter__, Client.__exit__
+    It does so by wrapping ``distributed.Client.__enter__`` and ``__exit__`` of the whole process (distributed
+    has no hook for a client opened in a task): ``setup`` puts the wrappers in place, ``teardown`` puts the
+    original methods back. Both are idempotent, and with several workers in one process (one plugin each) the
+    originals come back when the last of them tears down.
+    """
+
+    name = "proximate-secede-while-clients-block"
+    # The plugins that have the patch in place: there is one Client class per process, whatever the workers.
+    _owners: ClassVar[set[SecedeWhileClientsBlock]] = set()
+    _originals: ClassVar[tuple[Callable[..., Any], Callable[..., Any]] | None] = None
+
+    def setup(self, worker: Any = None) -> None:
+        """Wrap ``Client.__enter__``/``__exit__`` unless already wrapped.
+
+        Args:
+            worker: the worker installing the plugin (unused: the patch is process-wide).
+        """
+        cls = SecedeWhileClientsBlock
+        if cls._originals is None:
+            cls._originals = (Client.__enter__, Client.__exit__)
+            Client.__enter__, Client.__exit__ = _seceding(*cls._originals)  # type: ignore[method-assign]
+        cls._owners.add(self)
+
+    def teardown(self, worker: Any = None) -> None:
+        """Put the original ``Client.__enter__``/``__exit__`` back once no installed plugin is left.
+
+        Args:
+            worker: the worker removing the plugin (unused: the patch is process-wide).
+        """
+        cls = SecedeWhileClientsBlock
+        cls._owners.discard(self)
+        if not cls._owners and cls._originals is not None:
+            Client.__enter__, Client.__exit__ = cls._originals  # type: ignore[method-assign]
+            cls._originals = None
+
+
+def _seceding(enter: Callable[..., Any], exit_: Callable[..., Any]) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """``Client.__enter__``/``__exit__`` that secede and rejoin around a synchronous client opened in a task."""
 
     def __enter__(self: Any) -> Any:
         result = enter(self)
@@ -63,9 +106,7 @@ def secede_while_clients_block() -> None:
                 self._proximate_seceded = False
                 rejoin()
 
-    Client.__enter__ = __enter__  # type: ignore[method-assign]
-    Client.__exit__ = __exit__  # type: ignore[method-assign]
-    Client._proximate_secedes = True  # type: ignore[attr-defined]
+    return __enter__, __exit__
 
 
 async def dask_setup(worker: Any) -> None:
@@ -79,4 +120,4 @@ async def dask_setup(worker: Any) -> None:
         await worker.close(nanny=True, reason=f"proximate: {exc}")
         raise
     worker.proximate_region = region
-    secede_while_clients_block()
+    await worker.plugin_add(SecedeWhileClientsBlock(), catch_errors=False)

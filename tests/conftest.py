@@ -30,7 +30,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 
 REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 
-from proximate.local_s3 import free_port  # noqa: E402, F401 - tests import it from here; after the env setup
+from proximate.testing.local_s3 import free_port  # noqa: E402, F401 - tests import it from here; after the env setup
 
 # -- Prefect ---------------------------------------------------------------------------------------------------
 
@@ -51,7 +51,7 @@ def prefect_server() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[str]:
     """A moto S3 server process on loopback; yields its endpoint URL."""
-    from proximate.local_s3 import local_s3_server
+    from proximate.testing.local_s3 import local_s3_server
 
     with local_s3_server() as url:
         yield url

@@ -9,8 +9,8 @@ import pytest
 import xarray as xr
 
 from flows.analysis import compare_forecast_to_observations
-from proximate import synthetic
 from proximate.analysis import AnalysisInputError, ByteBudget
+from proximate.testing import synthetic
 
 FC = "flows/forecast.nc"
 OBS_SAME = "flows/obs_same_grid.nc"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ from distributed import Client
 
 from proximate.cluster import LocalRegionalCluster, validate_regions
 from proximate.regions import RegionError
+from proximate.worker_plugin import SecedeWhileClientsBlock
 
 PROXIMATE = str(Path(sys.executable).with_name("proximate"))
 
@@ -50,6 +52,28 @@ def test_workers_have_names_resources_and_roots(client, cluster, region_roots):
     assert len(set(pids.values())) == 4 and os.getpid() not in pids.values()
 
 
+def test_workers_run_the_secede_plugin_which_owns_its_patch(client):
+    assert all(client.run(lambda dask_worker: SecedeWhileClientsBlock.name in dask_worker.plugins).values())
+    original = (Client.__enter__, Client.__exit__)
+    first, second = SecedeWhileClientsBlock(), SecedeWhileClientsBlock()
+    try:
+        first.setup()
+        patched = (Client.__enter__, Client.__exit__)
+        assert patched != original
+        first.setup()  # idempotent: wraps once
+        second.setup()  # a second worker in the same process shares the one patch
+        assert (Client.__enter__, Client.__exit__) == patched
+        first.teardown()
+        assert (Client.__enter__, Client.__exit__) == patched  # the second still needs it
+        second.teardown()
+        assert (Client.__enter__, Client.__exit__) == original
+        second.teardown()  # idempotent
+        assert (Client.__enter__, Client.__exit__) == original
+    finally:
+        first.teardown()
+        second.teardown()
+
+
 def _descendants(pid: int) -> set[int]:
     try:
         return {p.pid for p in psutil.Process(pid).children(recursive=True)}
@@ -84,8 +108,8 @@ def test_cluster_up_cli_serves_two_regions_and_sigterm_reaps_everything(tmp_path
         with Client(line, timeout=30) as c:
             workers = c.scheduler_info(n_workers=-1)["workers"].values()
             assert sorted(tuple(w["resources"]) for w in workers) == [("pool-a",), ("pool-b",)]
-        proc.terminate()  # SIGTERM
-        assert proc.wait(timeout=60) is not None
+        proc.terminate()  # SIGTERM: the CLI turns it into SystemExit(128 + 15) and closes the cluster on the way
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM, proc.stderr.read()
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import xarray as xr
 
 
@@ -38,3 +40,19 @@ def test_end_to_end_demo(prefect_server, tmp_path, capsys):
         assert res.cross_region_bytes <= 1.1 * minimum, (name, res)
         assert (tmp_path / "demo" / "results" / f"{res.output.rsplit('/', 1)[1][:-3]}.png").stat().st_size > 1000
     assert len(results["seasonal"].datasets) == 2  # one year in each region
+
+
+def test_demo_environment_is_one_explicit_dict_applied_for_the_demo_only(tmp_path, monkeypatch):
+    from flows.demo import demo_environment, environment
+
+    monkeypatch.setenv("DO_NOT_TRACK", "0")
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    env = demo_environment(tmp_path, {"PREFECT_HOME": "/somewhere/else", "AWS_ACCESS_KEY_ID": "mine"})
+    assert "PREFECT_HOME" not in env and "AWS_ACCESS_KEY_ID" not in env  # what the caller set stays
+    assert env["DO_NOT_TRACK"] == "1" and env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"  # never telemetry
+    assert env["AWS_DEFAULT_REGION"] == "us-east-1" and env["AWS_SECRET_ACCESS_KEY"] == "demo-secret"
+    assert demo_environment(tmp_path, {})["PREFECT_HOME"] == str(tmp_path / "prefect")
+    before = dict(os.environ)
+    with environment(env):
+        assert os.environ["DO_NOT_TRACK"] == "1" and os.environ["AWS_DEFAULT_REGION"] == "us-east-1"
+    assert dict(os.environ) == before  # changed values back, added ones gone

@@ -11,8 +11,8 @@ from prefect import flow, task
 from prefect_dask import DaskTaskRunner, get_dask_client
 
 import proximate
-from proximate import synthetic
 from proximate.pools import pool
+from proximate.testing import synthetic
 
 SMALL = "prefect/small_forecast.nc"
 

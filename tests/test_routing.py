@@ -12,7 +12,6 @@ import pytest
 import xarray as xr
 
 import proximate
-from proximate import synthetic
 from proximate.client import worker_regions
 from proximate.cluster import LocalRegionalCluster
 from proximate.datasets import RegionPath
@@ -20,6 +19,7 @@ from proximate.errors import RegionUnavailableError
 from proximate.io import open_local
 from proximate.pools import pool, propagate_pools
 from proximate.scheduler_plugin import scheduler_regions
+from proximate.testing import synthetic
 
 PRED = "metoffice/predictions.nc"
 OBS = "metoffice/observations.nc"

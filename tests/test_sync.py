@@ -37,7 +37,9 @@ from proximate.sync import (
     safe_relative_path,
     sync,
 )
-from proximate.sync.source import ChecksumError, ObjectAddress, Source
+from proximate.sync.checksums import ChecksumError
+from proximate.sync.sources import ObjectAddress
+from proximate.sync.sources import open_source as Source
 
 MiB = 2**20
 BUCKET = "data"
@@ -345,17 +347,27 @@ def test_a_direct_write_the_file_system_refuses_goes_through_the_page_cache(tmp_
     descriptor drops O_DIRECT and the same bytes are written through the page cache instead of failing."""
     import fcntl
 
-    from proximate.sync import engine
+    from proximate.sync import durable
 
-    fd, direct = engine._open_temp(tmp_path / "t", True)
+    fd, direct = durable.open_temp(tmp_path / "t", True)
     try:
         if not direct:
             pytest.skip("this file system has no direct I/O")
-        engine._write_direct(fd, memoryview(b"fifteen  bytes!"), 3)  # unaligned memory, offset and length
+        durable.write_direct(fd, memoryview(b"fifteen  bytes!"), 3)  # unaligned memory, offset and length
         assert not fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT
     finally:
         os.close(fd)
     assert (tmp_path / "t").read_bytes() == b"\0\0\0fifteen  bytes!"
+
+
+def test_direct_io_is_decided_when_a_sync_starts(monkeypatch):
+    """``direct`` given wins; left to None, PROXIMATE_SYNC_DIRECT is read at the call, not when the module loaded."""
+    from proximate.sync import durable
+
+    monkeypatch.setenv("PROXIMATE_SYNC_DIRECT", "0")
+    assert durable.direct_wanted(None) is False and durable.direct_wanted(True) is True
+    monkeypatch.delenv("PROXIMATE_SYNC_DIRECT")
+    assert durable.direct_wanted(None) is True and durable.direct_wanted(False) is False
 
 
 def test_keys_that_need_escaping_in_a_url_are_signed_and_fetched(s3, tmp_path):
@@ -648,7 +660,7 @@ def test_file_url_staging_source_is_mirrored_incrementally(tmp_path):
 
 
 def test_error_reports_blank_presigned_url_credentials():
-    from proximate.sync.source import describe
+    from proximate.sync.retry import describe
 
     text = describe(OSError("GET http://h/b/k?X-Amz-Credential=AKIDSECRET%2F1&X-Amz-Signature=f00d&x=1 failed"))
     assert "AKIDSECRET" not in text and "f00d" not in text and text.startswith("OSError: GET http://h/b/k?")
@@ -691,6 +703,56 @@ def test_storage_options_build_the_client_s3fs_would_build(options):
     theirs = asyncio.run(describe_client({**options, "session": AioSession()}))  # a key only s3fs knows
     assert ours[0] is True and theirs[0] is False
     assert ours[1:] == theirs[1:]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"key": "AKIDTOP", "secret": "s3cr3t", "token": "tok"},
+        {},  # the environment's
+        {"client_kwargs": {"aws_access_key_id": "AKIDCK", "aws_secret_access_key": "ck", "aws_account_id": "1234"}},
+        {"key": "AKIDKEYONLY"},  # no secret: botocore and s3fs alike refuse to build the client
+    ],
+    ids=["explicit", "environment", "client-kwargs", "key-only"],
+)
+@pytest.mark.parametrize("through", ["botocore", "s3fs"])
+def test_reads_are_signed_with_the_credentials_botocore_signs_with(options, through):
+    """The credentials object reads are signed with (taken through public API: the client's config, the session
+    it was built from, the keys given to it) are the very ones botocore's own signer holds and presigns with,
+    for botocore's client and s3fs's alike. The test may look inside botocore; the code does not."""
+    from urllib.parse import parse_qs, urlsplit
+
+    from aiobotocore.session import AioSession
+    from botocore.exceptions import PartialCredentialsError
+
+    from proximate.sync.s3client import open_client
+
+    opts = {**options, "endpoint_url": "http://127.0.0.1:9", "config_kwargs": {"signature_version": "s3v4"}}
+    if through == "s3fs":
+        opts["session"] = AioSession()
+
+    async def compare() -> None:
+        if "secret" not in options and "key" in options:
+            with pytest.raises(PartialCredentialsError):
+                await open_client(opts)
+            return
+        client = await open_client(opts)
+        try:
+            ours = await client.credentials()
+            held = client._client._request_signer._credentials
+            theirs = held.get_frozen_credentials()
+            theirs = await theirs if asyncio.iscoroutine(theirs) else theirs
+            assert ours == theirs
+            url = await client.call(
+                "generate_presigned_url", ClientMethod="get_object", Params={"Bucket": "b", "Key": "k"}
+            )
+            query = parse_qs(urlsplit(url).query)
+            assert query["X-Amz-Credential"][0].startswith(f"{ours.access_key}/")
+            assert query.get("X-Amz-Security-Token", [None])[0] == ours.token
+        finally:
+            await client.close()
+
+    asyncio.run(compare())
 
 
 def test_conflicting_storage_options_are_refused_by_name():

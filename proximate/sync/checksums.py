@@ -3,9 +3,8 @@
 S3 offers the MD5 ETag (single-part uploads without SSE-KMS), the multipart ETag (the MD5 of the parts' MD5s,
 ``-N``) and, for objects uploaded with one (boto3's default since 2025), an additional checksum: CRC32, CRC32C,
 SHA-1 or SHA-256 over the whole object, or COMPOSITE (the checksum of the parts' checksums, ``-N``). A CRC costs a
-fraction of MD5's CPU (on the development machine: CRC32C 10 GiB/s, CRC32 through ISA-L 5.6 GiB/s or 1.5 GiB/s
-through zlib, MD5 0.4 GiB/s), and hashing is most of a sync's CPU after the copies themselves, so the cheapest
-checksum the store offers is the one checked.
+fraction of MD5's CPU (CRC32C in hardware, CRC32 through ISA-L's SIMD code, or zlib's), and hashing is most of a
+sync's CPU after the copies themselves, so the cheapest checksum the store offers is the one checked.
 """
 
 from __future__ import annotations
@@ -43,7 +42,7 @@ class _Crc:
         return self._value.to_bytes(4, "big")
 
 
-try:  # ISA-L's CRC32 (SIMD, releases the GIL); zlib's gives the same values, 4x slower
+try:  # ISA-L's CRC32 (SIMD, releases the GIL); zlib's gives the same values, more slowly
     from isal.isal_zlib import crc32 as _crc32
 except ImportError:  # pragma: no cover - no isal wheel for this platform
     _crc32 = zlib.crc32

@@ -4,8 +4,8 @@ Storage options speak s3fs's vocabulary (``key``, ``secret``, ``token``, ``anon`
 ``client_kwargs``, ``config_kwargs``, ...), which is what Region blocks and users pass. With only those, the client
 is botocore's own, built the way s3fs's ``set_session`` builds its aiobotocore client (the same translation and
 the same timeouts): the sync needs nothing of s3fs but that client (it lists with raw ``list_objects_v2`` pages
-and reads through :mod:`proximate.sync.transport`), and importing s3fs, aiobotocore, aiohttp and httpx cost 0.4 s
-of CPU before a one-shot sync's first byte, against 0.08 s for the botocore client. Any other option (an
+and reads through :mod:`proximate.sync.transport`), and importing s3fs, aiobotocore, aiohttp and httpx costs
+several times the CPU of botocore's client before a one-shot sync's first byte. Any other option (an
 aiobotocore ``session``, ``cache_regions``, ...) is s3fs's alone to interpret, so such a source gets s3fs's client.
 """
 
@@ -18,6 +18,7 @@ import inspect
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from botocore import UNSIGNED
 from botocore.credentials import ReadOnlyCredentials
 
 #: Options translated here; any other one sends the source through s3fs itself.
@@ -55,8 +56,6 @@ def client_arguments(options: Mapping[str, Any]) -> tuple[str | None, dict[str, 
     config.setdefault("connect_timeout", CONNECT_TIMEOUT)
     config.setdefault("read_timeout", READ_TIMEOUT)
     if options.get("anon"):
-        from botocore import UNSIGNED
-
         secrets = {"aws_access_key_id", "aws_secret_access_key", "aws_session_token"}
         init = {k: v for k, v in init.items() if k not in secrets}
         client_kwargs = {k: v for k, v in client_kwargs.items() if k not in secrets}
@@ -67,8 +66,8 @@ def client_arguments(options: Mapping[str, Any]) -> tuple[str | None, dict[str, 
 @contextlib.contextmanager
 def gc_paused() -> Iterator[None]:
     """No garbage collection while heavy modules import: the tens of thousands of objects an import creates are
-    not garbage, yet each collection they trigger walks them all again (measured: 0.06 s of the 0.45 s the
-    first s3fs source took to create)."""
+    not garbage, yet each collection they trigger walks them all again, a sizeable share of the first source's
+    start-up."""
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -80,10 +79,28 @@ def gc_paused() -> Iterator[None]:
 
 class S3Client:
     """One client's calls, awaited alike whichever client is underneath: botocore's (blocking, so each call runs
-    in a thread) or the aiobotocore one of an s3fs file system."""
+    in a thread) or the aiobotocore one of an s3fs file system.
 
-    def __init__(self, client: Any, *, blocking: bool, fs: Any = None) -> None:
+    Args:
+        client: The botocore or aiobotocore S3 client.
+        blocking: Whether ``client`` is botocore's (its calls block).
+        session: The botocore or aiobotocore session ``client`` was created from.
+        explicit: The credentials given to ``create_client`` itself, if any (see :func:`explicit_credentials`).
+        fs: The s3fs file system that owns ``client``, if one does.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        blocking: bool,
+        session: Any,
+        explicit: ReadOnlyCredentials | None = None,
+        fs: Any = None,
+    ) -> None:
         self._client, self.blocking, self.fs = client, blocking, fs
+        self._session, self._explicit = session, explicit
+        self._unsigned = client.meta.config.signature_version is UNSIGNED
 
     @property
     def region(self) -> str:
@@ -96,12 +113,19 @@ class S3Client:
         return await method(**kwargs)
 
     async def credentials(self) -> ReadOnlyCredentials | None:
-        """The frozen credentials requests are signed with; None when the client does not sign (anonymous)."""
-        credentials = self._client._request_signer._credentials
+        """The frozen credentials requests are signed with; None when the client does not sign (anonymous).
+
+        These are the ones botocore's ``create_client`` (and aiobotocore's) gives the client's signer: none for
+        an unsigned client, else the key and secret passed to it, else its session's (refreshed as they would
+        be for the client, since it holds the same credentials object)."""
+        if self._unsigned:
+            return None
+        if self._explicit is not None:
+            return self._explicit
+        credentials = await _resolved(self._session.get_credentials())
         if credentials is None:
             return None
-        frozen = credentials.get_frozen_credentials()
-        return await frozen if inspect.isawaitable(frozen) else frozen
+        return await _resolved(credentials.get_frozen_credentials())
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -109,6 +133,23 @@ class S3Client:
                 self._client.close()
             else:
                 await self._client.__aexit__(None, None, None)
+
+
+async def _resolved(value: Any) -> Any:
+    """``value``, awaited if it is awaitable (aiobotocore's credential calls are coroutines, botocore's not)."""
+    return await value if inspect.isawaitable(value) else value
+
+
+def explicit_credentials(create_client_kwargs: Mapping[str, Any]) -> ReadOnlyCredentials | None:
+    """The credentials ``create_client(**create_client_kwargs)`` signs with regardless of its session: an access
+    key and a secret given together (with the session token and account id, if any), as botocore and aiobotocore
+    read them; None leaves it to the session."""
+    key = create_client_kwargs.get("aws_access_key_id")
+    secret = create_client_kwargs.get("aws_secret_access_key")
+    if key is None or secret is None:
+        return None
+    token, account = create_client_kwargs.get("aws_session_token"), create_client_kwargs.get("aws_account_id")
+    return ReadOnlyCredentials(key, secret, token, account)
 
 
 def _botocore_session(profile: str | None) -> Any:
@@ -138,8 +179,9 @@ async def open_client(options: Mapping[str, Any]) -> S3Client:
         with gc_paused():
             from botocore.config import Config
 
-            client = _botocore_session(profile).create_client("s3", config=Config(**config), **kwargs)
-        return S3Client(client, blocking=True)
+            session = _botocore_session(profile)
+            client = session.create_client("s3", config=Config(**config), **kwargs)
+        return S3Client(client, blocking=True, session=session, explicit=explicit_credentials(kwargs))
     options = dict(options)
     options.setdefault("use_listings_cache", False)
     if "session" not in options and "profile" not in options:
@@ -149,4 +191,7 @@ async def open_client(options: Mapping[str, Any]) -> S3Client:
 
         fs = fsspec.filesystem("s3", asynchronous=True, skip_instance_cache=True, **options)
         client = await fs.set_session()
-    return S3Client(client, blocking=False, fs=fs)
+    # s3fs creates its client from fs.session, with its key, secret and token overridden by its client_kwargs
+    given = {"aws_access_key_id": fs.key, "aws_secret_access_key": fs.secret, "aws_session_token": fs.token}
+    explicit = explicit_credentials({**given, **fs.client_kwargs})
+    return S3Client(client, blocking=False, session=fs.session, explicit=explicit, fs=fs)

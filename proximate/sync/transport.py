@@ -1,8 +1,8 @@
 """HTTP connections for object reads, one keep-alive connection per reading thread and host.
 
 Reads go straight through the standard library's ``http.client`` when no proxy applies to the host: urllib3's
-pool costs about 0.3 ms of CPU per request on top (URL parsing, a liveness poll and two timeout system calls per
-request, each a GIL hand-over among the reading threads), a fifth of what a 1 MiB object costs in all. Where the
+pool costs CPU per request on top (URL parsing, a liveness poll and two timeout system calls per request, each a
+GIL hand-over among the reading threads), a sizeable share of what a MiB-sized object costs in all. Where the
 environment names a proxy for the host (as botocore, which lists the bucket, would use it), reads go through
 urllib3's ``ProxyManager`` instead, which speaks to HTTP proxies and tunnels TLS through them.
 """

@@ -45,7 +45,7 @@ def forecast(*, realizations: int = 4, heights: int = 16, nlat: int = 90, nlon: 
             "Conventions": "CF-1.8",
             "title": "Synthetic ensemble forecast",
             "institution": "proximate",
-            "source": "proximate.synthetic.forecast",
+            "source": "proximate.testing.synthetic.forecast",
         },
     )
     return ds
@@ -68,7 +68,7 @@ def observations(*, nlat: int = 90, nlon: int = 180, seed: int = 1) -> xr.Datase
             "Conventions": "CF-1.8",
             "title": "Synthetic gridded observations",
             "institution": "proximate",
-            "source": "proximate.synthetic.observations",
+            "source": "proximate.testing.synthetic.observations",
         },
     )
 
@@ -122,6 +122,6 @@ def daily_temperature(
             "Conventions": "CF-1.8",
             "title": f"Synthetic daily temperature from {start}",
             "institution": "proximate",
-            "source": "proximate.synthetic.daily_temperature",
+            "source": "proximate.testing.synthetic.daily_temperature",
         },
     )

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from proximate import synthetic
 from proximate.cluster import LocalRegionalCluster
 from proximate.io import open_dataset
 from proximate.locality_report import locality
 from proximate.pools import propagate_pools
+from proximate.testing import synthetic
 
 FORECAST_REGION = "ecmwf"
 OBSERVATIONS_REGION = "gcp"

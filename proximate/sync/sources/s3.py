@@ -1,0 +1,218 @@
+"""An S3 prefix as a source: raw ``list_objects_v2`` pages, HEADs for stored checksums and part sizes, and
+ranged GETs with SigV4-signed headers over plain keep-alive connections.
+
+The client (:mod:`proximate.sync.s3client`, built from s3fs-style storage options) lists with raw
+``list_objects_v2`` pages so every key is seen exactly as stored, hostile ones included. Object bytes are read
+by :meth:`S3Source.fetch` in worker threads, blocking, over one keep-alive connection per thread
+(:mod:`proximate.sync.transport`): receiving, hashing and writing all release the GIL, so the reads of several
+objects use every core, where one event loop receiving every byte would run on one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from botocore.utils import percent_encode
+
+from proximate.sync.s3client import S3Client, open_client
+from proximate.sync.sources.base import ObjectAddress, RemoteObject, Sink, SourceError, ThreadedSource
+from proximate.sync.transport import Connections
+
+#: Bytes of an error response read to find its S3 error code.
+ERROR_BODY_LIMIT = 64 * 1024
+#: Seconds a presigned URL (anonymous reads, or botocore signing other than SigV4) stays valid.
+PRESIGN_EXPIRES = 3600
+#: Keys per listing page (S3's maximum).
+LIST_PAGE = 1000
+#: Connections botocore and the reading transport keep at least.
+MIN_POOL = 10
+
+_ERROR_CODE = re.compile(rb"<Code>([^<]{1,100})</Code>")
+
+
+class S3ReadError(OSError):
+    """A GET answered with an error status; shaped like botocore's errors so retry rules apply alike."""
+
+    def __init__(self, key: str, status: int, code: str | None) -> None:
+        super().__init__(f"GET of {key!r} answered HTTP {status} {code or ''}".rstrip())
+        self.response = {"ResponseMetadata": {"HTTPStatusCode": status}, "Error": {"Code": code or str(status)}}
+
+
+def is_s3_url(url: str) -> bool:
+    """Whether ``url`` names an S3 bucket (``s3://`` or ``s3a://``)."""
+    protocol, sep, _ = url.partition("://")
+    return bool(sep) and protocol in ("s3", "s3a")
+
+
+class S3Source(ThreadedSource):
+    """An S3 prefix opened for one run (see :class:`~proximate.sync.sources.base.Source`): ``s3://bucket/prefix``
+    (or ``s3a://``), the prefix read as a folder, with s3fs-style storage options (see
+    :mod:`proximate.sync.s3client`); arguments as :class:`~proximate.sync.sources.base.ThreadedSource` takes them.
+
+    Raises:
+        SourceError: The URL names no bucket.
+    """
+
+    def _configure(self, options: dict[str, Any]) -> None:
+        _, _, path = self.url.partition("://")
+        client_kwargs = options.get("client_kwargs") or {}
+        self._verify: Any = client_kwargs.get("verify")
+        config = dict(options.pop("config_kwargs", None) or {})
+        config.setdefault("max_pool_connections", max(MIN_POOL, self.concurrency))
+        # Retries are ours (bounded, with jitter, per request); botocore's would multiply them.
+        config.setdefault("retries", {"max_attempts": 1, "mode": "standard"})
+        # Bodies are checked here (size, MD5 ETag or multipart ETag); a second CRC pass only costs CPU.
+        config.setdefault("response_checksum_validation", "when_required")
+        # SigV4: a GET signs x-amz-checksum-mode, so S3 answers with the object's stored checksum.
+        config.setdefault("signature_version", "s3v4")
+        options["config_kwargs"] = config
+        self._options = options
+        bucket, _, prefix = path.partition("/")
+        if not bucket:
+            raise SourceError(f"source {self.url!r} names no bucket")
+        self.bucket = bucket
+        self.prefix = prefix if prefix == "" or prefix.endswith("/") else prefix + "/"
+        self._client: S3Client | None = None
+        self._url_base: str | None = None
+        self._http: Connections | None = None
+
+    async def __aenter__(self) -> S3Source:
+        await super().__aenter__()
+        self._client = await open_client(self._options)
+        # Object bytes travel over plain HTTP connections with signed headers: botocore's per-response work
+        # (hooks, header and date parsing) costs more CPU than the transfer itself for MiB-sized objects.
+        self._http = Connections(self._verify, max(MIN_POOL, self.concurrency))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await super().__aexit__(*exc)
+        if self._http is not None:
+            self._http.close()
+            self._http = None
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    @property
+    def client(self) -> S3Client:
+        assert self._client is not None, "source is not open"
+        return self._client
+
+    # -- listing -----------------------------------------------------------------------------------------------
+
+    async def _list(self) -> list[RemoteObject]:
+        out: list[RemoteObject] = []
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self.prefix, "MaxKeys": LIST_PAGE}
+            if token:
+                kwargs["ContinuationToken"] = token
+            page = await self._retry(lambda kw=kwargs: self.client.call("list_objects_v2", **kw))
+            for item in page.get("Contents", []):
+                key = item["Key"]
+                etag = (item.get("ETag") or "").strip('"') or None
+                fingerprint = f"etag:{etag}" if etag else f"mtime:{item.get('LastModified')}"
+                out.append(RemoteObject(key, key[len(self.prefix) :], int(item["Size"]), fingerprint, etag))
+            if not page.get("IsTruncated"):
+                return out
+            token = page.get("NextContinuationToken")
+            if not token:
+                return out
+
+    # -- reading -----------------------------------------------------------------------------------------------
+
+    async def address(self, obj: RemoteObject) -> ObjectAddress:
+        """Where GETs of ``obj`` go and how they are signed.
+
+        botocore's ``generate_presigned_url`` resolves the endpoint and runs its event hooks on every call, which
+        costs more CPU than receiving a MiB-sized object; so the object URL's shape is learned from it once, and
+        each GET's headers are then signed with botocore's SigV4 signer in the reading thread. Header signing
+        also keeps URLs short and free of credentials (urllib3, on the proxy path, re-encodes a URL character by
+        character)."""
+        if self._url_base is None:
+            self._url_base = await self._learn_url_base()
+        credentials = await self.client.credentials() if self._url_base else None
+        if credentials is None:  # anonymous, or another signature version: botocore's own URL, as it signs it
+            return ObjectAddress(await self._presign(obj.path))
+        return ObjectAddress(self._url_base + percent_encode(obj.path, safe="/~"), credentials, self.client.region)
+
+    async def _presign(self, key: str) -> str:
+        return await self.client.call(
+            "generate_presigned_url",
+            ClientMethod="get_object",
+            Params={"Bucket": self.bucket, "Key": key, "ChecksumMode": "ENABLED"},
+            ExpiresIn=PRESIGN_EXPIRES,
+        )
+
+    async def _learn_url_base(self) -> str:
+        """The URL an object key is appended to, as botocore builds it (path or virtual-host style); "" when
+        botocore does not sign with SigV4 here, so every URL is left to it."""
+        probe = "proximate-probe"
+        url = await self._presign(probe)
+        base, _, query = url.partition("?")
+        if "X-Amz-Algorithm=AWS4-HMAC-SHA256" in query and base.endswith("/" + probe):
+            return base[: -len(probe)]
+        return ""
+
+    def _read(
+        self, obj: RemoteObject, start: int, end: int, address: ObjectAddress | None, sink: Sink, chunk: int
+    ) -> Mapping[str, str]:
+        """One GET of bytes ``[start, end)`` into ``sink``; returns the response headers (blocking)."""
+        assert address is not None, "S3 reads need the object's address"
+        assert self._http is not None, "source is not open"
+        headers = {"x-amz-checksum-mode": "ENABLED"}  # S3 answers with the object's x-amz-checksum-*
+        if obj.etag:
+            headers["If-Match"] = f'"{obj.etag}"'  # the object changed since listing: fail, not mix
+        if end - start != obj.size:
+            headers["Range"] = f"bytes={start}-{end - 1}"
+        resp = self._http.get(address.url, address.sign(headers))
+        received = 0
+        try:
+            if resp.status not in (200, 206):
+                found = _ERROR_CODE.search(resp.read(ERROR_BODY_LIMIT))
+                raise S3ReadError(obj.path, resp.status, found.group(1).decode() if found else None)
+            lend = getattr(sink, "buffer", None)
+            if lend is not None:
+                while True:  # at least one read, even of an empty body: http.client frees the connection on it
+                    view = lend(end - start - received)
+                    n = resp.readinto(view)
+                    if n:
+                        sink.filled(n)  # type: ignore[attr-defined]
+                        received += n
+                    # a buffered socket read stops short only at the end of the stream
+                    if n < len(view) or received >= end - start:
+                        break
+            else:
+                while data := resp.read(chunk):
+                    sink.feed(data)
+                    received += len(data)
+            return resp.headers
+        finally:
+            # cut short (or an error): this connection cannot carry another request
+            self._http.done(resp, complete=received == end - start)
+
+    async def checksum_headers(self, obj: RemoteObject) -> Mapping[str, str]:
+        """The ``x-amz-checksum-*`` headers a HEAD returns for the whole object ({} where there are none)."""
+        try:
+            head = await self._retry(
+                lambda: self.client.call("head_object", Bucket=self.bucket, Key=obj.path, ChecksumMode="ENABLED")
+            )
+        except Exception:
+            return {}
+        return head.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+
+    async def part_size(self, obj: RemoteObject, parts: int | None) -> int | None:
+        """Size of part 1 of an object uploaded in ``parts`` parts (the count a part-wise checksum states, its
+        ETag's or a COMPOSITE one's), to recompute that checksum; None where the store cannot say."""
+        if not parts:
+            return None
+        try:
+            head = await self._retry(
+                lambda: self.client.call("head_object", Bucket=self.bucket, Key=obj.path, PartNumber=1)
+            )
+        except Exception:
+            return None
+        size = int(head.get("ContentLength") or 0)
+        return size if 0 < size < obj.size or parts == 1 else None
