@@ -69,9 +69,10 @@ def write_grib(path: Path, rng: random.Random) -> None:
     """One GRIB 2 message from ecCodes' sample template on a random regular lat/lon box."""
     import eccodes
 
-    west, south = rng.uniform(-180, 150), rng.uniform(-80, 50)
+    # whole even degrees: the sample's 2-degree grid (31 x 16 points) must fit its first and last points exactly
+    west, south = 2 * rng.randint(-90, 74), 2 * rng.randint(-45, 15)
     h = eccodes.codes_grib_new_from_samples("regular_ll_sfc_grib2")
-    for key, value in (("latitudeOfFirstGridPointInDegrees", south + 20), ("latitudeOfLastGridPointInDegrees", south),
+    for key, value in (("latitudeOfFirstGridPointInDegrees", south + 60), ("latitudeOfLastGridPointInDegrees", south),
                        ("longitudeOfFirstGridPointInDegrees", west), ("longitudeOfLastGridPointInDegrees", west + 30),
                        ("dataDate", 20000101 + rng.randint(0, 20) * 10000), ("stepRange", str(rng.choice([0, 6, 24])))):
         eccodes.codes_set(h, key, value)
