@@ -18,16 +18,16 @@ NO_INDEX = {"indexpath": ""}
 
 
 def import_cfgrib():
-    """cfgrib, imported after ``sqlite3`` and ``pyproj``. ecCodes' wheel loads eckit's own libsqlite3 (3.26)
-    into the process's global symbol scope; a ``sqlite3`` or PROJ loaded after it binds to that one: Python's
-    sqlite3 then lacks ``RETURNING`` (the SQLite catalog fails) and PROJ cannot open proj.db ("no database
-    context specified", every CRS refused). Loaded first, both keep their own library (measured here)."""
-    import sqlite3  # noqa: F401, I001 - the order is the point
+    """cfgrib, imported after the libraries its ecCodes would otherwise shadow (see :mod:`proximate.native`)."""
+    from proximate.native import load_in_safe_order
 
-    import pyproj  # noqa: F401
+    load_in_safe_order()
+    try:
+        import cfgrib
+    except ImportError:
+        from proximate.formats import UnsupportedFormatError
 
-    import cfgrib
-
+        raise UnsupportedFormatError("GRIB needs the grib extra: pip install 'proximate[grib]'", "grib") from None
     return cfgrib
 
 
