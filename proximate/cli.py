@@ -233,6 +233,18 @@ def cmd_testbed(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_catalog_export_stac(args: argparse.Namespace) -> int:
+    from proximate.catalog import CatalogSettings
+    from proximate.catalog.settings import CATALOG_ENV
+    from proximate.catalog.stac import export_stac
+
+    environ = None if args.catalog is None else {CATALOG_ENV: args.catalog}
+    with CatalogSettings.from_env(environ).open() as catalog:
+        path = export_stac(catalog, args.dir)
+    print(path)
+    return 0
+
+
 def _exit_now(code: int) -> None:
     """End a one-shot command without the interpreter's teardown: freeing botocore's loaded models and every
     module's objects costs 50-80 ms of a short sync (measured), and nothing is left to do by then (the sync
@@ -327,6 +339,17 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--name", required=True)
         p.add_argument("--workdir", help="as given to up")
     testbed.set_defaults(func=cmd_testbed)
+    catalog = sub.add_parser("catalog", help="the dataset catalog")
+    catalog_sub = catalog.add_subparsers(dest="catalog_command", required=True)
+    export = catalog_sub.add_parser(
+        "export-stac",
+        help="write the catalog as a static STAC catalog (one collection per region) into DIR",
+        description="Every record as a STAC Item (footprint, time span, the file as region:path, status and reason), "
+        "one Collection per region, under DIR/catalog.json; the catalog is PROXIMATE_CATALOG's unless --catalog.",
+    )
+    export.add_argument("dir", help="the directory to write (created; existing files of the same names replaced)")
+    export.add_argument("--catalog", help="a SQLite file or an OpenSearch URL (default: PROXIMATE_CATALOG)")
+    export.set_defaults(func=cmd_catalog_export_stac)
 
     demo = sub.add_parser("demo", help="the end-to-end demo on the embedded defaults")
     demo.add_argument("--workdir", default="proximate-demo", help="where regions' data and results go")

@@ -43,6 +43,8 @@ class TablePart:
 
     where: RegionPath
     row_group: int | None = None
+    #: For CSV: the columns to parse as datetimes (text columns whose sample is all ISO 8601 datetimes).
+    dates: tuple[str, ...] = ()
 
 
 def _files(where: RegionPath) -> list[RegionPath]:
@@ -79,17 +81,33 @@ def plan_table(where: RegionPath) -> tuple[list[TablePart], pd.DataFrame]:
             if meta is None:
                 meta = pf.schema_arrow.empty_table().to_pandas()
         else:
-            parts.append(TablePart(file))
+            sample = pd.read_csv(resolve(file.region, file.path), nrows=100)
+            dates = tuple(c for c in sample.columns if _all_datetimes(sample[c]))
+            parts.append(TablePart(file, dates=dates))
             if meta is None:
-                meta = pd.read_csv(resolve(file.region, file.path), nrows=100).iloc[:0]
+                meta = sample.astype({c: "datetime64[ns]" for c in dates}).iloc[:0]
     return parts, meta
+
+
+def _all_datetimes(values: pd.Series) -> bool:
+    """Whether a CSV column's sample is text that parses as ISO 8601 datetimes throughout."""
+    if pd.api.types.is_numeric_dtype(values) or values.isna().all():
+        return False
+    try:
+        pd.to_datetime(values.dropna(), format="ISO8601")
+    except (ValueError, TypeError):
+        return False
+    return True
 
 
 def read_part(part: TablePart, columns: Sequence[str] | None = None) -> pd.DataFrame:
     """Worker-side: read one partition, resolving its path here (fails loudly outside the table's region)."""
     full = resolve(part.where.region, part.where.path)
     if part.row_group is None:
-        return pd.read_csv(full, usecols=list(columns) if columns else None)
+        wanted = list(columns) if columns else None
+        dates = [c for c in part.dates if wanted is None or c in wanted]
+        frame = pd.read_csv(full, usecols=wanted)
+        return frame.astype({c: "datetime64[ns]" for c in dates}) if dates else frame
     import pyarrow.parquet as pq
 
     pf = pq.ParquetFile(full)
@@ -98,17 +116,19 @@ def read_part(part: TablePart, columns: Sequence[str] | None = None) -> pd.DataF
     return pf.read_row_group(part.row_group, columns=list(columns) if columns else None).to_pandas()
 
 
-def open_table(where: RegionPath | str, path: str | None = None, *, client: Any = None) -> Any:
+def open_table(where: RegionPath | str, path: str | None = None, *, client: Any = None, persist: bool = False) -> Any:
     """Open a Parquet or CSV table (a file, or a folder of them) lazily, its partitions read in its region.
 
     Args:
         where: A :class:`~proximate.datasets.RegionPath`, or the region's name with ``path``.
         path: The table's path under the region's root, when ``where`` is a region name.
         client: The Dask client; the default one (or, inside a task, a worker client) otherwise.
+        persist: Read the whole table into the memory of the region's workers now (pinned there), so that
+            repeated queries while exploring cost no reads.
 
     Returns:
-        A lazy ``dask.dataframe.DataFrame``. Compute it with ``proximate.compute(..., region=where.region)``,
-        which pins its whole graph to the region.
+        A ``dask.dataframe.DataFrame`` (lazy unless persisted). Compute it with
+        ``proximate.compute(..., region=where.region)``, which pins its whole graph to the region.
     """
     import dask.dataframe as dd
 
@@ -122,7 +142,8 @@ def open_table(where: RegionPath | str, path: str | None = None, *, client: Any 
         require_region(c, where.region)
         future = c.submit(plan_table, where, pure=False, resources={pool_resource(where.region): 0})
         parts, meta = future.result()
-    return dd.from_map(read_part, parts, meta=meta, label=f"read-table-{where.region}", enforce_metadata=False)
+        frame = dd.from_map(read_part, parts, meta=meta, label=f"read-table-{where.region}", enforce_metadata=False)
+        return c.persist(frame, resources={pool_resource(where.region): 0}) if persist else frame
 
 
 # -- derived columns ----------------------------------------------------------------------------------------------
@@ -382,25 +403,36 @@ class TableQuestion:
             raise TableInputError(f"no column(s) {missing} in the table; it has {', '.join(map(str, available))}")
         return sorted(wanted)
 
-    def partial(self, df: pd.DataFrame) -> Any:
+    def partial(self, df: pd.DataFrame) -> Reduced:
         """One partition's partial (pure pandas; runs on the region's workers)."""
+        nbytes = int(df.memory_usage(index=False).sum())
         df = self.derive.apply(df)
         columns = list(self.columns) or [c for c in df.columns if pd.api.types.is_numeric_dtype(df[c])]
         if self.kind == "regression":
-            return NormalEquations.of(df, self.target or "", columns)
-        moments = Moments.of(df[columns])
-        return (moments, GroupSums.of(df, self.group_by, columns)) if self.group_by else (moments, None)
+            return Reduced(NormalEquations.of(df, self.target or "", columns), nbytes)
+        groups = GroupSums.of(df, self.group_by, columns) if self.group_by else None
+        return Reduced(Moments.of(df[columns]), nbytes, groups)
 
 
-def combine(parts: Sequence[Any]) -> Any:
+@dataclass
+class Reduced:
+    """A partial of some rows (moments or normal equations, and group sums), and the in-memory size of those
+    rows: what a centralised run would have moved instead."""
+
+    value: Any
+    nbytes: int
+    groups: GroupSums | None = None
+
+    def __add__(self, other: Reduced) -> Reduced:
+        groups = [g for g in (self.groups, other.groups) if g is not None]
+        return Reduced(self.value + other.value, self.nbytes + other.nbytes, _sum(groups) if groups else None)
+
+
+def combine(parts: Sequence[Reduced]) -> Reduced:
     """Partials of several partitions or regions, combined exactly."""
     if not parts:
         raise TableInputError("no partitions to combine: the tables are empty")
-    if isinstance(parts[0], NormalEquations):
-        return _sum(parts)
-    moments = _sum([m for m, _ in parts])
-    groups = [g for _, g in parts if g is not None]
-    return moments, (_sum(groups) if groups else None)
+    return _sum(parts)
 
 
 def region_partial(client: Any, tables: Sequence[RegionPath], question: TableQuestion) -> Any:
@@ -427,12 +459,11 @@ def region_partial(client: Any, tables: Sequence[RegionPath], question: TableQue
     return compute(dask.delayed(combine)(partials), region=region, client=client)
 
 
-def answer(question: TableQuestion, partial: Any) -> dict[str, Any]:
+def answer(question: TableQuestion, reduced: Reduced) -> dict[str, Any]:
     """The result a flow returns, from the combined partial of every region."""
     if question.kind == "regression":
-        return partial.solve(list(question.columns))
-    moments, groups = partial
-    out: dict[str, Any] = {"columns": moments.describe()}
-    if groups is not None:
-        out["groups"] = groups.groups()
+        return reduced.value.solve(list(question.columns))
+    out: dict[str, Any] = {"columns": reduced.value.describe()}
+    if reduced.groups is not None:
+        out["groups"] = reduced.groups.groups()
     return out
