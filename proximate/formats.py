@@ -15,11 +15,11 @@ from typing import Literal
 ZARR_MARKERS = ("zarr.json", ".zgroup", ".zattrs", ".zmetadata", ".zarray")
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 #: Formats proximate reads (extracts and opens).
-SUPPORTED = ("netcdf", "zarr", "grib", "geotiff")
+SUPPORTED = ("netcdf", "zarr", "grib", "geotiff", "parquet", "csv")
 #: Formats recognised by their content but not read, with the name a user knows them by.
 UNSUPPORTED = {"hdf4": "HDF4", "um-pp": "UM PP / fieldsfile"}
 
-Format = Literal["netcdf", "zarr", "grib", "geotiff"]
+Format = Literal["netcdf", "zarr", "grib", "geotiff", "parquet", "csv"]
 
 
 class UnsupportedFormatError(ValueError):
@@ -52,6 +52,8 @@ def _sniff(head: bytes) -> str | None:
         return "netcdf"
     if head[:4] == b"GRIB":
         return "grib"
+    if head[:4] == b"PAR1":
+        return "parquet"
     if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):  # TIFF and BigTIFF, either byte order
         return "geotiff"
     if head[:4] == b"\x0e\x03\x13\x01":
@@ -75,7 +77,36 @@ def detect_format(full: Path) -> str:
         kind = _sniff(head)
         if kind is None and _hdf5_user_block(fh) is not None:
             kind = "netcdf"
+        if kind is None and _looks_like_csv(fh):
+            kind = "csv"
     return kind or "unknown"
+
+
+def _looks_like_csv(fh) -> bool:
+    """Text whose first lines are comma-separated with the same number (at least two) of fields each, the first
+    line a header of names: what a CSV table looks like (a README or a log does not)."""
+    import csv
+    import io
+
+    fh.seek(0)
+    try:
+        text = fh.read(64 * 1024).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    lines = text.splitlines()[:20]
+    if len(lines) < 2 or "\x00" in text:
+        return False
+    rows = list(csv.reader(io.StringIO("\n".join(lines[:-1] if len(lines) == 20 else lines))))
+    widths = {len(r) for r in rows if r}
+    return len(widths) == 1 and widths.pop() >= 2 and all(c.strip() and not _is_number(c) for c in rows[0])
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def dataset_format(full: Path) -> Format:
@@ -92,7 +123,8 @@ def dataset_format(full: Path) -> Format:
     with open(full, "rb") as fh:
         magic = fh.read(8)
     raise UnsupportedFormatError(
-        f"format not recognised: {full.name} is none of NetCDF, HDF5, Zarr, GRIB, GeoTIFF (starts with {magic!r})",
+        f"format not recognised: {full.name} is none of NetCDF, HDF5, Zarr, GRIB, GeoTIFF, Parquet, CSV"
+        f" (starts with {magic!r})",
         kind,
     )
 

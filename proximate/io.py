@@ -147,6 +147,8 @@ def open_local(where: RegionPath, **xarray_kwargs: Any) -> xr.Dataset:
     """Open ``where`` in this process, which must belong to its region; loading tasks pinned there."""
     full = resolve(where.region, where.path)
     fmt = dataset_format(full)
+    if fmt in ("parquet", "csv"):
+        raise ValueError(f"{where} is a table ({fmt}): open it with proximate.open_table({where.region!r}, ...)")
     xarray_kwargs.setdefault("chunks", {})
     with pool(where.region):
         if fmt == "zarr":
