@@ -324,6 +324,10 @@ async def retire_in_region(dask_scheduler: Any, workers: list[str]) -> dict[str,
     own and closes the worker. A worker whose region has no other running worker to take its data is not
     retired. Addresses the scheduler no longer knows are ignored.
 
+    Not airtight: Dask's ReduceReplicas policy may drop the fresh copy instead of the retiring worker's before
+    the retirement drops it, and a task may finish on the worker between the copy and the retirement; such a key
+    then moves where Dask chooses. No data is lost either way; ``left_region`` counts these keys.
+
     Returns:
         ``{"retired": [addresses], "kept": {address: reason}, "copied": n, "left_region": n}``, where
         ``left_region`` counts keys of retired workers that ended up held only outside their region.

@@ -3,6 +3,8 @@ against moto's ECS server, and the loop with a scheduler that only reports backl
 
 from __future__ import annotations
 
+import time
+
 import boto3
 import pytest
 
@@ -307,3 +309,32 @@ def test_regional_cluster_block_refuses_bad_scaling(fields, message):
 
     with pytest.raises(ValidationError, match=message):
         RegionalCluster(**fields)
+
+
+def _half_second(i: int) -> int:
+    import time
+
+    time.sleep(0.5)
+    return i
+
+
+def test_a_real_schedulers_backlog_in_a_becomes_an_update_service_call_on_as_service_only(ecs, client):
+    """The session's scheduler process (2 + 2 workers) reports the backlog; ECS is told, within the bounds."""
+    from proximate.autoscale import ClientSchedulerView
+
+    bounds = {"a": RegionBounds(2, 4), "b": RegionBounds(2, 4)}  # at the minimum already: nothing is retired
+    backend = ECSBackend(_services(), client_factory=ecs.__getitem__, bounds=bounds)
+    scaler = Autoscaler(ClientSchedulerView(client), backend, AdaptivePolicy(bounds))
+    scaler.step()  # no backlog: both services go up to their minimum of 2
+    assert backend.updates == [("a", 2), ("b", 2)]
+    futures = [client.submit(_half_second, i, resources={"pool-a": 0}, pure=False) for i in range(30)]
+    try:
+        deadline = time.monotonic() + 20
+        while backend.requested("a") < 4 and time.monotonic() < deadline:
+            scaler.step()
+            time.sleep(0.2)
+        assert (_desired(ecs, "a"), _desired(ecs, "b")) == (4, 2), scaler.history[-1]
+        assert scaler.history[-1].tasks["b"] == 0 and scaler.history[-1].workers == {"a": 2, "b": 2}
+    finally:
+        client.cancel(futures)
+    assert backend.errors == [] and scaler.errors == []
