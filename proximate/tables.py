@@ -143,7 +143,13 @@ def open_table(where: RegionPath | str, path: str | None = None, *, client: Any 
         future = c.submit(plan_table, where, pure=False, resources={pool_resource(where.region): 0})
         parts, meta = future.result()
         frame = dd.from_map(read_part, parts, meta=meta, label=f"read-table-{where.region}", enforce_metadata=False)
-        return c.persist(frame, resources={pool_resource(where.region): 0}) if persist else frame
+        if not persist:
+            return frame
+        from distributed import futures_of, wait
+
+        frame = c.persist(frame, resources={pool_resource(where.region): 0})
+        wait(futures_of(frame))  # in memory when this returns, so the first query already costs no reads
+        return frame
 
 
 # -- derived columns ----------------------------------------------------------------------------------------------

@@ -327,9 +327,11 @@ def test_a_real_schedulers_backlog_in_a_becomes_an_update_service_call_on_as_ser
     scaler = Autoscaler(ClientSchedulerView(client), backend, AdaptivePolicy(bounds))
     scaler.step()  # no backlog: both services go up to their minimum of 2
     assert backend.updates == [("a", 2), ("b", 2)]
-    futures = [client.submit(_half_second, i, resources={"pool-a": 0}, pure=False) for i in range(30)]
+    # 60 half-second tasks: a backlog of 30 s on 2 workers, twice what a's maximum of 4 clears in the policy's
+    # target duration, so a's request reaches 4 before the backlog drains even on a slow machine.
+    futures = [client.submit(_half_second, i, resources={"pool-a": 0}, pure=False) for i in range(60)]
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 40
         while backend.requested("a") < 4 and time.monotonic() < deadline:
             scaler.step()
             time.sleep(0.2)
