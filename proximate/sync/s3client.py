@@ -27,6 +27,8 @@ BOTOCORE_OPTIONS = frozenset(
     | {"client_kwargs", "config_kwargs"}
     # fsspec's own caching options: meaningless for one listing, accepted and ignored as s3fs would use them
     | {"use_listings_cache", "listings_expiry_time", "max_paths", "skip_instance_cache"}
+    # per-call parameters (requester pays, an SSE-C key): the source applies them to its own calls
+    | {"requester_pays", "s3_additional_kwargs"}
 )
 #: s3fs's defaults (``S3FileSystem.connect_timeout`` / ``read_timeout``), where botocore's are 60 s each.
 CONNECT_TIMEOUT, READ_TIMEOUT = 5, 15
