@@ -10,13 +10,11 @@ objects use every core, where one event loop receiving every byte would run on o
 
 from __future__ import annotations
 
-import base64
+import asyncio
 import contextlib
-import hashlib
 import re
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 from botocore.utils import percent_encode
 
@@ -58,21 +56,7 @@ def is_cold(item: Mapping[str, Any]) -> bool:
     return not (restore.get("RestoreExpiryDate") and not restore.get("IsRestoreInProgress"))
 
 
-def sse_c_headers(algorithm: str, key: bytes) -> dict[str, str]:
-    """The SSE-C headers of a read, as botocore's ``sse_md5`` handler puts them on ``get_object`` (the key and its
-    MD5, base64; tests/test_sync.py proves them equal to botocore's)."""
-    return {
-        "x-amz-server-side-encryption-customer-algorithm": algorithm,
-        "x-amz-server-side-encryption-customer-key": base64.b64encode(key).decode(),
-        "x-amz-server-side-encryption-customer-key-MD5": base64.b64encode(hashlib.md5(key).digest()).decode(),
-    }
-
-
-def signing_region(presigned_url: str) -> str | None:
-    """The region botocore signed a SigV4 presigned URL for (its credential scope: key/date/region/s3/...)."""
-    credential = parse_qs(urlsplit(presigned_url).query).get("X-Amz-Credential", [""])[0]
-    parts = credential.split("/")
-    return parts[2] if len(parts) >= 5 else None
+_SIGNED_REGION = re.compile(r"Credential=[^/,\s]+/\d{8}/([^/,\s]+)/s3/aws4_request")
 
 
 class S3ReadError(OSError):
@@ -121,12 +105,13 @@ class S3Source(ThreadedSource):
         self._client: S3Client | None = None
         self._url_base: str | None = None
         self._signing_region: str | None = None
+        self._learning = asyncio.Lock()
         self._http: Connections | None = None
 
     def _additional(self, options: dict[str, Any]) -> None:
         """Take s3fs's ``requester_pays`` and ``s3_additional_kwargs`` (SSE-C key, RequestPayer) for the sync's own
-        calls: every listing and HEAD gets them as botocore parameters, every GET as the headers botocore would
-        send (see :func:`sse_c_headers`)."""
+        calls: every listing and HEAD gets them as botocore parameters, every GET the headers botocore itself
+        puts on such a ``get_object`` (see :meth:`_learn_url_base`)."""
         extra = dict(options.get("s3_additional_kwargs") or {})
         unknown = sorted(set(extra) - ADDITIONAL_KWARGS)
         if unknown:
@@ -136,13 +121,11 @@ class S3Source(ThreadedSource):
         payer = bool(options.get("requester_pays")) or extra.get("RequestPayer") == "requester"
         self._list_params: dict[str, Any] = {"RequestPayer": "requester"} if payer else {}
         self._object_params: dict[str, Any] = dict(self._list_params)
-        self._get_headers: dict[str, str] = {"x-amz-request-payer": "requester"} if payer else {}
+        self._get_headers: dict[str, str] = {}
         key = extra.get("SSECustomerKey")
         if key is not None:
-            key = key.encode() if isinstance(key, str) else bytes(key)
             algorithm = extra.get("SSECustomerAlgorithm") or "AES256"
             self._object_params.update(SSECustomerAlgorithm=algorithm, SSECustomerKey=key)
-            self._get_headers.update(sse_c_headers(algorithm, key))
 
     async def __aenter__(self) -> S3Source:
         await super().__aenter__()
@@ -210,7 +193,9 @@ class S3Source(ThreadedSource):
         also keeps URLs short and free of credentials (urllib3, on the proxy path, re-encodes a URL character by
         character)."""
         if self._url_base is None:
-            self._url_base = await self._learn_url_base()
+            async with self._learning:  # once per source, however many reads ask at first
+                if self._url_base is None:
+                    self._url_base = await self._learn_url_base()
         credentials = await self.client.credentials() if self._url_base else None
         if credentials is None:  # anonymous, or another signature version: botocore's own URL, as it signs it
             return ObjectAddress(await self._presign(obj.path))
@@ -237,12 +222,19 @@ class S3Source(ThreadedSource):
         with contextlib.suppress(Exception):
             await self.client.call("head_bucket", Bucket=self.bucket)
         probe = "proximate-probe"
-        url = await self._presign(probe)
-        base, _, query = url.partition("?")
-        if "X-Amz-Algorithm=AWS4-HMAC-SHA256" in query and base.endswith("/" + probe):
-            self._signing_region = signing_region(url)
-            return base[: -len(probe)]
-        return ""
+        # Not a presigned URL: botocore signs those for the client's region whatever the bucket's.
+        request = await self.client.prepared("get_object", Bucket=self.bucket, Key=probe, **self._object_params)
+        base, _, query = request.url.partition("?")
+        auth = request.headers.get("Authorization") or ""
+        signed = _SIGNED_REGION.search(auth.decode() if isinstance(auth, bytes) else auth)
+        if signed is None or query or not base.endswith("/" + probe):
+            return ""
+        self._signing_region = signed.group(1)
+        # The headers botocore puts on such a read for the source's SSE-C key and requester-pays, as it puts them.
+        for name, value in request.headers.items():
+            if name.lower().startswith(("x-amz-server-side-encryption-customer-", "x-amz-request-payer")):
+                self._get_headers[name] = value.decode() if isinstance(value, bytes) else value
+        return base[: -len(probe)]
 
     def _read(
         self, obj: RemoteObject, start: int, end: int, address: ObjectAddress | None, sink: Sink, chunk: int
