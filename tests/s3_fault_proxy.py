@@ -55,8 +55,9 @@ class FaultProxy:
     ``x-amz-checksum-type: FULL_OBJECT``, and no other); ``bucket_region``: bucket -> its region (a request signed
     for another gets 400 AuthorizationHeaderMalformed with ``x-amz-bucket-region``; counted in ``wrong_region``);
     ``requester_pays``: buckets refusing (403) any request without ``x-amz-request-payer: requester``; ``cold``:
-    objects archived in a tier the listing does not show (GET: 403 InvalidObjectState); ``truncate_listing``:
-    listing pages that say IsTruncated give no NextContinuationToken."""
+    objects archived in a tier the listing does not show (GET: 403 InvalidObjectState); ``restored``: archived
+    objects whose restore finished (the listing's RestoreStatus says so when asked, as moto's does not);
+    ``truncate_listing``: listing pages that say IsTruncated give no NextContinuationToken."""
 
     def __init__(self, upstream: str) -> None:
         parsed = urllib.parse.urlsplit(upstream)
@@ -72,6 +73,7 @@ class FaultProxy:
         self.bucket_region: dict[str, str] = {}
         self.requester_pays: set[str] = set()
         self.cold: set[str] = set()
+        self.restored: set[str] = set()
         self.truncate_listing = False
         self.wrong_region: Counter[str] = Counter()  # request kind ("GET bucket/key", "HEAD bucket") -> refusals
         self.signed_regions: Counter[str] = Counter()  # region each object GET was signed for
@@ -235,12 +237,19 @@ class FaultProxy:
                 """A listing page with the ETags of encrypted objects made opaque, and cut off as asked."""
                 bucket = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path).strip("/")
                 hidden = proxy.kms | set(proxy.sse_c)
+                asked = self.headers.get("x-amz-optional-object-attributes", "")
 
                 def rewrite(block: re.Match[bytes]) -> bytes:
                     text = block.group(0)
                     key = _KEY.search(text)
                     if key and f"{bucket}/{key.group(1).decode()}" in hidden:
                         text = _ETAG.sub(hide, text)
+                    if key and f"{bucket}/{key.group(1).decode()}" in proxy.restored and "RestoreStatus" in asked:
+                        status = (
+                            b"<RestoreStatus><IsRestoreInProgress>false</IsRestoreInProgress>"
+                            b"<RestoreExpiryDate>2099-01-01T00:00:00.000Z</RestoreExpiryDate></RestoreStatus>"
+                        )
+                        text = text.replace(b"</Contents>", status + b"</Contents>")
                     return text
 
                 def hide(etag: re.Match[bytes]) -> bytes:

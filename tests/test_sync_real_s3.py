@@ -230,11 +230,13 @@ def test_cold_objects_are_skipped_counted_and_never_fail_the_run(s3, tmp_path):
     c.create_bucket(Bucket=BUCKET)
     objects = {"p/warm.bin": os.urandom(2000), "p/tiered.bin": os.urandom(2000)}
     put_many(c, objects)
-    for key, storage in (("p/glacier.bin", "GLACIER"), ("p/deep.bin", "DEEP_ARCHIVE")):
+    for key, storage in (("p/glacier.bin", "GLACIER"), ("p/deep.bin", "DEEP_ARCHIVE"), ("p/thawed.bin", "GLACIER")):
         c.put_object(Bucket=BUCKET, Key=key, Body=b"archived", StorageClass=storage)
+    c.restore_object(Bucket=BUCKET, Key="p/thawed.bin", RestoreRequest={"Days": 1})
     root = tmp_path / "root"
     with FaultProxy(s3["endpoint_url"]) as proxy:
         proxy.cold = {f"{BUCKET}/p/tiered.bin"}
+        proxy.restored = {f"{BUCKET}/p/thawed.bin"}
         result = sync(f"s3://{BUCKET}/p/", root, storage_options=options(proxy.url, s3))
         assert f"{BUCKET}/p/glacier.bin" not in proxy.gets and f"{BUCKET}/p/deep.bin" not in proxy.gets
         cli = subprocess.run(
@@ -245,7 +247,7 @@ def test_cold_objects_are_skipped_counted_and_never_fail_the_run(s3, tmp_path):
         )
     assert result.ok and result.failed == []
     assert sorted(result.cold) == ["p/deep.bin", "p/glacier.bin", "p/tiered.bin"] and result.skipped_cold == 3
-    assert data_files(root) == {"warm.bin": objects["p/warm.bin"]}
+    assert data_files(root) == {"warm.bin": objects["p/warm.bin"], "thawed.bin": b"archived"}  # restored: read
     assert cli.returncode == 0, cli.stderr
     assert "skipped cold object 'p/glacier.bin'" in cli.stderr and '"skipped_cold": 3' in cli.stdout
 
