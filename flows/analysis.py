@@ -14,8 +14,9 @@ from prefect.artifacts import create_table_artifact
 from flows.common import DEFAULT_CLUSTER_BLOCK, catalog_settings, cluster_task_runner
 from proximate import analysis
 from proximate.analysis import AnalysisResult, ByteBudget
+from proximate.catalog import locate_references
 from proximate.catalog.query import DatasetQuery
-from proximate.datasets import RegionPath, locate, parse_reference
+from proximate.datasets import RegionPath
 from proximate.locality_report import LocalityReport
 from proximate.outputs import result_path, write_result
 from tasks.analysis import compute_task, open_dataset_task
@@ -69,7 +70,8 @@ def compare_forecast_to_observations(
     Returns:
         The written output, the datasets read, and the bytes that crossed regions against the run's budget.
     """
-    fc_where, obs_where = _locate([forecast, observations], catalog)  # bad references fail before any cluster
+    # bad references fail here, before any cluster work
+    fc_where, obs_where = locate_references([forecast, observations], catalog_settings(catalog))
     with cluster_task_runner(cluster, scheduler_address, [fc_where.region, obs_where.region]) as runner:
         result, report, budget = _compare_on_cluster.with_options(task_runner=runner)(
             fc_where, obs_where, variable, height, height_index, {"realization": 1}
@@ -80,15 +82,6 @@ def compare_forecast_to_observations(
         "cross-region %s B (minimum %s B); written to %s", report.cross_region_bytes, budget.minimum, written
     )
     return AnalysisResult.of([written], [fc_where, obs_where], [report], budget)
-
-
-def _locate(refs: list[str], catalog: str | None) -> list[RegionPath]:
-    """Where each reference's dataset lives; catalog ids are looked up here, in the flow's process."""
-    parsed = [parse_reference(ref) for ref in refs]
-    if all(isinstance(ref, RegionPath) for ref in parsed):
-        return parsed  # type: ignore[return-value]
-    with catalog_settings(catalog).open() as cat:
-        return [locate(ref, cat) for ref in parsed]
 
 
 def _matching(query: DatasetQuery, catalog: str | None, variables: list[str]) -> list[RegionPath]:

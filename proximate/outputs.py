@@ -72,3 +72,23 @@ def _write_s3_netcdf(ds: xr.Dataset, target: str, storage_options: dict[str, Any
         ds.to_netcdf(local)
         fs.put_file(str(local), path)  # one object: visible whole or not at all
     return target
+
+
+def write_json(obj: Any, target: str) -> str:
+    """Write ``obj`` as JSON to a local path atomically (temporary name, fsync, rename); returns the path."""
+    import json
+
+    path = Path(target.removeprefix("file://")).expanduser()
+    if "://" in target and not target.startswith("file://"):
+        raise ValueError(f"unsupported output {target!r}: give a local path")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "w") as fh:
+            json.dump(obj, fh, indent=1, sort_keys=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return str(path)
