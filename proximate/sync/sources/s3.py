@@ -187,11 +187,12 @@ class S3Source(ThreadedSource):
     async def address(self, obj: RemoteObject) -> ObjectAddress:
         """Where GETs of ``obj`` go and how they are signed.
 
-        botocore's ``generate_presigned_url`` resolves the endpoint and runs its event hooks on every call, which
-        costs more CPU than receiving a MiB-sized object; so the object URL's shape is learned from it once, and
+        botocore resolves the endpoint and runs its event hooks on every call, which costs more CPU than receiving
+        a MiB-sized object; so the object URL's shape, its signing region and its SSE-C / requester-pays headers
+        are learned once from the request botocore prepares for a ``get_object`` (:meth:`_learn_url_base`), and
         each GET's headers are then signed with botocore's SigV4 signer in the reading thread. Header signing
         also keeps URLs short and free of credentials (urllib3, on the proxy path, re-encodes a URL character by
-        character)."""
+        character). Anonymous reads get botocore's presigned (unsigned) URL each."""
         if self._url_base is None:
             async with self._learning:  # once per source, however many reads ask at first
                 if self._url_base is None:
@@ -217,8 +218,9 @@ class S3Source(ThreadedSource):
 
         A HeadBucket first lets botocore find the bucket's region when it is not the client's: its redirector
         follows S3's answer (a 301, or a 400 with ``x-amz-bucket-region``) and remembers the region for the
-        bucket, so the presigned URL then names the bucket's regional endpoint and is signed for its region.
-        Best effort: a HeadBucket refused (no s3:ListBucket) leaves the client's region."""
+        bucket, so the request it then prepares goes to the bucket's regional endpoint, signed for its region
+        (tests/test_sync_real_s3.py proves the reads land there). Best effort: a HeadBucket refused (no
+        s3:ListBucket) leaves the client's region."""
         with contextlib.suppress(Exception):
             await self.client.call("head_bucket", Bucket=self.bucket)
         probe = "proximate-probe"
