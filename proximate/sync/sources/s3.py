@@ -281,15 +281,14 @@ class S3Source(ThreadedSource):
             self._http.done(resp, complete=received == end - start)
 
     async def checksum_headers(self, obj: RemoteObject) -> Mapping[str, str]:
-        """The ``x-amz-checksum-*`` headers a HEAD returns for the whole object ({} where there are none)."""
-        try:
-            head = await self._retry(
-                lambda: self.client.call(
-                    "head_object", Bucket=self.bucket, Key=obj.path, ChecksumMode="ENABLED", **self._object_params
-                )
+        """The headers a HEAD returns for the whole object: its ``x-amz-checksum-*`` and its encryption, which says
+        whether its ETag is an MD5. A HEAD that fails (after retries) fails the object: without it an SSE-KMS
+        object's opaque ETag would be taken for an MD5 and the object for corrupt."""
+        head = await self._retry(
+            lambda: self.client.call(
+                "head_object", Bucket=self.bucket, Key=obj.path, ChecksumMode="ENABLED", **self._object_params
             )
-        except Exception:
-            return {}
+        )
         return head.get("ResponseMetadata", {}).get("HTTPHeaders", {})
 
     async def part_size(self, obj: RemoteObject, parts: int | None) -> int | None:
