@@ -12,22 +12,14 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from flows.common import DEFAULT_CLUSTER_BLOCK, catalog_settings, cluster_task_runner
+from flows.common import DEFAULT_CLUSTER_BLOCK, RegionalTaskRunner, cluster_block, locate_parameters, run_on_cluster
 from proximate import tables
-from proximate.catalog import locate_references
-from proximate.client import connect
+from proximate.analysis import ParameterError
 from proximate.datasets import RegionPath
 from proximate.locality_report import LocalityReport, budget_markdown, locality
-from proximate.outputs import write_json
+from proximate.outputs import resolve_output, write_json
 from proximate.pools import pool
 from tasks.tabular import region_partial_task
-
-
-def _by_region(datasets: list[RegionPath]) -> dict[str, list[RegionPath]]:
-    out: dict[str, list[RegionPath]] = {}
-    for where in datasets:
-        out.setdefault(where.region, []).append(where)
-    return out
 
 
 def _run(
@@ -37,27 +29,28 @@ def _run(
     cluster: str,
     scheduler_address: str | None,
 ) -> tuple[dict[str, Any], LocalityReport, int]:
-    """Locate, reduce per region on the cluster (measuring what crossed), combine."""
+    """Locate the tables, reduce them per region on the cluster (one Prefect task per region, in its pool),
+    measuring what crossed, and combine the partials here."""
+    log = get_run_logger()
     if not datasets:
-        raise tables.TableInputError("datasets is empty: give region:path references or catalog ids")
-    located = locate_references(list(datasets), catalog_settings(catalog))
-    regions = _by_region(located)
-    get_run_logger().info("tables by region: %s", {r: [w.path for w in ws] for r, ws in regions.items()})
-    with cluster_task_runner(cluster, scheduler_address, sorted(regions)) as runner:
-        subflow = _reduce_on_cluster.with_options(task_runner=runner)
-        with connect(runner.address, **runner.client_kwargs) as client, locality(client) as report:
-            partials = subflow(regions, question)
+        raise ParameterError("datasets", "is empty: give region:path references or catalog ids")
+    block = cluster_block(cluster, scheduler_address)
+    located = locate_parameters({"datasets": list(datasets)}, catalog)
+    regions: dict[str, list[RegionPath]] = {}
+    for where in located["datasets"]:
+        regions.setdefault(where.region, []).append(where)
+    log.info("tables by region: %s", {r: [w.path for w in ws] for r, ws in regions.items()})
+    client = run_on_cluster(block, located)
+    with locality(client) as report:
+        futures = []
+        for region, wheres in regions.items():
+            with pool(region):
+                futures.append(region_partial_task.submit(region, wheres, question))
+        partials = [f.result() for f in futures]
     reduced = tables.combine(partials)
+    log.info("%s B crossed regions (each region's partial), against %s B of rows read", report.cross_region_bytes,
+             reduced.nbytes)  # fmt: skip
     return tables.answer(question, reduced), report, reduced.nbytes
-
-
-@flow(name="reduce-tables-on-cluster")
-def _reduce_on_cluster(regions: dict[str, list[RegionPath]], question: tables.TableQuestion) -> list[Any]:
-    futures = []
-    for region, wheres in regions.items():
-        with pool(region):
-            futures.append(region_partial_task.submit(region, wheres, question))
-    return [f.result() for f in futures]
 
 
 def _publish(key: str, report: LocalityReport, row_bytes: int, rows: list[dict], output: str) -> None:
@@ -71,13 +64,13 @@ def _publish(key: str, report: LocalityReport, row_bytes: int, rows: list[dict],
     create_table_artifact(key=f"{key}-statistics", table=rows, description=f"Result, written to {output}")
 
 
-@flow(name="describe-table", log_prints=True)
+@flow(name="describe-table", task_runner=RegionalTaskRunner())
 def describe_table(
     datasets: list[str],
     columns: list[str] | None = None,
     group_by: str | None = None,
     derive: dict[str, str] | None = None,
-    output: str = "results/describe-table.json",
+    output: str = "describe-table.json",
     catalog: str | None = None,
     cluster: str = DEFAULT_CLUSTER_BLOCK,
     scheduler_address: str | None = None,
@@ -92,7 +85,7 @@ def describe_table(
         derive: New columns from expressions over columns, e.g.
             `{"trip_dur_secs": "(tpep_dropoff_datetime - tpep_pickup_datetime).dt.total_seconds()"}`: arithmetic,
             numbers and `.dt` accessors only.
-        output: Where to write the result as JSON (a local path).
+        output: Where to write the result as JSON: a local path (relative ones go under the results root).
         catalog: Name of a saved CatalogConfig block to look catalog ids up in; empty uses the default catalog.
         cluster: Name of the RegionalCluster block to run on.
         scheduler_address: Use this Dask scheduler instead of the block (tcp://host:port).
@@ -101,24 +94,25 @@ def describe_table(
         `columns` (column -> count, mean, std, min, max), with `group_by` also `groups` (group -> column ->
         count, sum, mean), `cross_region_bytes` (measured) and `output`.
     """
+    target = resolve_output(output, suffixes=(".json",))
     question = tables.TableQuestion(
         "describe", tuple(columns or ()), group_by, derive=tables.Derivations(dict(derive or {}))
     )
     result, report, row_bytes = _run(datasets, question, catalog, cluster, scheduler_address)
     result["cross_region_bytes"] = report.cross_region_bytes
-    result["output"] = write_json(result, output)
+    result["output"] = write_json(result, target)
     rows = [{"column": c, **{k: _round(v) for k, v in s.items()}} for c, s in result["columns"].items()]
     _publish("describe-table", report, row_bytes, rows, result["output"])
     return result
 
 
-@flow(name="fit-linear-regression", log_prints=True)
+@flow(name="fit-linear-regression", task_runner=RegionalTaskRunner())
 def fit_linear_regression(
     datasets: list[str],
     target: str,
     features: list[str],
     derive: dict[str, str] | None = None,
-    output: str = "results/linear-regression.json",
+    output: str = "linear-regression.json",
     catalog: str | None = None,
     cluster: str = DEFAULT_CLUSTER_BLOCK,
     scheduler_address: str | None = None,
@@ -131,7 +125,7 @@ def fit_linear_regression(
         target: The column to explain (may be a derived column).
         features: The explaining columns (may be derived columns).
         derive: New columns from expressions over columns (see describe-table).
-        output: Where to write the result as JSON (a local path).
+        output: Where to write the result as JSON: a local path (relative ones go under the results root).
         catalog: Name of a saved CatalogConfig block to look catalog ids up in; empty uses the default catalog.
         cluster: Name of the RegionalCluster block to run on.
         scheduler_address: Use this Dask scheduler instead of the block (tcp://host:port).
@@ -140,13 +134,14 @@ def fit_linear_regression(
         `coefficients` (feature -> value), `intercept`, `r2`, `n` (rows used), `cross_region_bytes` and `output`.
     """
     if not features:
-        raise tables.TableInputError("features is empty: name at least one column to fit on")
+        raise ParameterError("features", "is empty: name at least one column to fit on")
+    target_path = resolve_output(output, suffixes=(".json",))
     question = tables.TableQuestion(
         "regression", tuple(features), target=target, derive=tables.Derivations(dict(derive or {}))
     )
     result, report, row_bytes = _run(datasets, question, catalog, cluster, scheduler_address)
     result["cross_region_bytes"] = report.cross_region_bytes
-    result["output"] = write_json(result, output)
+    result["output"] = write_json(result, target_path)
     rows = [{"term": "intercept", "value": result["intercept"]}]
     rows += [{"term": f, "value": v} for f, v in result["coefficients"].items()]
     rows.append({"term": "r2", "value": result["r2"]})

@@ -188,6 +188,34 @@ def worker_env(region: str, root: str | os.PathLike[str], base: Mapping[str, str
     return env
 
 
+def scheduler_env(
+    regions: Sequence[str],
+    no_workers_timeout: float = DEFAULT_NO_WORKERS_TIMEOUT,
+    base: Mapping[str, str] | None = None,
+    *,
+    router: bool = True,
+) -> dict[str, str]:
+    """Environment of the scheduler: routing config, the declared regions and the no-workers bound.
+
+    Args:
+        regions: The region names the router declares (a task pinned elsewhere errs at once).
+        no_workers_timeout: Seconds a task may wait for a region without live workers.
+        base: The environment to start from (default: this process's).
+        router: False for a plain Dask scheduler (default config): the baseline routing is measured against.
+
+    Returns:
+        The whole environment, without a worker's region and root.
+    """
+    env = dict(os.environ if base is None else base)
+    if router:
+        env.update(SCHEDULER_ENV)
+    env[REGIONS_ENV] = ",".join(regions)
+    env[NO_WORKERS_TIMEOUT_ENV] = str(no_workers_timeout)
+    env.pop(REGION_ENV, None)
+    env.pop(ROOT_ENV, None)
+    return env
+
+
 def _die_with_parent() -> None:
     """Runs in the child before exec: take SIGTERM when the parent dies (Linux), so nothing is orphaned."""
     try:
@@ -303,13 +331,7 @@ class LocalRegionalCluster:
     def _start_scheduler(self) -> None:
         assert self._workdir is not None
         sched_file = self._workdir / "scheduler.json"
-        env = dict(self.base_env)
-        if self.router:
-            env.update(SCHEDULER_ENV)
-        env[REGIONS_ENV] = ",".join(self.region_names)
-        env[NO_WORKERS_TIMEOUT_ENV] = str(self.no_workers_timeout)
-        env.pop(REGION_ENV, None)
-        env.pop(ROOT_ENV, None)
+        env = scheduler_env(self.region_names, self.no_workers_timeout, self.base_env, router=self.router)
         cmd = scheduler_command(
             host=self.host,
             port=self.scheduler_port,

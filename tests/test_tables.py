@@ -164,3 +164,25 @@ def test_bad_columns_constant_targets_and_no_rows_fail_clearly(client, trips, re
     empty = tables.NormalEquations.of(pd.DataFrame({"y": [np.nan], "x": [1.0]}), "y", ["x"])
     with pytest.raises(tables.TableInputError, match="no rows to fit"):
         empty.solve(["x"])
+
+
+def test_tables_are_catalogued_with_columns_rows_time_span_and_bbox(tmp_path):
+    from proximate.catalog.extract import extract
+
+    frame = synthetic.trips(3_000, seed=8)
+    synthetic.write_parquet(frame, tmp_path / "trips.parquet", row_group_size=1_000)
+    frame.to_csv(tmp_path / "trips.data", index=False)  # a CSV by its content, whatever its name
+    (tmp_path / "notes.txt").write_text("not a table\njust, some text\n")
+    expected_bbox = [frame.pickup_longitude.min(), frame.pickup_latitude.min(), frame.pickup_longitude.max(),
+                     frame.pickup_latitude.max()]  # fmt: skip
+    for name, fmt in (("trips.parquet", "parquet"), ("trips.data", "csv")):
+        record = extract(tmp_path / name, region="a", rel_path=name)
+        assert (record.status, record.format, record.dimensions) == ("ok", fmt, {"rows": 3_000})
+        assert {v.name: v.dtype for v in record.variables}["tpep_pickup_datetime"].startswith("datetime64")
+        assert set(record.variable_names) == set(frame.columns)
+        np.testing.assert_allclose(record.bbox, expected_bbox)
+        assert pd.Timestamp(record.time_start) == frame.tpep_pickup_datetime.min()
+        assert pd.Timestamp(record.time_end) == frame.tpep_dropoff_datetime.max()
+    from proximate.formats import detect_format
+
+    assert detect_format(tmp_path / "notes.txt") == "unknown"

@@ -15,7 +15,7 @@ from proximate.catalog.base import Catalog, CatalogError, Fingerprint
 from proximate.catalog.query import CatalogQuery, SearchResult
 from proximate.catalog.records import DatasetRecord
 from proximate.catalog.settings import DEFAULT_INDEX, DEFAULT_SQLITE_PATH, CatalogSettings
-from proximate.datasets import CatalogId, RegionPath, locate, parse_reference
+from proximate.datasets import CatalogId, locate
 
 __all__ = [
     "DEFAULT_SQLITE_PATH",
@@ -26,7 +26,6 @@ __all__ = [
     "DatasetRecord",
     "Fingerprint",
     "SearchResult",
-    "locate_references",
     "open_catalog",
     "open_from_catalog",
 ]
@@ -86,12 +85,3 @@ def open_from_catalog(record_or_id: DatasetRecord | str, *, catalog: Catalog | N
         where = locate(CatalogId(record_or_id), own)
     return open_dataset(where, **xarray_kwargs)
 
-
-def locate_references(refs: list[str], settings: CatalogSettings) -> list[RegionPath]:
-    """Where each reference's dataset lives: ``region:path`` parsed, catalog ids looked up in the catalog of
-    ``settings`` (opened only when there is an id). Call it where the catalog is reachable (the flow's process)."""
-    parsed = [parse_reference(ref) for ref in refs]
-    if all(isinstance(ref, RegionPath) for ref in parsed):
-        return parsed  # type: ignore[return-value]
-    with settings.open() as catalog:
-        return [locate(ref, catalog) for ref in parsed]

@@ -51,19 +51,35 @@ def forecast(*, realizations: int = 4, heights: int = 16, nlat: int = 90, nlon: 
     return ds
 
 
-def observations(*, nlat: int = 90, nlon: int = 180, seed: int = 1) -> xr.Dataset:
-    """Near-surface air temperature observations on a latitude x longitude grid, float32."""
+def observations(*, nlat: int = 90, nlon: int = 180, seed: int = 1, height: float | None = None) -> xr.Dataset:
+    """Near-surface air temperature observations on a latitude x longitude grid, float32.
+
+    With ``height`` (metres), the observations are of the same atmosphere as :func:`forecast` at that height
+    (its lapse rate applied) and say so with a scalar ``height`` coordinate, as CF data does; a forecast minus
+    them is then the forecast's error, not the temperature difference between two levels.
+    """
     rng = np.random.default_rng(seed)
     lat, lon = _grid(nlat, nlon)
     base = 288.0 - 30.0 * np.abs(np.sin(np.deg2rad(lat)))[:, None] + np.zeros((1, nlon))
+    if height is not None:
+        base = base - 0.0065 * height
     data = (base + rng.standard_normal((nlat, nlon))).astype(np.float32)
+    coords = {
+        "latitude": ("latitude", lat, {"standard_name": "latitude", "units": "degrees_north"}),
+        "longitude": ("longitude", lon, {"standard_name": "longitude", "units": "degrees_east"}),
+        "time": ((), pd.Timestamp("2026-06-01T00:00"), {"standard_name": "time"}),
+    }
+    if height is not None:
+        coords["height"] = ((), float(height), {"standard_name": "height", "units": "m", "positive": "up"})
     return xr.Dataset(
-        {"air_temperature": (("latitude", "longitude"), data, {"standard_name": "air_temperature", "units": "K"})},
-        coords={
-            "latitude": ("latitude", lat, {"standard_name": "latitude", "units": "degrees_north"}),
-            "longitude": ("longitude", lon, {"standard_name": "longitude", "units": "degrees_east"}),
-            "time": ((), pd.Timestamp("2026-06-01T00:00"), {"standard_name": "time"}),
+        {
+            "air_temperature": (
+                ("latitude", "longitude"),
+                data,
+                {"standard_name": "air_temperature", "units": "K", "long_name": "Air temperature"},
+            )
         },
+        coords=coords,
         attrs={
             "Conventions": "CF-1.8",
             "title": "Synthetic gridded observations",
