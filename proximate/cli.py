@@ -207,10 +207,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sse_c_key(path: str) -> bytes:
+    """The SSE-C key in ``path``: its 32 bytes, or their base64 text (as ``openssl rand -base64 32`` writes it)."""
+    import base64
+    import binascii
+
+    raw = Path(path).read_bytes()
+    if len(raw) == 32:
+        return raw
+    try:
+        key = base64.b64decode(raw.strip(), validate=True)
+    except binascii.Error:
+        key = b""
+    if len(key) != 32:
+        raise ValueError(f"--sse-c-key-file {path}: not a 256-bit key (32 bytes, raw or base64)")
+    return key
+
+
 def cmd_sync(args: argparse.Namespace) -> int:
     import json
 
-    from proximate.sync import sync
+    from proximate.sync import ManifestWriteError, sync
 
     options: dict[str, object] = {}
     if args.endpoint_url:
@@ -219,23 +236,52 @@ def cmd_sync(args: argparse.Namespace) -> int:
         options["profile"] = args.profile
     if args.anon:
         options["anon"] = True
+    if args.requester_pays:
+        options["requester_pays"] = True
+    if args.sse_c_key_file:
+        key = _sse_c_key(args.sse_c_key_file)
+        options["s3_additional_kwargs"] = {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": key}
     tuning = {} if args.concurrency is None else {"concurrency": args.concurrency}
-    result = sync(
-        args.source, args.dest, storage_options=options, delete=args.delete, fsync=not args.no_fsync, **tuning
-    )
+    try:
+        result = sync(
+            args.source,
+            args.dest,
+            storage_options=options,
+            delete=args.delete,
+            max_delete=args.max_delete,
+            delete_all=args.delete_all,
+            fsync=not args.no_fsync,
+            **tuning,
+        )
+    except ManifestWriteError as exc:  # a full disk: the message names the file
+        print(f"proximate: error: {exc.strerror}", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps(result.to_dict()))
     else:
+        cold = f", {result.skipped_cold} cold (skipped)" if result.cold else ""
         print(
             f"{result.source_url} -> {result.dest_root}: {result.new} new, {result.modified} changed,"
-            f" {result.deleted} deleted, {result.skipped} unchanged, {len(result.failed)} failed;"
+            f" {result.deleted} deleted, {result.skipped} unchanged, {len(result.failed)} failed{cold};"
             f" {result.bytes_transferred / 2**20:.1f} MiB in {result.seconds:.2f} s ({result.mib_per_s:.1f} MiB/s)"
+        )
+    for key in result.cold[:50]:
+        print(f"proximate: warning: skipped cold object {key!r} (archived, not restored)", file=sys.stderr)
+    if len(result.cold) > 50:
+        print(f"proximate: warning: ... and {len(result.cold) - 50} more cold objects", file=sys.stderr)
+    if result.size_only:
+        print(
+            f"proximate: note: {len(result.size_only)} object(s) checked by size only (no checksum the store keeps"
+            f" could be checked), e.g. {result.size_only[0]!r}",
+            file=sys.stderr,
         )
     for key, reason in result.failed[:50]:
         print(f"proximate: failed: {key!r}: {reason}", file=sys.stderr)
     if len(result.failed) > 50:
         print(f"proximate: failed: ... and {len(result.failed) - 50} more", file=sys.stderr)
-    return 1 if result.failed else 0
+    if result.delete_refused:
+        print(f"proximate: error: {result.delete_refused}", file=sys.stderr)
+    return 0 if result.ok else 1
 
 
 def cmd_testbed(args: argparse.Namespace) -> int:
@@ -387,9 +433,22 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("source", help="s3://bucket/prefix/ or file:///path/")
     sync.add_argument("dest", help="the destination root (a region's file system)")
     sync.add_argument("--delete", action="store_true", help="remove files this sync wrote whose objects are gone")
+    sync.add_argument(
+        "--max-delete",
+        type=int,
+        metavar="N",
+        help="with --delete: remove at most N files (default: refuse to remove more than half the mirror)",
+    )
+    sync.add_argument(
+        "--delete-all", action="store_true", help="with --delete: allow any number of removals, every file included"
+    )
     sync.add_argument("--endpoint-url", help="S3 endpoint (default: AWS, or AWS_ENDPOINT_URL_S3)")
     sync.add_argument("--profile", help="AWS profile for credentials")
     sync.add_argument("--anon", action="store_true", help="read a public bucket without credentials")
+    sync.add_argument("--requester-pays", action="store_true", help="the bucket is requester-pays: you pay for reads")
+    sync.add_argument(
+        "--sse-c-key-file", metavar="FILE", help="the SSE-C key the objects are encrypted with (32 bytes, or base64)"
+    )
     sync.add_argument("--concurrency", type=int, help="object reads in flight (default: the engine's, 16)")
     sync.add_argument("--no-fsync", action="store_true", help="do not make files durable before naming them")
     sync.add_argument("--json", action="store_true", help="print the SyncResult as JSON")
