@@ -65,10 +65,44 @@ def _random_box(rng: random.Random) -> tuple[float, float, float, float]:
 # -- 1. files ----------------------------------------------------------------------------------------------------
 
 
+def write_grib(path: Path, rng: random.Random) -> None:
+    """One GRIB 2 message from ecCodes' sample template on a random regular lat/lon box."""
+    import eccodes
+
+    # whole even degrees: the sample's 2-degree grid (31 x 16 points) must fit its first and last points exactly
+    west, south = 2 * rng.randint(-90, 74), 2 * rng.randint(-45, 15)
+    h = eccodes.codes_grib_new_from_samples("regular_ll_sfc_grib2")
+    for key, value in (("latitudeOfFirstGridPointInDegrees", south + 60), ("latitudeOfLastGridPointInDegrees", south),
+                       ("longitudeOfFirstGridPointInDegrees", west), ("longitudeOfLastGridPointInDegrees", west + 30),
+                       ("dataDate", 20000101 + rng.randint(0, 20) * 10000), ("stepRange", str(rng.choice([0, 6, 24])))):
+        eccodes.codes_set(h, key, value)
+    eccodes.codes_set_values(h, np.zeros(eccodes.codes_get(h, "numberOfValues")))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as fh:
+        eccodes.codes_write(h, fh)
+    eccodes.codes_release(h)
+
+
+def write_geotiff(path: Path, rng: random.Random) -> None:
+    """A two-band 64x48 GeoTIFF in EPSG:3577 (the EASI Landsat CRS) at a random place over Australia."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    west, north = rng.uniform(-1.5e6, 1.5e6), rng.uniform(-4.0e6, -1.5e6)
+    profile = {"driver": "GTiff", "width": 64, "height": 48, "count": 2, "dtype": "uint16", "crs": "EPSG:3577",
+               "transform": from_origin(west, north, 30.0, 30.0)}  # fmt: skip
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(np.zeros((2, 48, 64), "uint16"))
+
+
 def write_file(args: tuple[Path, int, int, str]) -> None:
     import netCDF4
 
     path, i, seed, fmt = args
+    if fmt in ("GRIB", "GEOTIFF"):
+        (write_grib if fmt == "GRIB" else write_geotiff)(path, random.Random(seed * 1_000_003 + i))
+        return
     rng = random.Random(seed * 1_000_003 + i)
     west, south, east, north = _random_box(rng)
     nlon, nlat, nt = 6, 5, 4
@@ -104,7 +138,8 @@ def write_file(args: tuple[Path, int, int, str]) -> None:
 
 
 def generate_files(root: Path, n: int, seed: int, procs: int, fmt: str) -> float:
-    jobs = [(root / f"d{i // 1000:03d}" / f"file_{i:06d}.nc", i, seed, fmt) for i in range(n)]
+    suffix = {"GRIB": ".grib2", "GEOTIFF": ".tif"}.get(fmt, ".nc")
+    jobs = [(root / f"d{i // 1000:03d}" / f"file_{i:06d}{suffix}", i, seed, fmt) for i in range(n)]
     start = time.perf_counter()
     with ProcessPoolExecutor(procs) as pool:
         list(pool.map(write_file, jobs, chunksize=200))
@@ -218,8 +253,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--format",
         default="NETCDF4",
-        choices=["NETCDF4", "NETCDF4_CLASSIC", "NETCDF3_64BIT_OFFSET"],
-        help="file format: HDF5-based NetCDF-4 (slower to open) or classic CDF",
+        choices=["NETCDF4", "NETCDF4_CLASSIC", "NETCDF3_64BIT_OFFSET", "GRIB", "GEOTIFF"],
+        help="file format: HDF5-based NetCDF-4 (slower to open), classic CDF, GRIB 2 or GeoTIFF",
     )
     ap.add_argument("--opensearch-url", default=None, help="a real cluster instead of osmem-server")
     ap.add_argument("--workdir", default=None, help="keep files here instead of a temp dir")

@@ -11,6 +11,7 @@ from prefect_dask import DaskTaskRunner
 from pydantic import Field, model_validator
 
 from blocks.region import DOCS, LOGO, Region
+from proximate.autoscale import RegionBounds, autoscaled, parse_bounds
 from proximate.cluster import LocalRegionalCluster, RegionSpec, TLSFiles
 
 LOCAL = "local"
@@ -42,6 +43,25 @@ class RegionalCluster(Block):
         le=3600,
         description="For 'local': seconds a task may wait for a region without live workers before it errs.",
     )
+    max_workers: int | None = Field(
+        default=None,
+        ge=1,
+        description="For 'local': scale each region's workers on its own backlog up to this many (unset: a fixed "
+        "workers_per_region).",
+    )
+    min_workers: int = Field(default=1, ge=0, description="For 'local' with max_workers: the fewest per region.")
+    max_workers_per_region: dict[str, int] = Field(
+        default_factory=dict, description="For 'local' with max_workers: region name to its own maximum."
+    )
+    min_workers_per_region: dict[str, int] = Field(
+        default_factory=dict, description="For 'local' with max_workers: region name to its own minimum."
+    )
+    scale_down_after: float = Field(
+        default=10.0,
+        ge=0,
+        le=3600,
+        description="For 'local' with max_workers: seconds a region must need fewer workers before one retires.",
+    )
     tls_ca_file: str | None = Field(default=None, description="CA certificate file for a tls:// scheduler.")
     tls_cert: str | None = Field(default=None, description="Client certificate file for a tls:// scheduler.")
     tls_key: str | None = Field(default=None, description="Client private key file for a tls:// scheduler.")
@@ -55,7 +75,28 @@ class RegionalCluster(Block):
             raise ValueError("TLS needs tls_ca_file, tls_cert and tls_key together")
         if self.address.startswith("tls://") and not all(tls):
             raise ValueError("a tls:// scheduler needs tls_ca_file, tls_cert and tls_key")
+        scaling = self.max_workers_per_region or self.min_workers_per_region
+        if self.address != LOCAL and (self.max_workers is not None or scaling):
+            raise ValueError(
+                "max_workers scales a 'local' cluster; a running scheduler's regions scale with its own backend (ECS)"
+            )
+        if scaling and self.max_workers is None:
+            raise ValueError("min/max_workers_per_region need max_workers")
+        if self.max_workers is not None and self.min_workers > self.max_workers:
+            raise ValueError(f"min_workers {self.min_workers} is more than max_workers {self.max_workers}")
+        if self.max_workers is not None:
+            self.bounds([*self.max_workers_per_region, *self.min_workers_per_region])  # numbers; names when run
         return self
+
+    def bounds(self, region_names: list[str]) -> dict[str, RegionBounds] | None:
+        """Each region's scaling bounds, or ``None`` for fixed workers; refuses bad values naming them."""
+        if self.max_workers is None:
+            return None
+        return parse_bounds(
+            region_names,
+            [str(self.min_workers), *(f"{r}={n}" for r, n in self.min_workers_per_region.items())],
+            [str(self.max_workers), *(f"{r}={n}" for r, n in self.max_workers_per_region.items())],
+        )
 
     def tls(self) -> TLSFiles | None:
         if self.tls_ca_file and self.tls_cert and self.tls_key:
@@ -74,11 +115,17 @@ class RegionalCluster(Block):
         if not blocks:
             raise ValueError("a local RegionalCluster needs at least one Region")
         specs = [RegionSpec(b.name, Path(b.root)) for b in blocks]
+        bounds = self.bounds([s.name for s in specs])  # before anything starts
+        workers = self.workers_per_region if bounds is None else {r: b.minimum for r, b in bounds.items()}
         with LocalRegionalCluster(
             specs,
-            workers_per_region=self.workers_per_region,
+            workers_per_region=workers,
             threads_per_worker=self.threads_per_worker,
             no_workers_timeout=self.no_workers_timeout,
             tls=tls,
         ) as cluster:
-            yield DaskTaskRunner(address=cluster.address, client_kwargs=client_kwargs)
+            if bounds is None:
+                yield DaskTaskRunner(address=cluster.address, client_kwargs=client_kwargs)
+                return
+            with autoscaled(cluster, bounds, scale_down_after=self.scale_down_after):
+                yield DaskTaskRunner(address=cluster.address, client_kwargs=client_kwargs)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Any
 
 from prefect.blocks.core import Block
 from prefect_aws import AwsCredentials
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 
 from proximate.regions import validate_region_name
 
@@ -38,11 +40,30 @@ class Region(Block):
     endpoint_url: str | None = Field(
         default=None, description="S3 endpoint for S3-compatible stores (MinIO, SeaweedFS, a test server)."
     )
+    requester_pays: bool = Field(
+        default=False, description="The source bucket is requester-pays: this account pays for the listing and reads."
+    )
+    sse_customer_key: SecretStr | None = Field(
+        default=None,
+        description="The SSE-C key of the source's objects: 32 bytes in base64 (openssl rand -base64 32).",
+    )
 
     @field_validator("name")
     @classmethod
     def _valid_name(cls, value: str) -> str:
         return validate_region_name(value)
+
+    @field_validator("sse_customer_key")
+    @classmethod
+    def _valid_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            try:
+                key = base64.b64decode(value.get_secret_value(), validate=True)
+            except binascii.Error:
+                key = b""
+            if len(key) != 32:
+                raise ValueError("sse_customer_key must be a 256-bit key in base64 (44 characters)")
+        return value
 
     def storage_options(self) -> dict[str, Any]:
         """fsspec/s3fs options for ``source_url``; secrets come from the credentials block, never from here."""
@@ -58,4 +79,9 @@ class Region(Block):
                 options.setdefault("client_kwargs", {})["region_name"] = self.aws_credentials.region_name
         if self.endpoint_url:
             options.setdefault("client_kwargs", {})["endpoint_url"] = self.endpoint_url
+        if self.requester_pays:
+            options["requester_pays"] = True
+        if self.sse_customer_key is not None:
+            key = base64.b64decode(self.sse_customer_key.get_secret_value())
+            options["s3_additional_kwargs"] = {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": key}
         return options

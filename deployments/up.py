@@ -6,7 +6,8 @@ brings up, each as its own process group started and stopped by PID:
 
 1. a Prefect server on a loopback port (state under ``<workdir>/prefect``);
 2. the demo's data (``flows.demo``): generated files, a local S3 server (moto) with a bucket per region, and a
-   long-lived two-region Dask cluster; ``Region``, ``CatalogConfig`` (``demo-catalog``) and ``RegionalCluster``
+   long-lived two-region Dask cluster; ``Region``, ``CatalogConfig`` (``demo-catalog``, and the flows' default
+   ``proximate-catalog``) and ``RegionalCluster``
    (``proximate-cluster``, the running scheduler's address) blocks saved; the nightly flow run per region, so
    the regions are synced and the catalog indexed;
 3. the process work pool ``proximate-local`` (``deployments/process-pool.json``), the deployments of
@@ -261,14 +262,21 @@ def _run_up(workdir: Path, workers_per_region: int) -> None:
         )
         _log(t0, "Prefect server healthy")
 
+        from blocks.catalog import CatalogConfig
         from blocks.cluster import DEFAULT_CLUSTER_BLOCK, RegionalCluster
+        from flows.common import DEFAULT_CATALOG_BLOCK
+        from flows.demo import DEMO_CATALOG, demo_catalog_path
 
         register_blocks()
         save_demo_blocks(workdir, endpoint, roots)
+        # The catalog a run uses when its `catalog` is empty, wherever its worker runs (not only up's).
+        CatalogConfig(backend="sqlite", sqlite_path=str(demo_catalog_path(workdir))).save(
+            DEFAULT_CATALOG_BLOCK, overwrite=True
+        )
         RegionalCluster(address=cluster.address, regions=list(roots)).save(DEFAULT_CLUSTER_BLOCK, overwrite=True)
         _log(
             t0,
-            f"blocks saved: Region {', '.join(roots)}; CatalogConfig demo-catalog; "
+            f"blocks saved: Region {', '.join(roots)}; CatalogConfig {DEMO_CATALOG}, {DEFAULT_CATALOG_BLOCK}; "
             f"RegionalCluster {DEFAULT_CLUSTER_BLOCK} -> {cluster.address}",
         )
         # The pool and the deployments (two Prefect CLI starts) are made while the nightly flows run here.

@@ -1,53 +1,143 @@
 """Analysis flows a scientist triggers from the Prefect UI or calls from Python.
 
-Each flow parses its dataset references (or runs its catalog query) in its own process, then runs a subflow on
-the multi-region cluster's DaskTaskRunner: coarse Prefect tasks (one per dataset), fine-grained Dask work inside,
-every part in the region holding its data. Each run publishes the locality report, a plot and result statistics
-as artifacts, writes its result atomically and returns an :class:`~proximate.analysis.AnalysisResult`.
+Each flow checks its parameters and locates its datasets in its own process (catalog ids and queries against the
+catalog, outputs under the results root), before any cluster work. It then points its own DaskTaskRunner at the
+multi-region cluster (:class:`flows.common.RegionalTaskRunner`) and submits one Prefect task per region inside
+``proximate.pool(region)``, which opens that region's datasets on one of its workers. The workload's lazy graph
+is computed from the flow through the same client, every part in the region holding its data, and only the
+small results cross. Each run logs what it read, where each part ran and what crossed, publishes the locality
+report, a plot and result statistics as artifacts, writes its result atomically and returns an
+:class:`~proximate.analysis.AnalysisResult`.
+
+Why this shape: a subflow per run, a Prefect task per dataset and a Prefect task around the compute each cost
+tenths of a second to a second of orchestration (see bench/RESULTS.md), for no routing they add: the Dask graph
+is routed by the scheduler either way.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import xarray as xr
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
-from flows.common import DEFAULT_CLUSTER_BLOCK, catalog_settings, cluster_task_runner
+from flows.common import (
+    DEFAULT_CLUSTER_BLOCK,
+    RegionalTaskRunner,
+    catalog_settings,
+    cluster_block,
+    locate_parameters,
+    run_on_cluster,
+)
 from proximate import analysis
-from proximate.analysis import AnalysisResult, ByteBudget
+from proximate.analysis import AnalysisResult, ParameterError
 from proximate.catalog.query import DatasetQuery
-from proximate.datasets import RegionPath, locate, parse_reference
-from proximate.locality_report import LocalityReport
-from proximate.outputs import result_path, write_result
-from tasks.analysis import compute_task, open_dataset_task
-from tasks.artifacts import publish
+from proximate.datasets import RegionPath
+from proximate.locality_report import LocalityReport, locality
+from proximate.outputs import resolve_output, result_path, write_result
+from proximate.pools import pool
+from tasks.analysis import open_in_region_task
+from tasks.artifacts import publish, publish_dashboard, start_plot
+
+# -- the steps every analysis flow shares -----------------------------------------------------------------------
 
 
-@flow(name="compare-forecast-to-observations-on-cluster")
-def _compare_on_cluster(
-    forecast: RegionPath,
-    observations: RegionPath,
-    variable: str,
-    height: float | None,
-    height_index: int | None,
-    forecast_chunks: dict[str, int],
-) -> tuple[object, LocalityReport, ByteBudget]:
-    fc_future = open_dataset_task.submit(forecast, {"chunks": forecast_chunks})
-    obs_future = open_dataset_task.submit(observations, {"chunks": {}})
-    fc, obs = fc_future.result(), obs_future.result()
-    lazy = analysis.forecast_minus_observations(fc, obs, variable, height=height, height_index=height_index)
-    result, report = compute_task.submit(lazy).result()
-    budget = analysis.compare_budget(fc, obs, variable, result, height=height, height_index=height_index)
-    return result, report, budget
+def _variables_check(variables: Sequence[str]) -> Callable[[list[Any]], None]:
+    return lambda records: analysis.check_record_variables(records, variables)
 
 
-@flow(name="compare-forecast-to-observations", log_prints=True)
+def _matching(query: DatasetQuery, catalog: str | None, variables: Sequence[str], parameter: str) -> list[RegionPath]:
+    with catalog_settings(catalog, must_exist=True).open() as cat:
+        return [r.location for r in analysis.matching_records(cat, query, variables, parameter=parameter)]
+
+
+def _datasets(
+    query: DatasetQuery | None,
+    datasets: Sequence[str] | None,
+    catalog: str | None,
+    variables: Sequence[str],
+    parameter: str,
+) -> list[RegionPath]:
+    """The datasets of a query flow: those ``query`` matches, or the ``datasets`` references, not both."""
+    if (query is None) == (not datasets):
+        raise ParameterError("query", "give either a catalog query or a list of datasets (region:path or catalog ids)")
+    if query is not None:
+        return _matching(query, catalog, variables, parameter)
+    return locate_parameters({"datasets": list(datasets or [])}, catalog, _variables_check(variables))["datasets"]
+
+
+def _open(log: logging.LoggerAdapter, wanted: Sequence[tuple[str, RegionPath, dict[str, Any]]]) -> list[xr.Dataset]:
+    """Open each (name, where, xarray kwargs) in its region: one Prefect task per region, side by side, each
+    routed to its region's workers by ``pool``. Returns the lazy datasets in the order asked."""
+    by_region: dict[str, list[int]] = {}
+    for i, (_, where, _) in enumerate(wanted):
+        by_region.setdefault(where.region, []).append(i)
+    futures = {}
+    for region, idx in by_region.items():
+        with pool(region):
+            futures[region] = open_in_region_task.submit(
+                region, [wanted[i][0] for i in idx], [wanted[i][1] for i in idx], [wanted[i][2] for i in idx]
+            )
+    opened: list[xr.Dataset | None] = [None] * len(wanted)
+    for region, idx in by_region.items():
+        for i, ds in zip(idx, futures[region].result(), strict=True):
+            opened[i] = ds
+        log.info("opened in region %s: %s", region, ", ".join(f"{wanted[i][0]} {wanted[i][1]}" for i in idx))
+    return opened  # type: ignore[return-value]
+
+
+def _compute(client: Any, lazy: Any) -> tuple[Any, LocalityReport]:
+    """Compute a lazy result on the cluster from the flow (the client region), measuring what crossed."""
+    with locality(client) as report:
+        result = client.gather(client.compute(lazy))  # one object or a list of them
+    return result, report
+
+
+def _dashboard(client: Any) -> str | None:
+    """The cluster's Dask dashboard, when its scheduler serves one."""
+    if "dashboard" not in client.scheduler_info(n_workers=0).get("services", {}):
+        return None
+    return client.dashboard_link
+
+
+def _log_run(log: logging.LoggerAdapter, reports: Sequence[LocalityReport], budget: analysis.ByteBudget) -> None:
+    """Where the parts ran and what crossed regions, against the minimum, for the run page."""
+    workers: dict[str, set[str]] = {}
+    tasks: dict[str, int] = {}
+    between: dict[tuple[str, str], int] = {}
+    for report in reports:
+        for _, region, worker in report.tasks:
+            workers.setdefault(region, set()).add(worker)
+            tasks[region] = tasks.get(region, 0) + 1
+        for pair, n in report.bytes_between.items():
+            between[pair] = between.get(pair, 0) + n
+    for region in sorted(tasks):
+        log.info("ran in region %s: %d Dask tasks on %s", region, tasks[region], ", ".join(sorted(workers[region])))
+    crossed = sum(n for (src, dst), n in between.items() if src != dst)
+    pairs = "; ".join(f"{src} -> {dst} {n:,} B" for (src, dst), n in sorted(between.items()) if src != dst)
+    log.info(
+        "crossed regions: %s B (%s), physical minimum %s B, a centralised run would read %s B",
+        f"{crossed:,}",
+        pairs or "nothing",
+        f"{budget.minimum:,}",
+        f"{budget.centralised:,}",
+    )
+
+
+# -- the flows --------------------------------------------------------------------------------------------------
+
+
+@flow(name="compare-forecast-to-observations", task_runner=RegionalTaskRunner())
 def compare_forecast_to_observations(
     forecast: str,
     observations: str,
     variable: str = "air_temperature",
     height: float | None = None,
     height_index: int | None = None,
-    output: str = "results/forecast-minus-observations.nc",
+    output: str = "forecast-minus-observations.nc",
     catalog: str | None = None,
     cluster: str = DEFAULT_CLUSTER_BLOCK,
     scheduler_address: str | None = None,
@@ -59,9 +149,11 @@ def compare_forecast_to_observations(
         forecast: The ensemble forecast: `region:path` (e.g. `ecmwf:forecast/air_temperature.nc`) or a catalog id.
         observations: The observations: `region:path` or a catalog id.
         variable: Variable to compare, present in both datasets (same units).
-        height: Level to select by value (nearest), in the forecast's height units.
+        height: Level to select by value (nearest), in the forecast's height units. Empty: the observations' own
+            level when they record one.
         height_index: Level to select by position, when `height` is not given.
-        output: Where to write the difference: a local path or an `s3://` URL, `.nc` or `.zarr`.
+        output: Where to write the difference, `.nc` or `.zarr`: a path (relative ones go under the results root,
+            `PROXIMATE_RESULTS`, else `results/` under `PROXIMATE_HOME` or the flow's directory) or an `s3://` URL.
         catalog: Name of a saved CatalogConfig block to look catalog ids up in; empty uses the default catalog.
         cluster: Name of the RegionalCluster block to run on.
         scheduler_address: Use this Dask scheduler instead of the block (tcp://host:port).
@@ -69,54 +161,50 @@ def compare_forecast_to_observations(
     Returns:
         The written output, the datasets read, and the bytes that crossed regions against the run's budget.
     """
-    fc_where, obs_where = _locate([forecast, observations], catalog)  # bad references fail before any cluster
-    with cluster_task_runner(cluster, scheduler_address, [fc_where.region, obs_where.region]) as runner:
-        result, report, budget = _compare_on_cluster.with_options(task_runner=runner)(
-            fc_where, obs_where, variable, height, height_index, {"realization": 1}
-        )
-    written = write_result(result, output)
-    publish("compare", result, report, budget=budget, output=written)
-    get_run_logger().info(
-        "cross-region %s B (minimum %s B); written to %s", report.cross_region_bytes, budget.minimum, written
+    log = get_run_logger()
+    target = resolve_output(output)
+    block = cluster_block(cluster, scheduler_address)
+    located = locate_parameters(
+        {"forecast": forecast, "observations": observations}, catalog, _variables_check([variable])
     )
-    return AnalysisResult.of([written], [fc_where, obs_where], [report], budget)
+    (fc_where,), (obs_where,) = located["forecast"], located["observations"]
+    log.info("forecast %s, observations %s, variable %s", fc_where, obs_where, variable)
+    client = run_on_cluster(block, located)
+    fc, obs = _open(log, [("forecast", fc_where, {"chunks": {"realization": 1}}), ("observations", obs_where, {})])
+    lazy = analysis.forecast_minus_observations(fc, obs, variable, height=height, height_index=height_index)
+    result, report = _compute(client, lazy)
+    budget = analysis.compare_budget(fc, obs, variable, result, height=height, height_index=height_index)
+    _finish(log, "compare", result, [report], budget, target, client)
+    return AnalysisResult.of([target], [fc_where, obs_where], [report], budget)
 
 
-def _locate(refs: list[str], catalog: str | None) -> list[RegionPath]:
-    """Where each reference's dataset lives; catalog ids are looked up here, in the flow's process."""
-    parsed = [parse_reference(ref) for ref in refs]
-    if all(isinstance(ref, RegionPath) for ref in parsed):
-        return parsed  # type: ignore[return-value]
-    with catalog_settings(catalog).open() as cat:
-        return [locate(ref, cat) for ref in parsed]
+def _finish(
+    log: logging.LoggerAdapter,
+    key: str,
+    result: Any,
+    reports: Sequence[LocalityReport],
+    budget: analysis.ByteBudget,
+    target: str,
+    client: Any,
+) -> None:
+    plot = start_plot(result)  # rendered while the result is written
+    write_result(result, target)
+    _log_run(log, reports, budget)
+    log.info("result written to %s", target)
+    publish(key, result, reports[0], budget=budget, output=target, plot=plot, dashboard=_dashboard(client))
 
 
-def _matching(query: DatasetQuery, catalog: str | None, variables: list[str]) -> list[RegionPath]:
-    with catalog_settings(catalog).open() as cat:
-        return [r.location for r in analysis.matching_records(cat, query, variables)]
-
-
-@flow(name="seasonal-mean-on-cluster")
-def _seasonal_on_cluster(
-    datasets: list[RegionPath], variable: str, valid_min: float | None, valid_max: float | None
-) -> tuple[object, LocalityReport, ByteBudget]:
-    futures = [open_dataset_task.submit(where, {"chunks": {}}) for where in datasets]
-    opened = [f.result() for f in futures]
-    partials = [analysis.seasonal_partials(ds, variable, valid_min=valid_min, valid_max=valid_max) for ds in opened]
-    result, report = compute_task.submit(analysis.combine_seasonal(partials)).result()
-    return result, report, analysis.seasonal_budget(opened, partials, variable, result)
-
-
-@flow(name="seasonal-mean", log_prints=True)
+@flow(name="seasonal-mean", task_runner=RegionalTaskRunner())
 def seasonal_mean(
-    query: DatasetQuery,
-    variable: str,
+    query: DatasetQuery | None = None,
+    variable: str = "tas",
     valid_min: float | None = None,
     valid_max: float | None = None,
-    output: str = "results/seasonal-mean.nc",
+    output: str = "seasonal-mean.nc",
     catalog: str | None = None,
     cluster: str = DEFAULT_CLUSTER_BLOCK,
     scheduler_address: str | None = None,
+    datasets: list[str] | None = None,
 ) -> AnalysisResult:
     """Seasonal mean (DJF, MAM, JJA, SON) over every dataset a catalog query matches, possibly in several
     regions: each dataset's per-season sums and counts are computed where it lives, and only those cross.
@@ -126,45 +214,41 @@ def seasonal_mean(
         variable: Variable to average; every matching dataset must have it, on the same grid.
         valid_min: Mask values below this before averaging (e.g. fill values).
         valid_max: Mask values above this before averaging.
-        output: Where to write the result: a local path or an `s3://` URL, `.nc` or `.zarr`.
+        output: Where to write the result, `.nc` or `.zarr`: a path (relative ones go under the results root) or
+            an `s3://` URL.
         catalog: Name of a saved CatalogConfig block; empty uses the default catalog.
         cluster: Name of the RegionalCluster block to run on.
         scheduler_address: Use this Dask scheduler instead of the block (tcp://host:port).
+        datasets: Instead of a query: the datasets, as `region:path` or catalog ids.
 
     Returns:
         The written output, the datasets read, and the bytes that crossed regions against the run's budget.
     """
-    datasets = _matching(query, catalog, [variable])
-    with cluster_task_runner(cluster, scheduler_address, sorted({d.region for d in datasets})) as runner:
-        result, report, budget = _seasonal_on_cluster.with_options(task_runner=runner)(
-            datasets, variable, valid_min, valid_max
-        )
-    written = write_result(result, output)
-    publish("seasonal-mean", result, report, budget=budget, output=written)
-    return AnalysisResult.of([written], datasets, [report], budget)
+    log = get_run_logger()
+    target = resolve_output(output)
+    block = cluster_block(cluster, scheduler_address)
+    wheres = _datasets(query, datasets, catalog, [variable], "variable")
+    log.info("%d dataset(s): %s", len(wheres), ", ".join(map(str, wheres)))
+    client = run_on_cluster(block, {"datasets" if datasets else "query": wheres})
+    opened = _open(log, [(str(w), w, {}) for w in wheres])
+    partials = [analysis.seasonal_partials(ds, variable, valid_min=valid_min, valid_max=valid_max) for ds in opened]
+    result, report = _compute(client, analysis.combine_seasonal(partials))
+    budget = analysis.seasonal_budget(opened, partials, variable, result)
+    _finish(log, "seasonal-mean", result, [report], budget, target, client)
+    return AnalysisResult.of([target], wheres, [report], budget)
 
 
-@flow(name="summarize-on-cluster")
-def _summarize_on_cluster(
-    datasets: list[RegionPath], variables: list[str], dims: list[str], statistics: list[str]
-) -> tuple[list[object], list[LocalityReport], ByteBudget]:
-    futures = [open_dataset_task.submit(where, {"chunks": {}}) for where in datasets]
-    opened = [f.result() for f in futures]
-    lazy = [analysis.summarize(ds, variables, dims, statistics) for ds in opened]  # checks before compute
-    results, reports = zip(*(compute_task.submit(x).result() for x in lazy), strict=True)
-    return list(results), list(reports), analysis.summarize_budget(opened, variables, results)
-
-
-@flow(name="summarize", log_prints=True)
+@flow(name="summarize", task_runner=RegionalTaskRunner())
 def summarize(
-    query: DatasetQuery,
-    variables: list[str],
+    query: DatasetQuery | None = None,
+    variables: list[str] | None = None,
     dims: list[str] | None = None,
     statistics: list[str] | None = None,
-    output: str = "results/summaries",
+    output: str = "summaries",
     catalog: str | None = None,
     cluster: str = DEFAULT_CLUSTER_BLOCK,
     scheduler_address: str | None = None,
+    datasets: list[str] | None = None,
 ) -> AnalysisResult:
     """Reduce each matching dataset where it lives (mean, min, max, std over the given dimensions) and bring
     only the reductions to the client region.
@@ -174,21 +258,37 @@ def summarize(
         variables: Variables to reduce; each matching dataset must have them.
         dims: Dimensions to reduce over; empty reduces over all of them.
         statistics: Any of mean, min, max, std; empty means all four.
-        output: Folder (local) for one NetCDF file of reductions per dataset.
+        output: Folder for one NetCDF file of reductions per dataset (a relative one goes under the results root).
         catalog: Name of a saved CatalogConfig block; empty uses the default catalog.
         cluster: Name of the RegionalCluster block to run on.
         scheduler_address: Use this Dask scheduler instead of the block (tcp://host:port).
+        datasets: Instead of a query: the datasets, as `region:path` or catalog ids.
 
     Returns:
         One output per dataset, the datasets read, and the bytes that crossed regions against the run's budget.
     """
-    statistics = analysis.check_statistics(statistics)
-    datasets = _matching(query, catalog, list(variables))
-    with cluster_task_runner(cluster, scheduler_address, sorted({d.region for d in datasets})) as runner:
-        results, reports, budget = _summarize_on_cluster.with_options(task_runner=runner)(
-            datasets, list(variables), list(dims or []), statistics
-        )
-    written = [write_result(r, result_path(output, where)) for where, r in zip(datasets, results, strict=True)]
-    rows = analysis.reduction_rows(datasets, results)
+    log = get_run_logger()
+    if not variables:
+        raise ParameterError("variables", "name at least one variable to reduce")
+    try:
+        statistics = analysis.check_statistics(statistics)
+    except analysis.AnalysisInputError as exc:
+        raise ParameterError("statistics", str(exc)) from exc
+    folder = resolve_output(output, folder=True)
+    block = cluster_block(cluster, scheduler_address)
+    wheres = _datasets(query, datasets, catalog, list(variables), "variables")
+    log.info("%d dataset(s): %s", len(wheres), ", ".join(map(str, wheres)))
+    client = run_on_cluster(block, {"datasets" if datasets else "query": wheres})
+    opened = _open(log, [(str(w), w, {}) for w in wheres])
+    lazy = [analysis.summarize(ds, variables, dims or [], statistics) for ds in opened]  # checks before compute
+    computed, report = _compute(client, lazy)
+    budget = analysis.summarize_budget(opened, variables, computed)
+    written = [write_result(r, result_path(folder, where)) for where, r in zip(wheres, computed, strict=True)]
+    _log_run(log, [report], budget)
+    log.info("results written to %s", folder)
+    rows = analysis.reduction_rows(wheres, computed)
     create_table_artifact(key="summarize-statistics", table=rows, description="Reductions per dataset")
-    return AnalysisResult.of(written, datasets, reports, budget)
+    link = _dashboard(client)
+    if link:
+        publish_dashboard("summarize", link)
+    return AnalysisResult.of(written, wheres, [report], budget)

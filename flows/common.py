@@ -1,31 +1,251 @@
-"""What every flow shares: the cluster it runs on and the catalog it reads, each decided once, here, in the
-flow's process, then passed explicitly to the tasks."""
+"""What every flow shares: the cluster it runs on, the catalog it reads, where its results go, each decided once,
+here, in the flow's process, then passed explicitly to the tasks.
+
+The analysis flows run their per-region Prefect tasks on :class:`RegionalTaskRunner`, the flow's own
+DaskTaskRunner, pointed at the multi-region cluster from inside the run once its parameters are checked: no
+subflow per run (a subflow costs a flow run, its heartbeat wait and a bigger pickled context per task submit),
+and no client or cluster for a run whose parameters are wrong.
+"""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 from prefect_dask import DaskTaskRunner
+from prefect_dask.client import PrefectDaskClient
 
 from blocks.catalog import CatalogConfig
-from blocks.cluster import DEFAULT_CLUSTER_BLOCK, RegionalCluster
+from blocks.cluster import DEFAULT_CLUSTER_BLOCK, LOCAL, RegionalCluster
 from blocks.region import Region
+from proximate.analysis import ParameterError
 from proximate.catalog import CatalogSettings
+from proximate.datasets import CatalogId, DatasetRefError, RegionPath, locate, parse_reference
 
-__all__ = ["DEFAULT_CLUSTER_BLOCK", "catalog_settings", "cluster_task_runner"]
+__all__ = [
+    "DEFAULT_CATALOG_BLOCK",
+    "DEFAULT_CLUSTER_BLOCK",
+    "RegionalTaskRunner",
+    "catalog_settings",
+    "cluster_block",
+    "cluster_task_runner",
+    "parse_references",
+    "run_on_cluster",
+]
+
+#: The CatalogConfig block the analysis flows read when no catalog is named, if one is saved under this name.
+DEFAULT_CATALOG_BLOCK = "proximate-catalog"
 
 
-def catalog_settings(name: str | None) -> CatalogSettings:
-    """The catalog a run uses: the saved ``CatalogConfig`` block ``name``, else the default
-    (``PROXIMATE_CATALOG``, else ``catalog/proximate.sqlite`` under the flow's working directory)."""
-    if not name:
-        return CatalogSettings.from_env()
+def _load_block(block_type: type, name: str) -> Any | None:
     try:
-        block = CatalogConfig.load(name)
-    except ValueError as exc:
-        raise ValueError(f"no CatalogConfig block named {name!r}: save one (see README) or leave it empty") from exc
-    return block.settings()
+        return block_type.load(name)
+    except ValueError:  # Prefect's "Unable to find block document named ..."
+        return None
+
+
+def catalog_settings(name: str | None, *, must_exist: bool = False) -> CatalogSettings:
+    """The catalog a run uses: the saved ``CatalogConfig`` block ``name``; with no name, the block
+    :data:`DEFAULT_CATALOG_BLOCK` when one is saved, else ``PROXIMATE_CATALOG``, else ``catalog/proximate.sqlite``
+    under the flow's working directory.
+
+    Args:
+        name: A CatalogConfig block name, or empty for the default.
+        must_exist: Refuse a SQLite catalog whose file does not exist (opening it would create an empty one, and a
+            lookup in it fails with a misleading "no dataset").
+
+    Raises:
+        ParameterError: naming ``catalog``: no such block, or (``must_exist``) no such file.
+    """
+    if name:
+        block = _load_block(CatalogConfig, name)
+        if block is None:
+            raise ParameterError(
+                "catalog", f"no CatalogConfig block named {name!r}: save one (see README) or leave it empty"
+            )
+        settings = block.settings()
+    else:
+        block = _load_block(CatalogConfig, DEFAULT_CATALOG_BLOCK)
+        settings = block.settings() if block is not None else CatalogSettings.from_env()
+    if must_exist and settings.backend == "sqlite" and not Path(settings.sqlite_path).is_file():
+        raise ParameterError(
+            "catalog",
+            f"{name or 'the default catalog'} is {settings.describe()}, which does not exist: index data into it"
+            " (the nightly flow) or name a saved CatalogConfig block",
+        )
+    return settings
+
+
+def cluster_block(cluster: str = DEFAULT_CLUSTER_BLOCK, scheduler_address: str | None = None) -> RegionalCluster:
+    """The cluster a run asks for, checked without connecting: ``scheduler_address`` when given, else the saved
+    RegionalCluster block ``cluster``.
+
+    Raises:
+        ParameterError: naming ``cluster`` (no such block) or ``scheduler_address`` (not tcp:// or tls://).
+    """
+    if scheduler_address:
+        try:
+            return RegionalCluster(address=scheduler_address)
+        except ValueError as exc:
+            raise ParameterError(
+                "scheduler_address", f"{scheduler_address!r} is not tcp://host:port or tls://host:port"
+            ) from exc
+    block = _load_block(RegionalCluster, cluster)
+    if block is None:
+        raise ParameterError(
+            "cluster", f"no RegionalCluster block named {cluster!r}: save one (see README) or pass scheduler_address"
+        )
+    return block
+
+
+def parse_references(refs: Mapping[str, str | Sequence[str]]) -> dict[str, list[RegionPath | CatalogId]]:
+    """Each parameter's dataset references parsed (``datasets.parse_reference``), errors naming the parameter."""
+    out: dict[str, list[RegionPath | CatalogId]] = {}
+    for parameter, value in refs.items():
+        values = [value] if isinstance(value, str) else list(value)
+        try:
+            out[parameter] = [parse_reference(v) for v in values]
+        except ValueError as exc:  # RegionError, RegionPathError, DatasetRefError: kept, and naming the parameter
+            raise type(exc)(f"{parameter}: {exc}") from exc
+    return out
+
+
+def locate_parameters(
+    refs: Mapping[str, str | Sequence[str]],
+    catalog: str | None,
+    check_records: Callable[[list[Any]], None] | None = None,
+) -> dict[str, list[RegionPath]]:
+    """Where each parameter's datasets live: references parsed once, catalog ids looked up here, in the flow's
+    process. Errors name the parameter.
+
+    Args:
+        refs: Each parameter's reference or references.
+        catalog: The CatalogConfig block to look ids up in (empty: the default catalog).
+        check_records: Called with the catalog records of each parameter's ids, to refuse them before any work.
+    """
+    parsed = parse_references(refs)
+    if not any(isinstance(ref, CatalogId) for refs_ in parsed.values() for ref in refs_):
+        return parsed  # type: ignore[return-value]
+    out: dict[str, list[RegionPath]] = {}
+    with catalog_settings(catalog, must_exist=True).open() as cat:
+        for parameter, refs_ in parsed.items():
+            try:
+                out[parameter] = [locate(ref, cat) for ref in refs_]
+            except DatasetRefError as exc:
+                raise ParameterError(parameter, str(exc)) from exc
+            if check_records is not None:
+                check_records([cat.get(ref.id) for ref in refs_ if isinstance(ref, CatalogId)])
+    return out
+
+
+class RegionalTaskRunner(DaskTaskRunner):
+    """The analysis flows' DaskTaskRunner: pointed at the multi-region cluster from inside the run.
+
+    A deployed flow's task runner is fixed when the flow is defined, but its cluster is a parameter (a block name
+    or a scheduler address). This runner starts unattached; :func:`run_on_cluster` attaches it once the
+    parameters are checked, and its client connects on the first submit. Per-region Prefect tasks submitted
+    inside ``proximate.pool(region)`` then run on that region's workers (a requirement of 0 restricts placement
+    without consuming a slot).
+    """
+
+    def duplicate(self) -> RegionalTaskRunner:
+        return type(self)(client_kwargs=self.client_kwargs)
+
+    def attach(
+        self, address: str | contextlib.AbstractContextManager[str], client_kwargs: Mapping[str, Any] | None = None
+    ) -> None:
+        """Point this runner at a scheduler (before its first submit).
+
+        Args:
+            address: The scheduler's address, or a context manager yielding it (a local cluster), held open until
+                the runner closes, after its client (entered before it, so closed after it).
+            client_kwargs: For ``distributed.Client`` (``security=`` for TLS).
+        """
+        if self._client is not None:
+            raise RuntimeError("this task runner is already connected")
+        if not isinstance(address, str):
+            address = self._exit_stack.enter_context(address)
+        self.address = address
+        self.client_kwargs = {**self.client_kwargs, **(client_kwargs or {})}
+
+    @property
+    def client(self) -> PrefectDaskClient:
+        # Unlike DaskTaskRunner's, never a default client found lying around nor a fresh LocalCluster: only the
+        # cluster the run was given.
+        if self._client is None:
+            if not self.address:
+                raise RuntimeError("RegionalTaskRunner used before the flow attached it to a cluster")
+            self._client = self._exit_stack.enter_context(PrefectDaskClient(self.address, **self.client_kwargs))
+        return self._client
+
+
+def _current_runner() -> DaskTaskRunner:
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    runner = ctx.task_runner if ctx else None
+    if not isinstance(runner, DaskTaskRunner):
+        raise RuntimeError(
+            f"this flow needs a DaskTaskRunner (it has {type(runner).__name__}): keep its RegionalTaskRunner or"
+            " pass DaskTaskRunner(address=...) with .with_options(task_runner=...)"
+        )
+    return runner
+
+
+def run_on_cluster(block: RegionalCluster, references: Mapping[str, Iterable[RegionPath]]) -> Any:
+    """Attach the running flow's task runner to ``block``'s cluster; return its Dask client, having checked that
+    every region the run needs has live workers.
+
+    Args:
+        block: From :func:`cluster_block`. A 'local' block starts its cluster now, for the rest of the run.
+        references: The located datasets of each parameter, for the regions they need and for errors.
+
+    Raises:
+        ParameterError: naming the parameter whose dataset is in a region the cluster does not have or that has
+            no live worker, or ``cluster`` for a 'local' block that does not serve a region.
+    """
+    runner = _current_runner()
+    if isinstance(runner, RegionalTaskRunner) and runner.address is None:
+        tls = block.tls()
+        client_kwargs = {"security": tls.security()} if tls else {}
+        if block.address == LOCAL:
+            regions = sorted({w.region for ws in references.values() for w in ws})
+            runner.attach(_local_cluster(block, regions), client_kwargs)
+        else:
+            runner.attach(block.address, client_kwargs)
+    client = runner.client
+    _require_live_regions(client, references)
+    return client
+
+
+@contextlib.contextmanager
+def _local_cluster(block: RegionalCluster, regions: Sequence[str]) -> Iterator[str]:
+    region_blocks = [Region.load(n) for n in (block.regions or regions)]
+    missing = set(regions) - {r.name for r in region_blocks}
+    if missing:
+        raise ParameterError("cluster", f"the local cluster block does not serve region(s) {sorted(missing)}")
+    with block.task_runner(region_blocks) as runner:
+        yield runner.address
+
+
+def _require_live_regions(client: Any, references: Mapping[str, Iterable[RegionPath]]) -> None:
+    from proximate.client import cluster_regions
+
+    info = cluster_regions(client)
+    for parameter, wheres in references.items():
+        for where in wheres:
+            if where.region not in info["known"]:
+                raise ParameterError(
+                    parameter,
+                    f"{where} is in region {where.region!r}, which this cluster does not have (regions:"
+                    f" {', '.join(info['known']) or 'none'})",
+                )
+            if not info["live"].get(where.region):
+                raise ParameterError(
+                    parameter, f"{where} is in region {where.region!r}, which has no live workers right now"
+                )
 
 
 @contextlib.contextmanager
@@ -34,8 +254,9 @@ def cluster_task_runner(
     scheduler_address: str | None = None,
     regions: Sequence[str] = (),
 ) -> Iterator[DaskTaskRunner]:
-    """A DaskTaskRunner on the multi-region cluster: on ``scheduler_address`` when given, else on the saved
-    RegionalCluster block ``cluster`` (a 'local' block starts its cluster for as long as the context).
+    """A DaskTaskRunner on the multi-region cluster, for flows that run a subflow on it (sync, index): on
+    ``scheduler_address`` when given, else on the saved RegionalCluster block ``cluster`` (a 'local' block starts
+    its cluster for as long as the context).
 
     Args:
         cluster: Name of the RegionalCluster block.
@@ -43,20 +264,17 @@ def cluster_task_runner(
         regions: Regions the run needs. A 'local' block that lists no Region blocks serves the Region blocks of
             these names; one that lists some must serve every one of them.
     """
-    if scheduler_address:
-        block = RegionalCluster(address=scheduler_address)
-    else:
-        try:
-            block = RegionalCluster.load(cluster)
-        except ValueError as exc:
-            raise ValueError(
-                f"no RegionalCluster block named {cluster!r}: save one (see README) or pass scheduler_address"
-            ) from exc
+    block = cluster_block(cluster, scheduler_address)
     region_blocks = None
-    if block.address == "local" and regions:
+    if block.address == LOCAL and regions:
         region_blocks = [Region.load(n) for n in (block.regions or regions)]
         missing = set(regions) - {r.name for r in region_blocks}
         if missing:
             raise ValueError(f"cluster block {cluster!r} does not serve region(s) {sorted(missing)}")
     with block.task_runner(region_blocks) as runner:
         yield runner
+
+
+def reference_error(parameter: str, exc: DatasetRefError) -> ParameterError:
+    """A catalog lookup's failure, naming the parameter whose reference it was."""
+    return ParameterError(parameter, str(exc))

@@ -41,7 +41,9 @@ def generate(staging: Path) -> dict[str, list[Path]]:
         )
     obs = staging / OBSERVATIONS_REGION / "observations" / "air_temperature.nc"
     if not obs.exists():
-        synthetic.write_netcdf(synthetic.observations(nlat=90, nlon=180), obs)  # a coarser grid: interpolated
+        # A coarser grid (interpolated onto the forecast's), at the forecast's lowest level, 10 m, which the
+        # comparison then selects: forecast minus observations at one height is the forecast's error.
+        synthetic.write_netcdf(synthetic.observations(nlat=90, nlon=180, height=10.0), obs)
     for region, start in ((FORECAST_REGION, "2024-01-01"), (OBSERVATIONS_REGION, "2025-01-01")):
         daily = staging / region / "daily" / f"tas_{start[:4]}.nc"
         if not daily.exists():
@@ -206,7 +208,6 @@ def _run_demo(workdir: Path, workers_per_region: int) -> dict:
             results["compare"] = compare_forecast_to_observations(
                 forecast=f"{FORECAST_REGION}:forecast/air_temperature.nc",
                 observations=f"{OBSERVATIONS_REGION}:observations/air_temperature.nc",
-                height_index=10,
                 output=str(workdir / "results" / "forecast-minus-observations.nc"),
                 scheduler_address=cluster.address,
             )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from prefect import flow
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 from prefect.states import Failed, State
 
@@ -24,9 +24,19 @@ def failure_message(region: str, failed: list[list[str]]) -> str:
 
 @flow(name="sync-region")
 def sync_region(
-    region: str, delete: bool = False, batch_objects: int = 1000, batch_bytes: int = 2 * 2**30
+    region: str,
+    delete: bool = False,
+    batch_objects: int = 1000,
+    batch_bytes: int = 2 * 2**30,
+    max_delete: int | None = None,
+    delete_all: bool = False,
 ) -> dict[str, Any] | State:
     """Sync the ``Region`` block named ``region`` (list, fetch in coarse batches, delete if asked).
+
+    Deletes of more than ``max_delete`` files (default: half the mirror), or of every file without
+    ``delete_all``, are refused whole: nothing is deleted and the run ends Failed naming both parameters. Objects
+    archived and not restored (GLACIER, DEEP_ARCHIVE) are skipped with a warning each, counted in
+    ``skipped_cold``, and do not fail the run.
 
     Returns the :class:`~proximate.sync.SyncResult` as a dict (``changed`` / ``deleted_paths`` feed the catalog
     indexer); when any object failed, the run ends Failed with that dict as its data and the keys in the message.
@@ -47,7 +57,10 @@ def sync_region(
         result.merge(transfer_batch(region, batch, plan.new & rels))
         done += sum(o.size for o in batch) + len(batch)
         update_progress_artifact(progress_id, progress=round(100.0 * done / total, 1))
-    result.merge(finish_region_sync(region, plan, delete))
+    result.merge(finish_region_sync(region, plan, delete, max_delete, delete_all))
+    logger = get_run_logger()
+    for key in result.cold:
+        logger.warning("skipped cold object %r (archived, not restored): restore it to have it synced", key)
     update_progress_artifact(progress_id, progress=100.0)
     result.seconds = time.monotonic() - t0
     create_markdown_artifact(
@@ -58,4 +71,6 @@ def sync_region(
     data = result.to_dict()
     if result.failed:
         return Failed(message=failure_message(region, result.failed), data=data)
+    if result.delete_refused:
+        return Failed(message=f"sync of region {region!r}: {result.delete_refused}", data=data)
     return data

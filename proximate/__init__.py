@@ -13,6 +13,7 @@ _EXPORTS = {
     "propagate_pools": "proximate.pools",
     "compute": "proximate.pools",
     "open_dataset": "proximate.io",
+    "open_table": "proximate.tables",
     "locality": "proximate.locality_report",
     "LocalityReport": "proximate.locality_report",
     "LocalRegionalCluster": "proximate.cluster",

@@ -27,10 +27,21 @@ if TYPE_CHECKING:
 LAT_NAMES = ("latitude", "lat", "grid_latitude", "y")
 LON_NAMES = ("longitude", "lon", "grid_longitude", "x")
 STATISTICS = ("mean", "min", "max", "std")
+#: Meteorological seasons in calendar order (xarray's ``time.season`` groups sort them alphabetically).
+SEASONS = ("DJF", "MAM", "JJA", "SON")
+LEVEL_NAMES = ("height", "level", "pressure", "z")
 
 
 class AnalysisInputError(ValueError):
     """The inputs cannot be combined as asked; the message says what to change."""
+
+
+class ParameterError(AnalysisInputError):
+    """A flow parameter has a value that cannot work; the message starts with the parameter's name."""
+
+    def __init__(self, parameter: str, message: str) -> None:
+        super().__init__(message if message.startswith(parameter) else f"{parameter}: {message}")
+        self.parameter = parameter
 
 
 def require_variable(ds: xr.Dataset, variable: str, what: str = "dataset") -> xr.DataArray:
@@ -66,7 +77,7 @@ def select_level(da: xr.DataArray, height: float | None = None, height_index: in
     """One level by value (nearest) or by position; ``da`` unchanged when neither is given."""
     if height is None and height_index is None:
         return da
-    level_dim = next((d for d in ("height", "level", "pressure", "z") if d in da.dims), None)
+    level_dim = next((d for d in LEVEL_NAMES if d in da.dims), None)
     if level_dim is None:
         raise AnalysisInputError(f"{da.name!r} has no height/level dimension to select from")
     if height is not None:
@@ -75,6 +86,46 @@ def select_level(da: xr.DataArray, height: float | None = None, height_index: in
     if not -size <= int(height_index) < size:
         raise AnalysisInputError(f"height_index {height_index} is out of range: {level_dim} has {size} levels")
     return da.isel({level_dim: int(height_index)})
+
+
+def scalar_level(da: xr.DataArray | xr.Dataset) -> tuple[str, float] | None:
+    """The level a field is at when it says so with a scalar coordinate (``height = 10 m``): (name, value)."""
+    for name in LEVEL_NAMES:
+        coord = da.coords.get(name)
+        if coord is not None and coord.ndim == 0 and name not in da.dims:
+            return name, float(coord.values)
+    return None
+
+
+def _level_of_observations(
+    fc: xr.DataArray, obs: xr.DataArray, height: float | None, height_index: int | None
+) -> tuple[float | None, int | None]:
+    """The forecast level to compare with: the observations' own when they carry one (and the caller asked for
+    none, or for the same); what was asked otherwise."""
+    at = scalar_level(obs)
+    if at is None:
+        return height, height_index
+    name, value = at
+    units = obs.coords[name].attrs.get("units", "")
+    level_dim = next((d for d in LEVEL_NAMES if d in fc.dims), None)
+    if level_dim is None:
+        return height, height_index
+    levels = fc[level_dim].values
+    if height is None and height_index is None:
+        nearest = float(levels[np.abs(levels - value).argmin()])
+        if not np.isclose(nearest, value, rtol=1e-6, atol=1e-6):
+            raise AnalysisInputError(
+                f"the observations are at {name} {value:g} {units}, a level the forecast lacks (nearest"
+                f" {nearest:g}); give height or height_index to compare with another level on purpose"
+            )
+        return value, None
+    chosen = float(select_level(fc[level_dim], height, height_index).values)
+    if not np.isclose(chosen, value, rtol=1e-6, atol=1e-6):
+        raise AnalysisInputError(
+            f"the observations are at {name} {value:g} {units} but the forecast level asked is {chosen:g}"
+            f" {units}: leave height and height_index empty to compare at the observations' level"
+        )
+    return height, height_index
 
 
 def forecast_minus_observations(
@@ -88,10 +139,15 @@ def forecast_minus_observations(
     observation_variable: str | None = None,
 ) -> xr.DataArray:
     """The Met Office computation: ensemble mean, one level, minus observations (interpolated onto the forecast
-    grid when the grids differ). Lazy."""
+    grid when the grids differ). Lazy.
+
+    Observations that carry their level (a scalar ``height`` coordinate) are compared with the forecast at that
+    level; asking for another one is refused, as a difference across levels measures the lapse rate, not the
+    forecast."""
     fc = require_variable(forecast, variable, "forecast")
     obs = require_variable(observations, observation_variable or variable, "observations")
     check_units(fc, obs)
+    height, height_index = _level_of_observations(fc, obs, height, height_index)
     if realization_dim not in fc.dims:
         raise AnalysisInputError(f"forecast {variable!r} has no {realization_dim!r} dimension to average over")
     mean = select_level(fc.mean(realization_dim), height, height_index)
@@ -117,7 +173,11 @@ def forecast_minus_observations(
     obs = obs.assign_coords({lat[0]: mean[lat[0]], lon[0]: mean[lon[0]]})
     diff = mean - obs
     diff.name = f"{variable}_forecast_minus_observation"
-    diff.attrs = {"units": fc.attrs.get("units", ""), "long_name": f"ensemble-mean {variable} minus observations"}
+    what = fc.attrs.get("long_name") or variable.replace("_", " ")
+    diff.attrs = {
+        "units": fc.attrs.get("units", ""),
+        "long_name": f"{what[:1].upper()}{what[1:]}, ensemble mean minus observations",
+    }
     return diff
 
 
@@ -145,7 +205,13 @@ def seasonal_partials(
     if valid_max is not None:
         da = da.where(da <= valid_max)
     groups = da.groupby("time.season")
-    return SeasonalPartials(total=groups.sum(skipna=True), count=groups.count())
+    total, count = groups.sum(skipna=True), groups.count()
+    # The time the partials cover, from the (in-memory) index: for titles and the result's attributes.
+    times = ds.indexes.get("time")
+    if times is not None and len(times):
+        total.attrs.update(time_coverage_start=str(times.min())[:10], time_coverage_end=str(times.max())[:10])
+    total.attrs.update({k: da.attrs[k] for k in ("units", "long_name", "standard_name") if k in da.attrs})
+    return SeasonalPartials(total=total, count=count)
 
 
 def combine_seasonal(partials: Sequence[SeasonalPartials]) -> xr.DataArray:
@@ -168,8 +234,19 @@ def combine_seasonal(partials: Sequence[SeasonalPartials]) -> xr.DataArray:
                     raise AnalysisInputError(f"datasets differ in their {dim!r} coordinates; regrid them first")
     total = sum((p.total for p in partials[1:]), start=first.total)
     count = sum((p.count for p in partials[1:]), start=first.count)
-    mean = total / count.where(count > 0)
+    # Back to the data's own type: sums over counts would otherwise double a float32 field's size and digits.
+    mean = (total / count.where(count > 0)).astype(first.total.dtype)
+    present = [s for s in SEASONS if s in mean["season"].values]
+    mean = mean.reindex(season=present + [s for s in mean["season"].values if s not in present])
     mean.name = f"{first.total.name or 'value'}_seasonal_mean"
+    starts = [p.total.attrs.get("time_coverage_start") for p in partials]
+    ends = [p.total.attrs.get("time_coverage_end") for p in partials]
+    what = first.total.attrs.get("long_name") or str(first.total.name or "value").replace("_", " ")
+    mean.attrs = {"long_name": f"Seasonal mean of {what[:1].lower()}{what[1:]}"}
+    if "units" in first.total.attrs:
+        mean.attrs["units"] = first.total.attrs["units"]
+    if all(starts) and all(ends):
+        mean.attrs.update(time_coverage_start=min(starts), time_coverage_end=max(ends))
     return mean
 
 
@@ -199,19 +276,38 @@ def summarize(
     return xr.Dataset(out)
 
 
+def significant_digits(dtype: np.dtype) -> int:
+    """Decimal digits a value of ``dtype`` holds: 6 for float32, 15 for float64, all of an integer's."""
+    dtype = np.dtype(dtype)
+    if np.issubdtype(dtype, np.floating):
+        return int(np.finfo(dtype).precision)
+    return 20
+
+
+def round_to(value: float, digits: int) -> float:
+    """``value`` to ``digits`` significant digits (what a float32 mean can claim, not 17 digits of noise)."""
+    return float(f"{value:.{digits}g}")
+
+
 def statistics_row(da: xr.DataArray) -> dict:
-    """Count, mean, min, max and std of a computed array's finite values, with its name, units and shape."""
+    """Count, mean, min, max and std of a computed array's finite values, with its name, units and shape,
+    rounded to the precision of the array's type."""
     values = np.asarray(da.values, dtype="f8")
     finite = values[np.isfinite(values)]
+    digits = significant_digits(da.dtype)
+
+    def stat(fn) -> float | None:
+        return round_to(float(fn(finite)), digits) if finite.size else None
+
     return {
         "variable": str(da.name),
         "units": str(da.attrs.get("units", "")),
         "shape": "x".join(map(str, da.shape)) or "scalar",
         "count": int(finite.size),
-        "mean": float(finite.mean()) if finite.size else None,
-        "min": float(finite.min()) if finite.size else None,
-        "max": float(finite.max()) if finite.size else None,
-        "std": float(finite.std()) if finite.size else None,
+        "mean": stat(np.mean),
+        "min": stat(np.min),
+        "max": stat(np.max),
+        "std": stat(np.std),
     }
 
 
@@ -229,27 +325,41 @@ def reduction_rows(datasets: Sequence[RegionPath], results: Sequence[xr.Dataset]
 # -- choosing datasets ------------------------------------------------------------------------------------------
 
 
-def matching_records(catalog: Catalog, query: DatasetQuery, variables: Sequence[str] = ()) -> list[DatasetRecord]:
+def matching_records(
+    catalog: Catalog, query: DatasetQuery, variables: Sequence[str] = (), *, parameter: str = "variable"
+) -> list[DatasetRecord]:
     """Every record ``query`` matches, each holding all of ``variables``, before any heavy work.
 
     Raises:
-        ValueError: the query matched nothing (the message names the query).
-        AnalysisInputError: a matching dataset lacks a variable (the message names it and what it has).
+        ParameterError: the query matched nothing (names the query), or a matching dataset lacks a variable
+            (names it and what the dataset has); ``parameter`` is the variables' parameter name.
     """
     from proximate.catalog.query import find_all
 
     records = find_all(catalog, query)
     if not records:
-        raise ValueError(f"the catalog query matched no datasets: {query.describe()}")
+        raise ParameterError("query", f"the catalog query matched no datasets: {query.describe()}")
+    check_record_variables(records, variables, parameter=parameter)
+    return records
+
+
+def check_record_variables(
+    records: Sequence[DatasetRecord], variables: Sequence[str], *, parameter: str = "variable"
+) -> None:
+    """Refuse a variable some of ``records`` lack, from the catalog's metadata (no file is opened).
+
+    Raises:
+        ParameterError: names the variable, a dataset lacking it and what that dataset has.
+    """
     for variable in variables:
         lacking = [r for r in records if variable not in r.variable_names]
         if lacking:
             have = sorted({v for r in lacking for v in r.variable_names})
-            raise AnalysisInputError(
+            raise ParameterError(
+                parameter,
                 f"variable {variable!r} is not in {len(lacking)} matching dataset(s) (e.g. {lacking[0].location});"
-                f" available there: {', '.join(have) or '(none)'}"
+                f" available there: {', '.join(have) or '(none)'}",
             )
-    return records
 
 
 # -- byte budgets -------------------------------------------------------------------------------------------------
@@ -277,6 +387,7 @@ def compare_budget(
     """Budget of :func:`forecast_minus_observations`: the smaller operand of the subtraction crosses once (the
     ensemble-mean level or the raw observations, which may be interpolated beside the forecast), then the result
     goes to the client; a centralised run reads the forecast level of every realization and the observations."""
+    height, height_index = _level_of_observations(forecast[variable], observations[variable], height, height_index)
     level = select_level(forecast[variable].mean("realization"), height, height_index)
     obs = observations[variable].nbytes
     return ByteBudget(

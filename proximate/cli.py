@@ -46,14 +46,47 @@ def _add_tls(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls-key", help="this process's private key")
 
 
+def _cluster_bounds(args: argparse.Namespace, region_names: list[str]):
+    """Each region's scaling bounds from ``--min-workers``/``--max-workers``, or ``None`` for fixed workers."""
+    if not args.min_workers and not args.max_workers:
+        return None
+    if not args.max_workers:
+        raise RegionError("--min-workers needs --max-workers (N, or REGION=N for every region)")
+    from proximate.autoscale import parse_bounds
+
+    bounds = parse_bounds(region_names, args.min_workers, args.max_workers)
+    if args.workers_per_region is not None:
+        for name, b in bounds.items():
+            if b.clamp(args.workers_per_region) != args.workers_per_region:
+                raise RegionError(
+                    f"--workers-per-region {args.workers_per_region} is outside region {name!r}'s "
+                    f"--min-workers {b.minimum} .. --max-workers {b.maximum}"
+                )
+    if args.scale_down_after < 0:
+        raise RegionError(f"--scale-down-after must not be negative, got {args.scale_down_after}")
+    if args.target_duration <= 0:
+        raise RegionError(f"--target-duration must be positive, got {args.target_duration}")
+    if args.scale_interval <= 0:
+        raise RegionError(f"--scale-interval must be positive, got {args.scale_interval}")
+    return bounds
+
+
 def cmd_cluster_up(args: argparse.Namespace) -> int:
     from proximate.cluster import LocalRegionalCluster, parse_region_arg, validate_regions
 
     regions = validate_regions([parse_region_arg(r) for r in args.region])  # before anything starts
+    bounds = _cluster_bounds(args, [r.name for r in regions])  # likewise
+    if bounds is None:
+        workers: int | dict[str, int] = 2 if args.workers_per_region is None else args.workers_per_region
+    else:  # each region starts at its minimum (or the count given), then follows its own backlog
+        start = args.workers_per_region
+        workers = {name: b.minimum if start is None else start for name, b in bounds.items()}
+    if isinstance(workers, int) and workers < 0:
+        raise RegionError(f"--workers-per-region must not be negative, got {workers}")
     _terminate_on_sigterm()
     cluster = LocalRegionalCluster(
         regions,
-        workers_per_region=args.workers_per_region,
+        workers_per_region=workers,
         threads_per_worker=args.threads_per_worker,
         scheduler_port=args.port,
         dashboard=args.dashboard,
@@ -64,11 +97,27 @@ def cmd_cluster_up(args: argparse.Namespace) -> int:
         cluster.start()
         print(cluster.address, flush=True)
         summary = ", ".join(f"{r.name}={r.root}" for r in cluster.regions)
-        print(f"# {args.workers_per_region} worker(s) per region: {summary}", file=sys.stderr, flush=True)
+        if bounds is None:
+            print(f"# {workers} worker(s) per region: {summary}", file=sys.stderr, flush=True)
+        else:
+            scaling = ", ".join(f"{n} {b.minimum}..{b.maximum}" for n, b in bounds.items())
+            print(f"# autoscaling workers per region ({scaling}): {summary}", file=sys.stderr, flush=True)
         if cluster.dashboard_link:
             print(f"# dashboard: {cluster.dashboard_link}", file=sys.stderr, flush=True)
-        while True:
-            signal.pause()
+        if bounds is None:
+            while True:
+                signal.pause()
+        from proximate.autoscale import autoscaled
+
+        with autoscaled(
+            cluster,
+            bounds,
+            interval=args.scale_interval,
+            scale_down_after=args.scale_down_after,
+            target_duration=args.target_duration,
+        ):
+            while True:
+                signal.pause()
     except KeyboardInterrupt:
         return 0
     finally:
@@ -166,10 +215,27 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sse_c_key(path: str) -> bytes:
+    """The SSE-C key in ``path``: its 32 bytes, or their base64 text (as ``openssl rand -base64 32`` writes it)."""
+    import base64
+    import binascii
+
+    raw = Path(path).read_bytes()
+    if len(raw) == 32:
+        return raw
+    try:
+        key = base64.b64decode(raw.strip(), validate=True)
+    except binascii.Error:
+        key = b""
+    if len(key) != 32:
+        raise ValueError(f"--sse-c-key-file {path}: not a 256-bit key (32 bytes, raw or base64)")
+    return key
+
+
 def cmd_sync(args: argparse.Namespace) -> int:
     import json
 
-    from proximate.sync import sync
+    from proximate.sync import ManifestWriteError, sync
 
     options: dict[str, object] = {}
     if args.endpoint_url:
@@ -178,23 +244,108 @@ def cmd_sync(args: argparse.Namespace) -> int:
         options["profile"] = args.profile
     if args.anon:
         options["anon"] = True
+    if args.requester_pays:
+        options["requester_pays"] = True
+    if args.sse_c_key_file:
+        key = _sse_c_key(args.sse_c_key_file)
+        options["s3_additional_kwargs"] = {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": key}
     tuning = {} if args.concurrency is None else {"concurrency": args.concurrency}
-    result = sync(
-        args.source, args.dest, storage_options=options, delete=args.delete, fsync=not args.no_fsync, **tuning
-    )
+    try:
+        result = sync(
+            args.source,
+            args.dest,
+            storage_options=options,
+            delete=args.delete,
+            max_delete=args.max_delete,
+            delete_all=args.delete_all,
+            fsync=not args.no_fsync,
+            **tuning,
+        )
+    except ManifestWriteError as exc:  # a full disk: the message names the file
+        print(f"proximate: error: {exc.strerror}", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps(result.to_dict()))
     else:
+        cold = f", {result.skipped_cold} cold (skipped)" if result.cold else ""
         print(
             f"{result.source_url} -> {result.dest_root}: {result.new} new, {result.modified} changed,"
-            f" {result.deleted} deleted, {result.skipped} unchanged, {len(result.failed)} failed;"
+            f" {result.deleted} deleted, {result.skipped} unchanged, {len(result.failed)} failed{cold};"
             f" {result.bytes_transferred / 2**20:.1f} MiB in {result.seconds:.2f} s ({result.mib_per_s:.1f} MiB/s)"
+        )
+    for key in result.cold[:50]:
+        print(f"proximate: warning: skipped cold object {key!r} (archived, not restored)", file=sys.stderr)
+    if len(result.cold) > 50:
+        print(f"proximate: warning: ... and {len(result.cold) - 50} more cold objects", file=sys.stderr)
+    if result.size_only:
+        print(
+            f"proximate: note: {len(result.size_only)} object(s) checked by size only (no checksum the store keeps"
+            f" could be checked), e.g. {result.size_only[0]!r}",
+            file=sys.stderr,
         )
     for key, reason in result.failed[:50]:
         print(f"proximate: failed: {key!r}: {reason}", file=sys.stderr)
     if len(result.failed) > 50:
         print(f"proximate: failed: ... and {len(result.failed) - 50} more", file=sys.stderr)
-    return 1 if result.failed else 0
+    if result.delete_refused:
+        print(f"proximate: error: {result.delete_refused}", file=sys.stderr)
+    return 0 if result.ok else 1
+
+
+def cmd_testbed(args: argparse.Namespace) -> int:
+    """``proximate testbed up|down|status``: see :mod:`proximate.testing.testbed`."""
+    import json
+
+    _require_demo_extra()  # the testbed's S3 servers are moto, as the demo's
+    from proximate.testing.testbed import Testbed, TestbedError, status, teardown
+
+    try:
+        if args.testbed_command == "up":
+            bed = Testbed(
+                args.region or ["ecmwf", "gcp"],
+                name=args.name,
+                rate=args.rate,
+                workers_per_region=args.workers_per_region,
+                nthreads=args.nthreads,
+                tls=not args.no_tls,
+                no_workers_timeout=args.no_workers_timeout,
+                worker_ttl=args.worker_ttl,
+                file_server=args.file_server,
+                workdir=args.workdir,
+                die_with_parent=False,  # the testbed outlives this command, until `down`
+            ).up()
+            bed.control.close()
+            print(bed.scheduler_address, flush=True)
+            client_ns = bed.namespace("client")
+            print(
+                f"# testbed {bed.name}: namespaces {', '.join(bed.namespace(n) for n in bed.nodes)}; links at "
+                f"{bed.rate}; state {bed.state_path}\n# a client: ip netns exec {client_ns} env "
+                f"PROXIMATE_TESTBED_STATE={bed.state_path} python  (then proximate.testing.testbed.connect())\n"
+                f"# stop: proximate testbed down --name {bed.name}"
+                + (f" --workdir {bed.workdir}" if args.workdir else ""),
+                file=sys.stderr,
+            )
+        elif args.testbed_command == "down":
+            removed = teardown(args.name, args.workdir)
+            print(f"testbed {args.name}: removed {', '.join(removed) or 'nothing (no namespaces left)'}")
+        else:
+            print(json.dumps(status(args.name, args.workdir), indent=2))
+    except TestbedError as exc:
+        print(f"proximate: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_catalog_export_stac(args: argparse.Namespace) -> int:
+    from proximate.catalog import CatalogSettings
+    from proximate.catalog.settings import CATALOG_ENV
+    from proximate.catalog.stac import export_stac
+
+    environ = None if args.catalog is None else {CATALOG_ENV: args.catalog}
+    with CatalogSettings.from_env(environ).open() as catalog:
+        path = export_stac(catalog, args.dir)
+    print(path)
+    return 0
 
 
 def _exit_now(code: int) -> None:
@@ -223,7 +374,40 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=ROOT",
         help="a region and the folder holding its data; repeat for each region",
     )
-    up.add_argument("--workers-per-region", type=int, default=2)
+    up.add_argument(
+        "--workers-per-region",
+        type=int,
+        help="workers each region starts with (default 2; with --max-workers, each region's minimum)",
+    )
+    up.add_argument(
+        "--min-workers",
+        action="append",
+        default=[],
+        metavar="N|REGION=N",
+        help="with --max-workers: the fewest workers a region scales down to (default 1); REGION=N overrides one",
+    )
+    up.add_argument(
+        "--max-workers",
+        action="append",
+        default=[],
+        metavar="N|REGION=N",
+        help="scale each region's workers on its own backlog up to N; REGION=N overrides one region; repeatable",
+    )
+    up.add_argument(
+        "--scale-down-after",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="with --max-workers: how long a region must need fewer workers before one is retired",
+    )
+    up.add_argument(
+        "--target-duration",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="with --max-workers: a region gets enough workers to clear its backlog in this time",
+    )
+    up.add_argument("--scale-interval", type=float, default=1.0, help=argparse.SUPPRESS)
     up.add_argument("--threads-per-worker", type=int, default=1)
     up.add_argument("--port", type=int, default=0, help="scheduler port (0: any free port)")
     up.add_argument("--dashboard", action="store_true", help="serve the Dask dashboard on loopback")
@@ -257,13 +441,64 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("source", help="s3://bucket/prefix/ or file:///path/")
     sync.add_argument("dest", help="the destination root (a region's file system)")
     sync.add_argument("--delete", action="store_true", help="remove files this sync wrote whose objects are gone")
+    sync.add_argument(
+        "--max-delete",
+        type=int,
+        metavar="N",
+        help="with --delete: remove at most N files (default: refuse to remove more than half the mirror)",
+    )
+    sync.add_argument(
+        "--delete-all", action="store_true", help="with --delete: allow any number of removals, every file included"
+    )
     sync.add_argument("--endpoint-url", help="S3 endpoint (default: AWS, or AWS_ENDPOINT_URL_S3)")
     sync.add_argument("--profile", help="AWS profile for credentials")
     sync.add_argument("--anon", action="store_true", help="read a public bucket without credentials")
+    sync.add_argument("--requester-pays", action="store_true", help="the bucket is requester-pays: you pay for reads")
+    sync.add_argument(
+        "--sse-c-key-file", metavar="FILE", help="the SSE-C key the objects are encrypted with (32 bytes, or base64)"
+    )
     sync.add_argument("--concurrency", type=int, help="object reads in flight (default: the engine's, 16)")
     sync.add_argument("--no-fsync", action="store_true", help="do not make files durable before naming them")
     sync.add_argument("--json", action="store_true", help="print the SyncResult as JSON")
     sync.set_defaults(func=cmd_sync, one_shot=True)
+
+    testbed = sub.add_parser(
+        "testbed",
+        help="regions as network namespaces on this machine, joined by shaped links (Linux, root)",
+        description="Build, inspect or remove a multi-region testbed: a network namespace per region and one for "
+        "the client, veth links shaped with tc tbf, an S3 server per region reachable only inside it, the "
+        "scheduler in the client namespace and `proximate worker`s in each region, TLS by default.",
+    )
+    tsub = testbed.add_subparsers(dest="testbed_command", required=True)
+    tup = tsub.add_parser("up", help="create it and start every process; prints the scheduler address")
+    tup.add_argument("--region", action="append", help="a region name; repeat (default: ecmwf and gcp)")
+    tup.add_argument("--name", help="prefix of its namespaces and devices (default: random pxt...)")
+    tup.add_argument("--rate", default="100mbit", help="tc rate of every link, both directions (default 100mbit)")
+    tup.add_argument("--workers-per-region", type=int, default=1)
+    tup.add_argument("--nthreads", type=int, default=1, help="threads per worker")
+    tup.add_argument("--no-tls", action="store_true", help="plaintext tcp:// (TLS is the default)")
+    tup.add_argument("--no-workers-timeout", type=float, default=60.0)
+    tup.add_argument("--worker-ttl", type=float, default=30.0, help="seconds before a silent worker is dropped")
+    tup.add_argument("--file-server", action="store_true", help="serve each region's root over HTTP on its address")
+    tup.add_argument(
+        "--workdir", help="state, logs, certificates and region roots (default /tmp/proximate-testbed/NAME)"
+    )
+    for name, text in (("down", "stop its processes by PID and delete its namespaces"), ("status", "print as JSON")):
+        p = tsub.add_parser(name, help=text)
+        p.add_argument("--name", required=True)
+        p.add_argument("--workdir", help="as given to up")
+    testbed.set_defaults(func=cmd_testbed)
+    catalog = sub.add_parser("catalog", help="the dataset catalog")
+    catalog_sub = catalog.add_subparsers(dest="catalog_command", required=True)
+    export = catalog_sub.add_parser(
+        "export-stac",
+        help="write the catalog as a static STAC catalog (one collection per region) into DIR",
+        description="Every record as a STAC Item (footprint, time span, the file as region:path, status and reason), "
+        "one Collection per region, under DIR/catalog.json; the catalog is PROXIMATE_CATALOG's unless --catalog.",
+    )
+    export.add_argument("dir", help="the directory to write (created; existing files of the same names replaced)")
+    export.add_argument("--catalog", help="a SQLite file or an OpenSearch URL (default: PROXIMATE_CATALOG)")
+    export.set_defaults(func=cmd_catalog_export_stac)
 
     demo = sub.add_parser("demo", help="the end-to-end demo on the embedded defaults")
     demo.add_argument("--workdir", default="proximate-demo", help="where regions' data and results go")

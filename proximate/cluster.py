@@ -188,6 +188,34 @@ def worker_env(region: str, root: str | os.PathLike[str], base: Mapping[str, str
     return env
 
 
+def scheduler_env(
+    regions: Sequence[str],
+    no_workers_timeout: float = DEFAULT_NO_WORKERS_TIMEOUT,
+    base: Mapping[str, str] | None = None,
+    *,
+    router: bool = True,
+) -> dict[str, str]:
+    """Environment of the scheduler: routing config, the declared regions and the no-workers bound.
+
+    Args:
+        regions: The region names the router declares (a task pinned elsewhere errs at once).
+        no_workers_timeout: Seconds a task may wait for a region without live workers.
+        base: The environment to start from (default: this process's).
+        router: False for a plain Dask scheduler (default config): the baseline routing is measured against.
+
+    Returns:
+        The whole environment, without a worker's region and root.
+    """
+    env = dict(os.environ if base is None else base)
+    if router:
+        env.update(SCHEDULER_ENV)
+    env[REGIONS_ENV] = ",".join(regions)
+    env[NO_WORKERS_TIMEOUT_ENV] = str(no_workers_timeout)
+    env.pop(REGION_ENV, None)
+    env.pop(ROOT_ENV, None)
+    return env
+
+
 def _die_with_parent() -> None:
     """Runs in the child before exec: take SIGTERM when the parent dies (Linux), so nothing is orphaned."""
     try:
@@ -250,6 +278,8 @@ class LocalRegionalCluster:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self._workdir: Path | None = None
         self._logs: dict[str, Path] = {}
+        #: Worker process name to its region (names alone are ambiguous: region names may contain '-').
+        self._worker_regions: dict[str, str] = {}
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     def __enter__(self) -> LocalRegionalCluster:
@@ -303,13 +333,7 @@ class LocalRegionalCluster:
     def _start_scheduler(self) -> None:
         assert self._workdir is not None
         sched_file = self._workdir / "scheduler.json"
-        env = dict(self.base_env)
-        if self.router:
-            env.update(SCHEDULER_ENV)
-        env[REGIONS_ENV] = ",".join(self.region_names)
-        env[NO_WORKERS_TIMEOUT_ENV] = str(self.no_workers_timeout)
-        env.pop(REGION_ENV, None)
-        env.pop(ROOT_ENV, None)
+        env = scheduler_env(self.region_names, self.no_workers_timeout, self.base_env, router=self.router)
         cmd = scheduler_command(
             host=self.host,
             port=self.scheduler_port,
@@ -380,9 +404,44 @@ class LocalRegionalCluster:
         if not self.router:
             env.pop("DASK_OPTIMIZATION__FUSE__ACTIVE", None)
         self._spawn(name, cmd, env)
+        self._worker_regions[name] = region
         if wait:
             self.wait_for_workers(names={name})
         return name
+
+    def worker_processes(self, region: str) -> list[str]:
+        """Names of ``region``'s worker processes still alive (registered with the scheduler or starting)."""
+        return [
+            n
+            for n, r in self._worker_regions.items()
+            if r == region and n in self.processes and self.processes[n].poll() is None
+        ]
+
+    def stop_workers(self, names: Iterable[str], grace: float = 10.0) -> dict[str, float]:
+        """Stop workers by PID: wait up to ``grace`` s for them to exit (a retired worker closes itself), then
+        SIGTERM each process group, then SIGKILL; reap them. Their data must have moved already (see
+        ``scheduler_plugin.retire_in_region``). Returns each name's seconds until it exited."""
+        start = time.monotonic()
+        procs = {n: self.processes.pop(n) for n in names if n in self.processes}
+        for n in procs:
+            self._worker_regions.pop(n, None)
+        exited: dict[str, float] = {}
+        deadline = start + grace
+        while len(exited) < len(procs) and time.monotonic() < deadline:
+            for n, proc in procs.items():
+                if n not in exited and proc.poll() is not None:
+                    exited[n] = time.monotonic() - start
+            time.sleep(0.05)
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for proc in procs.values():
+                # The group may hold a nanny's child even after the leader exited.
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, sig)
+            for n, proc in procs.items():
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=max(0.1, deadline + grace - time.monotonic()))
+                exited.setdefault(n, time.monotonic() - start)
+        return exited
 
     def _scheduler_workers(self) -> dict[str, dict]:
         from distributed import Client

@@ -1,6 +1,9 @@
-"""What kind of dataset sits at a path (NetCDF file or Zarr store), and its size and modification time.
+"""What kind of dataset sits at a path, told by its content (never its name), and its size and modification time.
 
-Shared by the reader (``proximate.io``) and the catalog's extractor.
+Shared by the reader (``proximate.io``) and the catalog's extractor. A file's first bytes decide: NetCDF classic
+(``CDF``), HDF5 (its signature at 0 or after a user block of 512, 1024, 2048... bytes, as the HDF5 library
+looks for it), GRIB, TIFF/GeoTIFF; HDF4 and UM PP / fieldsfiles are recognised but not supported, so their
+catalog record can say exactly that.
 """
 
 from __future__ import annotations
@@ -9,25 +12,121 @@ import os
 from pathlib import Path
 from typing import Literal
 
-NETCDF_SUFFIXES = (".nc", ".nc4", ".netcdf", ".cdf", ".h5", ".hdf5", ".he5")
-ZARR_MARKERS = ("zarr.json", ".zgroup", ".zattrs", ".zmetadata")
+ZARR_MARKERS = ("zarr.json", ".zgroup", ".zattrs", ".zmetadata", ".zarray")
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+#: Formats proximate reads (extracts and opens).
+SUPPORTED = ("netcdf", "zarr", "grib", "geotiff", "parquet", "csv")
+#: Formats recognised by their content but not read, with the name a user knows them by.
+UNSUPPORTED = {"hdf4": "HDF4", "um-pp": "UM PP / fieldsfile"}
+
+Format = Literal["netcdf", "zarr", "grib", "geotiff", "parquet", "csv"]
+
+
+class UnsupportedFormatError(ValueError):
+    """A file proximate recognises (or not) but cannot read; ``kind`` is its format name or ``"unknown"``."""
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 def is_zarr_store(full: Path) -> bool:
     return full.is_dir() and any((full / m).exists() for m in ZARR_MARKERS)
 
 
-def dataset_format(full: Path) -> Literal["netcdf", "zarr"]:
-    """``"zarr"`` or ``"netcdf"`` from what is on disk; a clear error for anything else."""
+def _hdf5_user_block(fh) -> int | None:
+    """Offset of the HDF5 superblock (0 or a power of two from 512 on), or ``None`` if the file is not HDF5."""
+    offset = 0
+    size = os.fstat(fh.fileno()).st_size
+    while offset + 8 <= size:
+        fh.seek(offset)
+        if fh.read(8) == HDF5_SIGNATURE:
+            return offset
+        offset = 512 if offset == 0 else offset * 2
+    return None
+
+
+def _sniff(head: bytes) -> str | None:
+    """The format a file's first bytes announce, ``None`` if they announce none we know."""
+    if head[:3] == b"CDF" and head[3:4] in (b"\x01", b"\x02", b"\x05"):
+        return "netcdf"
+    if head[:4] == b"GRIB":
+        return "grib"
+    if head[:4] == b"PAR1":
+        return "parquet"
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):  # TIFF and BigTIFF, either byte order
+        return "geotiff"
+    if head[:4] == b"\x0e\x03\x13\x01":
+        return "hdf4"
+    # UM PP: a Fortran record of the 64-word (256-byte) or 64-bit (512-byte) lookup header; a fieldsfile starts
+    # with its fixed-length header's data-set format version 20.
+    if head[:4] in (b"\x00\x00\x01\x00", b"\x00\x00\x02\x00") or head[:8] == b"\x00\x00\x00\x00\x00\x00\x00\x14":
+        return "um-pp"
+    return None
+
+
+def detect_format(full: Path) -> str:
+    """The format of the dataset at ``full`` from its content: one of :data:`SUPPORTED`, a key of
+    :data:`UNSUPPORTED`, ``"empty"`` or ``"unknown"``."""
     if full.is_dir():
-        if is_zarr_store(full):
-            return "zarr"
-        raise ValueError(f"{full} is a directory but not a Zarr store")
+        return "zarr" if is_zarr_store(full) else "unknown"
+    with open(full, "rb") as fh:
+        head = fh.read(8)
+        if not head:
+            return "empty"
+        kind = _sniff(head)
+        if kind is None and _hdf5_user_block(fh) is not None:
+            kind = "netcdf"
+        if kind is None and _looks_like_csv(fh):
+            kind = "csv"
+    return kind or "unknown"
+
+
+def _looks_like_csv(fh) -> bool:
+    """Text whose first lines are comma-separated with the same number (at least two) of fields each, the first
+    line a header of names: what a CSV table looks like (a README or a log does not)."""
+    import csv
+    import io
+
+    fh.seek(0)
+    try:
+        text = fh.read(64 * 1024).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    lines = text.splitlines()[:20]
+    if len(lines) < 2 or "\x00" in text:
+        return False
+    rows = list(csv.reader(io.StringIO("\n".join(lines[:-1] if len(lines) == 20 else lines))))
+    widths = {len(r) for r in rows if r}
+    return len(widths) == 1 and widths.pop() >= 2 and all(c.strip() and not _is_number(c) for c in rows[0])
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def dataset_format(full: Path) -> Format:
+    """The supported format of the dataset at ``full``; :class:`UnsupportedFormatError` saying why otherwise."""
+    kind = detect_format(full)
+    if kind in SUPPORTED:
+        return kind  # type: ignore[return-value]
+    if kind in UNSUPPORTED:
+        raise UnsupportedFormatError(f"format not supported: {full.name} is {UNSUPPORTED[kind]}", kind)
+    if kind == "empty":
+        raise UnsupportedFormatError(f"{full.name} is empty (0 bytes)", kind)
+    if full.is_dir():
+        raise UnsupportedFormatError(f"{full} is a directory but not a Zarr store", kind)
     with open(full, "rb") as fh:
         magic = fh.read(8)
-    if magic[:3] == b"CDF" or magic == b"\x89HDF\r\n\x1a\n":
-        return "netcdf"
-    raise ValueError(f"{full.name} is neither NetCDF (classic or HDF5-based) nor Zarr (starts with {magic[:8]!r})")
+    raise UnsupportedFormatError(
+        f"format not recognised: {full.name} is none of NetCDF, HDF5, Zarr, GRIB, GeoTIFF, Parquet, CSV"
+        f" (starts with {magic!r})",
+        kind,
+    )
 
 
 def stat_dataset(full: Path) -> tuple[int, int]:

@@ -119,6 +119,27 @@ class RegionZarrStore(LocalStore):
         return ("proximate-zarr", self.region_path.region, self.region_path.path)
 
 
+# -- GRIB and GeoTIFF ---------------------------------------------------------------------------------------------
+
+#: xarray engines for the formats their own libraries read; their reads, like all others, are tasks pinned to the
+#: region by ``pool()`` (the backends keep the path resolved here, on the region's worker).
+_XARRAY_ENGINES = {"grib": "cfgrib", "geotiff": "rasterio"}
+
+
+def _open_with_engine(where: RegionPath, full: Path, fmt: str, xarray_kwargs: dict[str, Any]) -> xr.Dataset:
+    kwargs = dict(xarray_kwargs)
+    if fmt == "grib":
+        from proximate.catalog.formats.grib import NO_INDEX, import_cfgrib
+
+        import_cfgrib()
+        # No .idx file beside the data: a region's tree is the sync's, and a reader must not write into it.
+        kwargs["backend_kwargs"] = {**NO_INDEX, **kwargs.get("backend_kwargs", {})}
+    else:
+        kwargs.setdefault("band_as_variable", True)
+    _READ_LOG.note(where)
+    return xr.open_dataset(str(full), engine=_XARRAY_ENGINES[fmt], **kwargs)
+
+
 # -- the worker-side open ------------------------------------------------------------------------------------------
 
 
@@ -126,11 +147,15 @@ def open_local(where: RegionPath, **xarray_kwargs: Any) -> xr.Dataset:
     """Open ``where`` in this process, which must belong to its region; loading tasks pinned there."""
     full = resolve(where.region, where.path)
     fmt = dataset_format(full)
+    if fmt in ("parquet", "csv"):
+        raise ValueError(f"{where} is a table ({fmt}): open it with proximate.open_table({where.region!r}, ...)")
     xarray_kwargs.setdefault("chunks", {})
     with pool(where.region):
         if fmt == "zarr":
             xarray_kwargs.setdefault("consolidated", None)
             ds = xr.open_zarr(RegionZarrStore(where), **xarray_kwargs)
+        elif fmt in _XARRAY_ENGINES:
+            ds = _open_with_engine(where, full, fmt, xarray_kwargs)
         else:
             stat = os.stat(full)
             ds = xr.open_dataset(
@@ -149,13 +174,15 @@ def open_local(where: RegionPath, **xarray_kwargs: Any) -> xr.Dataset:
 def open_dataset(
     where: RegionPath | str, path: str | None = None, *, client: Any = None, **xarray_kwargs: Any
 ) -> xr.Dataset:
-    """Open a NetCDF or Zarr dataset on a worker of its region; return it lazy, its reads pinned there.
+    """Open a NetCDF, Zarr, GRIB or GeoTIFF dataset on a worker of its region; return it lazy, reads pinned there.
 
     Args:
         where: A :class:`~proximate.datasets.RegionPath`, or the region's name with ``path``.
         path: The dataset's path under the region's root, when ``where`` is a region name.
         client: The Dask client to use; the default client (or, inside a task, a worker client) otherwise.
-        **xarray_kwargs: Passed to ``xarray.open_dataset`` / ``open_zarr`` (``chunks={}`` unless given).
+        **xarray_kwargs: Passed to ``xarray.open_dataset`` / ``open_zarr`` (``chunks={}`` unless given; GRIB
+            through cfgrib, ``backend_kwargs={"filter_by_keys": ...}`` picking one hypercube of a mixed file;
+            GeoTIFF through rioxarray, one variable per band).
 
     Returns:
         The lazy Dataset; ``proximate.datasets.location_of(ds)`` is ``where``.

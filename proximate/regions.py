@@ -92,7 +92,10 @@ def local_root(region: str) -> Path:
 def resolve(region: str, path: str | os.PathLike[str], *, must_exist: bool = True) -> Path:
     """Turn (region, relative path) into a local path, here, on a worker of that region."""
     rel = check_relative_path(path)
-    root = local_root(region)
+    try:
+        root = local_root(region)
+    except FileNotFoundError as exc:  # say which file, not only which region: a misrouted read names both
+        raise FileNotFoundError(f"cannot read {str(rel)!r} of region {region!r}: {exc}") from None
     full = (root / rel).resolve()
     real_root = root.resolve()
     if full != real_root and real_root not in full.parents:

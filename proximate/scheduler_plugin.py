@@ -9,11 +9,15 @@ guarantee placement. This plugin works after materialisation, where nothing can 
   so a task that combines regions runs where most of its input already is and only the smaller side moves;
 * restricted tasks are only ever stolen between workers of their own region (``valid_workers``);
 * a task whose region has no live worker errs after a bounded time with an error naming the region, and a
-  task pinned to a region the cluster does not have errs at once.
+  task pinned to a region the cluster does not have errs at once;
+* it reports each region's backlog and workers (:func:`scheduler_backlog`) and retires a region's workers so
+  that their data stays in the region (:func:`retire_in_region`), for the per-region autoscaler
+  (:mod:`proximate.autoscale`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -220,6 +224,157 @@ def scheduler_regions(dask_scheduler: Any) -> dict[str, Any]:
         "no_workers_timeout": router.no_workers_timeout,
         "repinned": router.repinned,
     }
+
+
+#: Above this many tasks the backlog report does not count waiting tasks (see ``scheduler_backlog``).
+WAITING_SCAN_LIMIT = 100_000
+
+
+def _prefix_duration(scheduler: Any, ts: Any) -> float:
+    """Expected compute seconds of a task, as the scheduler estimates it for adaptive scaling.
+
+    The average of its prefix's measured durations; twice the longest execution seen while none has finished;
+    the scheduler's ``unknown-task-duration`` before anything ran.
+    """
+    prefix = ts.prefix
+    if prefix is not None:
+        if prefix.duration_average >= 0:
+            return float(prefix.duration_average)
+        if prefix.max_exec_time > 0:
+            return 2.0 * float(prefix.max_exec_time)
+    return float(scheduler.UNKNOWN_TASK_DURATION)
+
+
+def _worker_region(ws: Any) -> str | None:
+    for resource in ws.resources:
+        region = region_of_resource(resource)
+        if region:
+            return region
+    return None
+
+
+def scheduler_backlog(dask_scheduler: Any) -> dict[str, Any]:
+    """For ``client.run_on_scheduler``: each region's backlog and workers, plus what belongs to no region.
+
+    A region's runnable tasks are those processing on its workers (restricted tasks are assigned to a worker
+    at once, never queued) and those in ``no-worker`` waiting for its pool (a region scaled to zero). Tasks
+    restricted to it whose inputs are not ready are reported as ``waiting``. Unrestricted tasks can run in any
+    region; they are reported as ``unpinned`` and drive no region's scaling.
+
+    Returns:
+        ``{"regions": {region: {"tasks", "seconds", "waiting", "workers": [...]}}, "unpinned": {...}}``, each
+        worker as the fields of :class:`proximate.autoscale.policy.WorkerLoad`.
+    """
+    regions: dict[str, dict[str, Any]] = {}
+    router = dask_scheduler.plugins.get(PLUGIN_NAME)
+    for region in router.known_regions() if router is not None else ():
+        regions[region] = {"tasks": 0, "seconds": 0.0, "waiting": 0, "workers": []}
+
+    def entry(region: str) -> dict[str, Any]:
+        return regions.setdefault(region, {"tasks": 0, "seconds": 0.0, "waiting": 0, "workers": []})
+
+    for ws in dask_scheduler.workers.values():
+        region = _worker_region(ws)
+        if region is None:
+            continue
+        e = entry(region)
+        e["tasks"] += len(ws.processing)
+        e["seconds"] += sum(_prefix_duration(dask_scheduler, ts) for ts in ws.processing)
+        e["workers"].append(
+            {
+                "address": ws.address,
+                "name": str(ws.name),
+                "nthreads": ws.nthreads,
+                "processing": len(ws.processing),
+                "nbytes": int(ws.nbytes),
+                "unique_keys": sum(1 for ts in ws.has_what if len(ts.who_has or ()) == 1),
+                "status": ws.status.name,
+            }
+        )
+    unpinned = {"tasks": len(dask_scheduler.queued), "seconds": 0.0}
+    for ts in dask_scheduler.unrunnable:
+        pool = task_pool(ts)
+        if pool is None:
+            unpinned["tasks"] += 1
+            continue
+        e = entry(pool[len(POOL_PREFIX) :])
+        e["tasks"] += 1
+        e["seconds"] += _prefix_duration(dask_scheduler, ts)
+    # Counting waiting tasks walks every task; past WAITING_SCAN_LIMIT that would hold the scheduler's event loop
+    # for a noticeable time every poll, and the count drives no decision, so it is left out (None).
+    if len(dask_scheduler.tasks) > WAITING_SCAN_LIMIT:
+        for e in regions.values():
+            e["waiting"] = None
+    else:
+        for ts in dask_scheduler.tasks.values():
+            if ts.state == "waiting":
+                pool = task_pool(ts)
+                if pool is not None:
+                    entry(pool[len(POOL_PREFIX) :])["waiting"] += 1
+    return {"regions": regions, "unpinned": unpinned}
+
+
+async def retire_in_region(dask_scheduler: Any, workers: list[str]) -> dict[str, Any]:
+    """For ``client.run_on_scheduler``: retire workers gracefully, their data moving to their own region.
+
+    Dask's ``retire_workers`` moves a retiring worker's only copies to whichever running worker uses least
+    memory, which may be in another region: the bytes would cross regions and the next task needing them would
+    read them across too. So each key only a retiring worker holds is first copied to the least loaded running
+    worker of the same region; then ``retire_workers(close_workers=True)`` finds a replica in place, drops its
+    own and closes the worker. A worker whose region has no other running worker to take its data is not
+    retired. Addresses the scheduler no longer knows are ignored.
+
+    Not airtight: Dask's ReduceReplicas policy may drop the fresh copy instead of the retiring worker's before
+    the retirement drops it, and a task may finish on the worker between the copy and the retirement; such a key
+    then moves where Dask chooses. No data is lost either way; ``left_region`` counts these keys.
+
+    Returns:
+        ``{"retired": [addresses], "kept": {address: reason}, "copied": n, "left_region": n}``, where
+        ``left_region`` counts keys of retired workers that ended up held only outside their region.
+    """
+    retiring = {a for a in workers if a in dask_scheduler.workers}
+    kept: dict[str, str] = {a: "unknown to the scheduler" for a in workers if a not in dask_scheduler.workers}
+    plan: dict[str, dict[Any, list[str]]] = {}
+    ok: list[str] = []
+    moved: dict[Any, str] = {}
+    for address in sorted(retiring):
+        ws = dask_scheduler.workers[address]
+        region = _worker_region(ws)
+        peers = [
+            p
+            for p in dask_scheduler.running
+            if p.address not in retiring and p.address != address and _worker_region(p) == region
+        ]
+        only_here = [ts for ts in ws.has_what if ts.who_has == {ws}]
+        if only_here and not peers:
+            kept[address] = f"holds the only copy of {len(only_here)} key(s) and region {region!r} has no other worker"
+            continue
+        ok.append(address)
+        for ts in only_here:
+            target = min(peers, key=lambda p: p.nbytes + sum(len(w) for w in plan.get(p.address, {})))
+            plan.setdefault(target.address, {})[ts.key] = [address]
+            moved[ts.key] = region or ""
+    copied = 0
+    if plan:
+        results = await asyncio.gather(
+            *(dask_scheduler.gather_on_worker(addr, who_has) for addr, who_has in plan.items())
+        )
+        failed = set().union(*results)
+        copied = sum(len(w) for w in plan.values()) - len(failed)
+    retired: list[str] = []
+    if ok:
+        info = await dask_scheduler.retire_workers(workers=ok, close_workers=True)
+        retired = sorted(info)
+        for address in set(ok) - set(retired):
+            kept[address] = "retire_workers did not retire it"
+    left = 0
+    for key, region in moved.items():
+        ts = dask_scheduler.tasks.get(key)
+        if ts is not None and ts.who_has and all(_worker_region(w) != region for w in ts.who_has):
+            left += 1
+    if left:
+        logger.warning("retiring %s: %d key(s) ended up outside their region", retired, left)
+    return {"retired": retired, "kept": kept, "copied": copied, "left_region": left}
 
 
 def router_from_env(environ: dict[str, str] | None = None) -> RegionRouter:

@@ -1,7 +1,9 @@
-"""Coarse Prefect tasks for the analysis flows: open a dataset in its region, compute a graph with locality.
+"""The analysis flows' Prefect task: one per region, opening that region's datasets where they live.
 
-Each runs on the multi-region Dask cluster (DaskTaskRunner); the fine-grained work happens inside through
-``get_dask_client()``, whose tasks the scheduler routes by region.
+Submitted inside ``proximate.pool(region)`` on the flow's DaskTaskRunner, it runs on a worker of the region,
+which can see the region's files: the datasets are opened right there (no Dask submit per dataset) and come
+back lazy, their reads pinned to the region. One task per region, not per dataset: each Prefect task costs
+a few tenths of a second of orchestration before its function runs, and the regions' tasks run side by side.
 """
 
 from __future__ import annotations
@@ -10,23 +12,21 @@ from typing import Any
 
 import xarray as xr
 from prefect import task
-from prefect_dask import get_dask_client
 
 from proximate.datasets import RegionPath
-from proximate.io import open_dataset
-from proximate.locality_report import LocalityReport, locality
+from proximate.io import open_local
 
 
-@task(name="open-dataset", task_run_name="open {where}")
-def open_dataset_task(where: RegionPath, xarray_kwargs: dict[str, Any] | None = None) -> xr.Dataset:
-    """Open one dataset on a worker of its region (lazy; reads pinned there)."""
-    with get_dask_client() as client:
-        return open_dataset(where, client=client, **(xarray_kwargs or {}))
+@task(name="open-in-region", task_run_name="open {region}: {names}")
+def open_in_region_task(
+    region: str, names: list[str], datasets: list[RegionPath], xarray_kwargs: list[dict[str, Any]]
+) -> list[xr.Dataset]:
+    """Open ``datasets`` (all in ``region``) in this worker of that region; lazy, reads pinned there.
 
-
-@task(name="compute-in-regions")
-def compute_task(lazy: xr.DataArray | xr.Dataset) -> tuple[xr.DataArray | xr.Dataset, LocalityReport]:
-    """Compute a lazy result on the cluster and measure what crossed regions."""
-    with get_dask_client() as client, locality(client) as report:
-        result = client.compute(lazy).result()
-    return result, report
+    Args:
+        region: The region, for the task's name in the UI (every dataset is in it).
+        names: What each dataset is to the flow (a parameter name or its path), for the task's name.
+        datasets: Where each dataset lives.
+        xarray_kwargs: Per dataset, passed to ``xarray.open_dataset`` / ``open_zarr``.
+    """
+    return [open_local(where, **kwargs) for where, kwargs in zip(datasets, xarray_kwargs, strict=True)]

@@ -37,6 +37,9 @@ def transfer_batch(region: str, objects: list[RemoteObject], new: set[str]) -> S
 
 
 @task(name="sync-finish", cache_policy=NO_CACHE)
-def finish_region_sync(region: str, plan: SyncPlan, delete: bool) -> SyncResult:
-    """Delete files whose objects are gone (only with ``delete``) and compact the manifest."""
-    return finish_sync(plan, delete=delete)
+def finish_region_sync(
+    region: str, plan: SyncPlan, delete: bool, max_delete: int | None = None, delete_all: bool = False
+) -> SyncResult:
+    """Delete files whose objects are gone (only with ``delete``; refused past ``max_delete``, by default half the
+    mirror, or of every file without ``delete_all``) and compact the manifest."""
+    return finish_sync(plan, delete=delete, max_delete=max_delete, delete_all=delete_all)

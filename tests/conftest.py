@@ -12,6 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from proximate.native import load_in_safe_order
+
+# Before anything lets xarray list its backends (cfgrib's ecCodes shadows SQLite and PROJ loaded after it).
+load_in_safe_order()
 # Before anything imports prefect: an isolated home, no telemetry. Scheduler and workers inherit it.
 _SESSION_HOME = Path(tempfile.mkdtemp(prefix="proximate-tests-"))
 os.environ["PREFECT_HOME"] = str(_SESSION_HOME / "prefect")

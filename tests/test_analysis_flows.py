@@ -270,3 +270,260 @@ def test_compare_flow_takes_catalog_ids_and_looks_them_up_in_the_flow_process(
             scheduler_address="tcp://127.0.0.1:1",  # never reached: the id fails first
         )
     assert not (tmp_path / "never.nc").exists()
+
+
+# -- the same result from catalog ids and region:path references -------------------------------------------------
+
+
+def _values(path) -> np.ndarray:
+    with xr.open_dataset(path) as ds:
+        return ds[next(iter(ds.data_vars))].values
+
+
+def test_each_analysis_flow_gets_the_same_result_from_catalog_ids_and_region_paths(
+    cluster, flow_data, seasonal_catalog, tmp_path
+):
+    from flows.analysis import seasonal_mean, summarize
+    from flows.catalog import index_region
+    from proximate.catalog.records import record_id
+
+    index_region("a", changed=[FC], catalog="test-seasonal-catalog", scheduler_address=cluster.address)
+    index_region("b", changed=[OBS_SAME], catalog="test-seasonal-catalog", scheduler_address=cluster.address)
+    common = {"catalog": "test-seasonal-catalog", "scheduler_address": cluster.address}
+    paths = {"a": f"a:{FC}", "b": f"b:{OBS_SAME}"}
+    ids = {"a": record_id("a", FC), "b": record_id("b", OBS_SAME)}
+    compared = {
+        kind: compare_forecast_to_observations(
+            forecast=refs["a"],
+            observations=refs["b"],
+            height_index=3,
+            output=str(tmp_path / f"cmp-{kind}.nc"),
+            **common,
+        )
+        for kind, refs in (("paths", paths), ("ids", ids))
+    }
+    assert compared["paths"].datasets == compared["ids"].datasets
+    np.testing.assert_array_equal(_values(compared["paths"].output), _values(compared["ids"].output))
+
+    years = ["a:seasonal/tas_2024.nc", "b:seasonal/tas_2025.nc"]
+    year_ids = [record_id("a", "seasonal/tas_2024.nc"), record_id("b", "seasonal/tas_2025.nc")]
+    seasonal = {
+        kind: seasonal_mean(datasets=refs, variable="tas", output=str(tmp_path / f"seas-{kind}.nc"), **common)
+        for kind, refs in (("paths", years), ("ids", year_ids))
+    }
+    assert seasonal["paths"].datasets == seasonal["ids"].datasets
+    np.testing.assert_array_equal(_values(seasonal["paths"].output), _values(seasonal["ids"].output))
+
+    summaries = {
+        kind: summarize(datasets=refs, variables=["tas"], dims=["time"], output=str(tmp_path / f"sum-{kind}"), **common)
+        for kind, refs in (("paths", years), ("ids", year_ids))
+    }
+    assert summaries["paths"].datasets == summaries["ids"].datasets
+    for by_path, by_id in zip(summaries["paths"].outputs, summaries["ids"].outputs, strict=True):
+        with xr.open_dataset(by_path) as p, xr.open_dataset(by_id) as i:
+            xr.testing.assert_identical(p, i)
+    # and the reductions are those of the files, computed here with plain xarray
+    with (
+        xr.open_dataset(seasonal_catalog["a"] / "seasonal/tas_2024.nc") as src,
+        xr.open_dataset(summaries["ids"].outputs[0]) as got,
+    ):
+        np.testing.assert_allclose(got.tas_mean.values, src.tas.mean("time").values, rtol=1e-5)
+
+
+# -- parameters: checked before any cluster work, errors naming the parameter ---------------------------------------
+
+
+@pytest.fixture
+def no_cluster_starts(monkeypatch):
+    """A 'local' cluster block whose cluster must never start: starting it fails the test."""
+    from blocks.cluster import RegionalCluster
+    from proximate import cluster as cluster_module
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a cluster was started for a parameter error")
+
+    monkeypatch.setattr(cluster_module.LocalRegionalCluster, "__init__", refuse)
+    RegionalCluster(address="local", regions=["a", "b"]).save("test-local-cluster", overwrite=True)
+    return "test-local-cluster"
+
+
+@pytest.mark.parametrize(
+    "flow_name, kwargs, parameter, message",
+    [
+        ("seasonal_mean", {"query": {"text": "no such words anywhere"}}, "query", "matched no datasets"),
+        ("seasonal_mean", {"variable": "pr"}, "variable", r"variable 'pr' is not in .*available there: tas"),
+        ("summarize", {"variables": ["pr"]}, "variables", r"variable 'pr' is not in"),
+        (
+            "seasonal_mean",
+            {"cluster": "no-such-cluster"},
+            "cluster",
+            "no RegionalCluster block named 'no-such-cluster'",
+        ),
+        ("seasonal_mean", {"output": "result.csv"}, "output", r"'result.csv' must end in .nc"),
+        ("summarize", {"output": "sums.nc"}, "output", "is a folder"),
+        ("summarize", {"statistics": ["median"]}, "statistics", "unknown statistics"),
+        ("seasonal_mean", {"query": None, "datasets": ["not-an-id"]}, "datasets", "no dataset with id 'not-an-id'"),
+        ("compare", {"observations": "no-such-id"}, "observations", "no dataset with id 'no-such-id'"),
+        ("compare", {"variable": "precipitation"}, "variable", r"variable 'precipitation' is not in"),
+        ("compare", {"output": "diff.txt"}, "output", "must end in .nc"),
+        ("compare", {"catalog": "no-such-catalog"}, "catalog", "no CatalogConfig block named 'no-such-catalog'"),
+    ],
+)
+def test_bad_parameters_fail_within_seconds_naming_the_value_and_start_no_cluster(
+    seasonal_catalog, no_cluster_starts, flow_name, kwargs, parameter, message, tmp_path
+):
+    import time
+
+    from flows.analysis import seasonal_mean, summarize
+    from proximate.analysis import ParameterError
+    from proximate.catalog.query import DatasetQuery
+    from proximate.catalog.records import record_id
+
+    kwargs = dict(kwargs)
+    if isinstance(kwargs.get("query"), dict):
+        kwargs["query"] = DatasetQuery(**kwargs["query"])
+    base = {"catalog": "test-seasonal-catalog", "cluster": no_cluster_starts}
+    if flow_name == "compare":
+        run = compare_forecast_to_observations
+        base |= {
+            "forecast": record_id("a", "seasonal/tas_2024.nc"),
+            "observations": record_id("b", "seasonal/tas_2025.nc"),
+        }
+        base |= {"variable": "tas", "output": str(tmp_path / "x.nc")}
+    elif flow_name == "seasonal_mean":
+        run = seasonal_mean
+        base |= {"query": DatasetQuery(text="synthetic daily temperature"), "output": str(tmp_path / "x.nc")}
+    else:
+        run = summarize
+        base |= {"query": DatasetQuery(text="synthetic daily temperature"), "variables": ["tas"]}
+        base |= {"output": str(tmp_path / "sums")}
+    started = time.perf_counter()
+    with pytest.raises(ParameterError, match=message) as err:
+        run(**{**base, **kwargs})
+    assert err.value.parameter == parameter
+    assert str(err.value).startswith(parameter)
+    assert time.perf_counter() - started < 20  # seconds, on a loaded 2-core machine: no cluster, no data read
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_dataset_in_a_region_the_cluster_lacks_fails_fast_naming_it(cluster, seasonal_catalog, tmp_path):
+    from proximate.analysis import ParameterError
+
+    with pytest.raises(ParameterError, match=r"observations: c:obs.nc is in region 'c', which this cluster does not"):
+        compare_forecast_to_observations(
+            forecast=f"a:{FC}",
+            observations="c:obs.nc",
+            output=str(tmp_path / "x.nc"),
+            scheduler_address=cluster.address,
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_relative_outputs_go_under_the_results_root_of_the_flows_process(
+    cluster, flow_data, seasonal_catalog, tmp_path, monkeypatch
+):
+    import logging
+
+    class Keep(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__(logging.INFO)
+            self.messages: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.messages.append(record.getMessage())
+
+    monkeypatch.setenv("PROXIMATE_RESULTS", str(tmp_path / "results-root"))
+    run_logger, keep = logging.getLogger("prefect.flow_runs"), Keep()
+    level = run_logger.level
+    run_logger.addHandler(keep)
+    run_logger.setLevel(logging.INFO)  # the session runs at WARNING
+    try:
+        res = compare_forecast_to_observations(
+            forecast=f"a:{FC}", observations=f"b:{OBS_SAME}", height_index=3, scheduler_address=cluster.address
+        )
+    finally:
+        run_logger.removeHandler(keep)
+        run_logger.setLevel(level)
+    assert res.output == str(tmp_path / "results-root" / "forecast-minus-observations.nc")
+    assert (tmp_path / "results-root" / "forecast-minus-observations.nc").is_file()
+    # what the run page shows: what was read, where each part ran, what crossed, where the result went
+    logged = "\n".join(keep.messages)
+    assert f"forecast a:{FC}, observations b:{OBS_SAME}" in logged
+    assert "opened in region a: forecast" in logged and "opened in region b: observations" in logged
+    assert "ran in region a:" in logged and "ran in region b:" in logged
+    assert f"crossed regions: {res.cross_region_bytes:,} B" in logged
+    assert f"result written to {res.output}" in logged
+
+
+# -- the core's pieces the artifacts show -------------------------------------------------------------------------
+
+
+def test_resolve_output_checks_the_value_and_roots_relative_paths(tmp_path):
+    from proximate.analysis import ParameterError
+    from proximate.outputs import resolve_output, results_root
+
+    env = {"PROXIMATE_HOME": str(tmp_path / "home")}
+    assert results_root(env) == tmp_path / "home" / "results"
+    assert results_root({"PROXIMATE_RESULTS": str(tmp_path / "r"), **env}) == tmp_path / "r"
+    assert resolve_output("sub/x.nc", environ=env) == str(tmp_path / "home" / "results" / "sub" / "x.nc")
+    assert resolve_output(str(tmp_path / "abs.zarr"), environ=env) == str(tmp_path / "abs.zarr")
+    assert resolve_output("s3://bucket/x.nc", environ=env) == "s3://bucket/x.nc"
+    assert resolve_output("sums", folder=True, environ=env) == str(tmp_path / "home" / "results" / "sums")
+    for bad, message in [
+        ("", "is empty"),
+        ("x.csv", "must end in .nc"),
+        ("x", "must end in .nc"),
+        ("s3://bucket/x.zarr", "Zarr cannot be written to S3"),
+        ("gs://bucket/x.nc", "not a local path or an s3:// URL"),
+    ]:
+        with pytest.raises(ParameterError, match=message) as err:
+            resolve_output(bad, environ=env)
+        assert err.value.parameter == "output"
+
+
+def test_seasons_come_in_calendar_order_and_keep_the_datas_type():
+    from proximate import analysis
+
+    ds = synthetic.daily_temperature(start="2024-01-01", days=366, nlat=4, nlon=8)
+    mean = analysis.combine_seasonal([analysis.seasonal_partials(ds, "tas")])
+    assert list(mean.season.values) == ["DJF", "MAM", "JJA", "SON"]
+    assert mean.dtype == np.float32
+    expected = ds.tas.groupby("time.season").mean()
+    np.testing.assert_allclose(mean.values, expected.sel(season=mean.season).values, rtol=1e-5)
+    assert mean.attrs["units"] == "K"
+    assert (mean.attrs["time_coverage_start"], mean.attrs["time_coverage_end"]) == ("2024-01-01", "2024-12-31")
+
+
+def test_statistics_are_rounded_to_the_precision_of_the_data():
+    from proximate.analysis import statistics_row
+
+    values = np.array([[288.123456789, 280.987654321], [np.nan, 270.5]])
+    row32 = statistics_row(xr.DataArray(values.astype(np.float32), name="t", attrs={"units": "K"}))
+    row64 = statistics_row(xr.DataArray(values, name="t"))
+    mean = np.nanmean(values.astype(np.float32).astype("f8"))
+    assert row32["mean"] == float(f"{mean:.6g}") and len(repr(row32["mean"]).replace(".", "")) <= 6
+    assert row32["count"] == 3 and row32["units"] == "K"
+    assert row64["max"] == float(f"{288.123456789:.15g}")
+
+
+def test_observations_at_a_level_are_compared_with_the_forecast_at_that_level():
+    from proximate import analysis
+    from proximate.plots import title_of
+
+    fc = synthetic.forecast(realizations=2, heights=4, nlat=6, nlon=12, seed=1)  # heights 10, 3340, 6670, 10000 m
+    obs = synthetic.observations(nlat=6, nlon=12, seed=2, height=10.0)
+    diff = analysis.forecast_minus_observations(fc, obs, "air_temperature")
+    expected = fc.air_temperature.mean("realization").sel(height=10.0) - obs.air_temperature
+    np.testing.assert_allclose(diff.values, expected.values)
+    assert abs(float(diff.mean())) < 1.0  # the forecast's error, not the lapse rate between two levels
+    title = title_of(diff)
+    assert "Air temperature, ensemble mean minus observations [K]" in title
+    assert "height 10 m" in title and "2026-06-01 00:00" in title
+    with pytest.raises(AnalysisInputError, match="observations are at height 10 m but the forecast level asked is"):
+        analysis.forecast_minus_observations(fc, obs, "air_temperature", height_index=2)
+    budget = analysis.compare_budget(fc, obs, "air_temperature", diff)
+    level = fc.air_temperature.isel(realization=0, height=0)
+    assert budget == ByteBudget(
+        minimum=min(level.nbytes, obs.air_temperature.nbytes) + diff.nbytes,
+        centralised=level.nbytes * 2 + obs.air_temperature.nbytes,
+    )

@@ -47,9 +47,10 @@ def test_index_region_flow_incremental_errors_and_artifact(prefect_server, clust
     (root / "partial.nc.tmp").write_bytes(b"half a file")
     (root / ".proximate-sync").mkdir()
     (root / ".proximate-sync" / "manifest.nc").write_bytes(b"the sync's own")
-    (root / "README.txt").write_text("not a dataset")
+    (root / "README.txt").write_text("not a dataset")  # every file gets a record: this one says why it is unread
+    readme = f"{folder}/README.txt"
     expected = {f"{folder}/test_lcc.nc", f"{folder}/basin_mask.nc", f"{folder}/sub/A1B-99999a-river-sep-2070-2099.nc",
-                f"{folder}/store.zarr"}  # fmt: skip
+                f"{folder}/store.zarr", readme}  # fmt: skip
 
     block = f"test-catalog-{_slug(tmp_path.name)}"
     CatalogConfig(sqlite_path=str(tmp_path / "catalog" / "c.sqlite")).save(block, overwrite=True)
@@ -59,7 +60,8 @@ def test_index_region_flow_incremental_errors_and_artifact(prefect_server, clust
     with open_catalog("sqlite", sqlite_path=tmp_path / "catalog" / "c.sqlite") as cat:
         records = _mine(cat, "a", folder)
         assert set(records) == expected
-        assert all(r.status == "ok" for r in records.values())
+        assert all(r.status == "ok" for p, r in records.items() if p != readme)
+        assert records[readme].status == "unsupported" and "format not recognised" in records[readme].error
         lcc_before = records[f"{folder}/test_lcc.nc"]
         assert lcc_before.variable_names == ["tas"] and lcc_before.bbox is not None
     assert first.extracted >= len(expected) and first.listed == first.extracted + first.unchanged

@@ -72,3 +72,18 @@ def test_the_demo_without_the_demo_extra_says_how_to_get_it(monkeypatch, tmp_pat
     assert cli.main(["demo", "--workdir", str(workdir)]) == 2
     assert capsys.readouterr().err == "proximate: error: the demo needs the demo extra: pip install 'proximate[demo]'\n"
     assert not workdir.exists()  # it stopped before doing anything
+
+
+def test_processes_that_load_sqlite_and_proj_first_survive_xarray_listing_its_backends(tmp_path):
+    """With the grib extra, ecCodes' wheel shadows SQLite and PROJ loaded after it (proximate.native); in the
+    order proximate loads them, a process lists xarray's backends, uses PROJ and SQLite, and exits cleanly."""
+    code = (
+        "from proximate.native import load_in_safe_order; load_in_safe_order()\n"
+        "import xarray, pyproj, sqlite3\n"
+        "xarray.backends.list_engines()\n"
+        "assert pyproj.CRS('EPSG:3577').to_epsg() == 3577\n"
+        "assert sqlite3.connect(':memory:').execute('create table t(x)').connection"
+        ".execute('insert into t values (1) returning x').fetchall() == [(1,)]\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])

@@ -197,7 +197,9 @@ def test_delete_spares_a_synced_file_that_someone_replaced(s3, tmp_path):
     c.delete_object(Bucket=BUCKET, Key="p/a.txt")
     c.delete_object(Bucket=BUCKET, Key="p/b.txt")
     (root / "a.txt").write_bytes(b"edited by a person")
-    result = sync(f"s3://{BUCKET}/p/", root, storage_options=opts, delete=True)
+    refused = sync(f"s3://{BUCKET}/p/", root, storage_options=opts, delete=True)  # every file: only when told
+    assert refused.deleted == 0 and "--delete-all" in refused.delete_refused and not refused.ok
+    result = sync(f"s3://{BUCKET}/p/", root, storage_options=opts, delete=True, delete_all=True)
     assert result.deleted_paths == ["b.txt"] and result.deleted == 1
     assert (root / "a.txt").read_bytes() == b"edited by a person"
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
+import time
 import zoneinfo
 from pathlib import Path
 
@@ -106,3 +107,56 @@ def test_prefect_yaml_has_a_nightly_sync_deployment_per_region():
         (schedule,) = d["schedules"]
         assert len(schedule["cron"].split()) == 5
         zoneinfo.ZoneInfo(schedule["timezone"])
+
+
+def test_sync_region_flow_skips_cold_objects_and_refuses_to_empty_the_mirror(prefect_server, s3, tmp_path):
+    """Archived objects do not fail the nightly sync; a source that lost every object does not empty the mirror
+    unless delete_all says so; the block's SSE-C key reaches the reads and never a log, result or artifact."""
+    import base64
+
+    from prefect_aws import AwsCredentials
+
+    from blocks.region import Region
+    from flows.sync import sync_region
+
+    c = boto3.client("s3", endpoint_url=s3["endpoint_url"], region_name="us-east-1")
+    c.create_bucket(Bucket="cold")
+    objects = {f"src/f{i}.nc": os.urandom(500 + i) for i in range(4)}
+    for key, body in objects.items():
+        c.put_object(Bucket="cold", Key=key, Body=body)
+    c.put_object(Bucket="cold", Key="src/archived.nc", Body=b"old", StorageClass="DEEP_ARCHIVE")
+    key = os.urandom(32)
+    secret_key = base64.b64encode(key).decode()
+    root = tmp_path / "fsx"
+    with FaultProxy(s3["endpoint_url"]) as proxy:
+        proxy.sse_c = {f"cold/{k}": key for k in objects}
+        Region(
+            name="sync-test-cold",
+            root=str(root),
+            source_url="s3://cold/src/",
+            endpoint_url=proxy.url,
+            sse_customer_key=secret_key,
+            aws_credentials=AwsCredentials(aws_access_key_id="k", aws_secret_access_key=SECRET),
+        ).save("sync-test-cold", overwrite=True)
+        state = sync_region("sync-test-cold", delete=True, return_state=True)
+        assert state.is_completed(), state.message
+        data = state.result()
+        assert data["skipped_cold"] == 1 and data["cold"] == ["src/archived.nc"] and data["failed"] == []
+        for k, body in objects.items():
+            assert (root / k.removeprefix("src/")).read_bytes() == body
+        deadline = time.monotonic() + 30  # Prefect ships logs to its server in batches, after the run
+        while not any("src/archived.nc" in e["message"] for e in _read("logs", state.state_details.flow_run_id)):
+            assert time.monotonic() < deadline, "no warning names the cold object"
+            time.sleep(0.5)
+        for k in objects:
+            c.delete_object(Bucket="cold", Key=k)
+        refused = sync_region("sync-test-cold", delete=True, return_state=True)
+        assert refused.is_failed() and "delete_all=True" in refused.message
+        assert len(list(root.glob("f*.nc"))) == 4
+        done = sync_region("sync-test-cold", delete=True, delete_all=True, return_state=True)
+        assert done.is_completed() and len(done.result()["deleted_paths"]) == 4
+    for run in (state, refused, done):
+        texts = [run.message or "", repr(run.result(raise_on_failure=False))]
+        texts += [repr(a) for a in _read("artifacts", run.state_details.flow_run_id)]
+        texts += [repr(e) for e in _read("logs", run.state_details.flow_run_id)]
+        assert not any(secret_key in t or SECRET in t for t in texts)

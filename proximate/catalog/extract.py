@@ -1,36 +1,45 @@
-"""Dataset metadata from file headers: what the catalog knows about one NetCDF file or Zarr store.
+"""Dataset metadata from file headers: what the catalog knows about one file or store, whatever its format.
 
 ``extract(path)`` reads headers and coordinate variables only, never data arrays, so a 10 GB file costs the
-same as a 10 kB one. The record says "unknown" (``None``) rather than guessing: no lat/lon coordinates means
-no bbox, no decodable CF time means no time span.
+same as a 10 kB one. The format is told by content (:func:`proximate.formats.detect_format`) and read by its
+handler (:mod:`proximate.catalog.formats`); what follows is the same for all of them. The record says
+"unknown" (``None``) rather than guessing: no lat/lon coordinates and no CRS means no bbox, no decodable CF
+time means no time span.
 """
 
 from __future__ import annotations
 
 import calendar as _calendar
 import contextlib
+import datetime as _dt
 import os
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from proximate.catalog.geo import lon_extent
+from proximate.catalog.crs import X_NAMES, Y_NAMES, axis_extent, axis_scale, bounds_bracket, crs_from_attrs
+from proximate.catalog.crs import projected_bbox as _projected_box
+from proximate.catalog.formats import HANDLERS, Header, Var
+from proximate.catalog.geo import lon_extent, union_bboxes
 from proximate.catalog.records import DatasetRecord, VariableInfo, now_iso, record_id
-from proximate.formats import dataset_format, stat_dataset
+from proximate.formats import UnsupportedFormatError, dataset_format, stat_dataset
 
 #: Longer attribute strings are cut (a ``history`` can hold thousands of lines of NCO commands).
 MAX_ATTR_CHARS = 1000
-#: 2-D auxiliary coordinates bigger than this are read with a stride (plus their full edges).
-MAX_COORD_VALUES = 4_000_000
-
 
 _LAT_UNITS = {"degrees_north", "degree_north", "degree_n", "degrees_n", "degreen", "degreesn"}
 _LON_UNITS = {"degrees_east", "degree_east", "degree_e", "degrees_e", "degreee", "degreese"}
+_RADIANS = {"rad", "radian", "radians"}
 _TIME_UNITS = re.compile(r"^\s*[a-zA-Z]+\s+since\s+\S", re.IGNORECASE)
+#: Seconds per unit of a ``forecast_period`` (UDUNITS spellings).
+_PERIOD_SECONDS = {
+    **dict.fromkeys(("s", "sec", "secs", "second", "seconds"), 1.0),
+    **dict.fromkeys(("min", "mins", "minute", "minutes"), 60.0),
+    **dict.fromkeys(("h", "hr", "hrs", "hour", "hours"), 3600.0),
+    **dict.fromkeys(("d", "day", "days"), 86400.0),
+}
 #: Attributes through which one variable names others as its coordinates, bounds, grid or mesh.
 _REFERENCE_ATTRS = (
     "coordinates",
@@ -48,27 +57,6 @@ _REFERENCE_ATTRS = (
     "face_face_connectivity",
     "ancillary_variables",
 )
-
-
-# -- format-neutral view of a header -------------------------------------------------------------------------
-
-
-@dataclass
-class _Var:
-    attrs: dict[str, Any]
-    dims: tuple[str, ...]
-    shape: tuple[int, ...]
-    dtype: str
-    chunks: list[int] | None
-    read: Callable[[], np.ndarray]
-    numeric: bool
-
-
-@dataclass
-class _Header:
-    attrs: dict[str, Any]
-    dims: dict[str, int]
-    variables: dict[str, _Var] = field(default_factory=dict)
 
 
 def _py(value: Any) -> Any:
@@ -100,174 +88,67 @@ def _text(attrs: dict[str, Any], key: str) -> str | None:
     return value if isinstance(value, str) else str(value)
 
 
-def _decode(raw: Any, attrs: dict[str, Any]) -> np.ndarray:
-    """Raw coordinate values as float64 with fill/missing values as NaN, then scale and offset (CF order)."""
-    if isinstance(raw, np.ma.MaskedArray):
-        arr = np.ma.filled(raw.astype(np.float64), np.nan)
-    else:  # the usual case (reads are raw): skip the masked-array machinery, same values
-        arr = np.array(raw, dtype=np.float64)
-    for key in ("_FillValue", "missing_value"):
-        if key in attrs:
-            for fv in np.atleast_1d(np.asarray(attrs[key])).ravel():
-                with contextlib.suppress(TypeError, ValueError):
-                    arr[arr == float(fv)] = np.nan
-    with contextlib.suppress(TypeError, ValueError):
-        if "scale_factor" in attrs:
-            arr = arr * float(np.asarray(attrs["scale_factor"]).ravel()[0])
-        if "add_offset" in attrs:
-            arr = arr + float(np.asarray(attrs["add_offset"]).ravel()[0])
-    return arr
-
-
-def _netcdf_header(full: Path) -> tuple[_Header, Callable[[], None]]:
-    import netCDF4
-
-    ds = netCDF4.Dataset(str(full), mode="r")
-    try:
-        _check_classic_size(ds, full)
-    except Exception:
-        ds.close()
-        raise
-    ds.set_auto_maskandscale(False)  # raw reads are several times cheaper; _decode applies the CF rules
-    dims = {name: len(d) for name, d in ds.dimensions.items()}
-    header = _Header(attrs={a: ds.getncattr(a) for a in ds.ncattrs()}, dims=dims)
-    for name, var in ds.variables.items():
-        try:
-            chunking = var.chunking()
-        except Exception:  # classic formats have no chunking
-            chunking = None
-        chunks = [int(c) for c in chunking] if isinstance(chunking, (list, tuple)) else None
-        try:
-            dtype = str(np.dtype(var.dtype))
-        except TypeError:
-            dtype = getattr(var.dtype, "__name__", str(var.dtype))
-        kind = getattr(np.dtype(var.dtype), "kind", "O") if var.dtype is not str else "U"
-        attrs = {a: var.getncattr(a) for a in var.ncattrs()}
-
-        def read(var: Any = var, attrs: dict[str, Any] = attrs) -> np.ndarray:
-            return _decode(_read_limited(var, _read_netcdf), attrs)
-
-        header.variables[name] = _Var(
-            attrs=attrs,
-            dims=tuple(var.dimensions),
-            shape=tuple(int(s) for s in var.shape),
-            dtype=dtype,
-            chunks=chunks,
-            read=read,
-            numeric=kind in "fiu",
-        )
-    return header, ds.close
-
-
-def _check_classic_size(ds: Any, full: Path) -> None:
-    """A classic-format file cut short (a partial download) still opens and reads as fill values: refuse it
-    when it is smaller than the data its header declares."""
-    if not str(ds.data_model).startswith("NETCDF3"):
-        return
-    declared = 0
-    for var in ds.variables.values():
-        try:
-            declared += int(np.prod(var.shape, dtype=np.int64)) * np.dtype(var.dtype).itemsize
-        except TypeError:
-            return
-    actual = full.stat().st_size
-    if actual < declared:
-        raise ValueError(f"{full.name} is truncated: {actual} bytes, but its header declares {declared} bytes of data")
-
-
-def _read_netcdf(var: Any) -> Any:
-    """All of a netCDF4 variable. A whole primitive array goes through ``Variable._get`` (start, count,
-    stride), which ``var[...]`` calls after parsing the index in Python: the same values, about 5x cheaper
-    for the small coordinates read here (0.05 instead of 0.29 ms), which adds up over thousands of files."""
-    shape = [int(n) for n in var.shape]
-    get = getattr(var, "_get", None)
-    if get is None or not shape or 0 in shape or var.dtype is str or getattr(var, "_isprimitive", False) is not True:
-        return var[...]
-    data = get([0] * len(shape), shape, [1] * len(shape))
-    return data if isinstance(data, np.ndarray) and list(data.shape) == shape else var[...]
-
-
-def _read_limited(var: Any, read_all: Callable[[Any], Any] | None = None) -> Any:
-    """All of a coordinate, unless it is huge: then a strided sample plus its full edges (where the extremes
-    of a smooth curvilinear grid lie, except at a pole inside the grid, which the sample still catches)."""
-    shape = tuple(var.shape)
-    if int(np.prod(shape, dtype=np.int64)) <= MAX_COORD_VALUES or len(shape) != 2:
-        return read_all(var) if read_all is not None else var[...]
-    ny, nx = shape
-    step = int(np.ceil(np.sqrt(ny * nx / MAX_COORD_VALUES)))
-    parts = [np.ma.ravel(var[::step, ::step]), np.ma.ravel(var[0, :]), np.ma.ravel(var[-1, :])]
-    parts += [np.ma.ravel(var[:, 0]), np.ma.ravel(var[:, -1])]
-    return np.ma.concatenate(parts)
-
-
-def _zarr_header(full: Path) -> tuple[_Header, Callable[[], None]]:
-    import zarr
-
-    group = zarr.open_group(str(full), mode="r")
-    header = _Header(attrs=dict(group.attrs), dims={})
-    for name, arr in group.arrays():
-        attrs = dict(arr.attrs)
-        dims = getattr(arr.metadata, "dimension_names", None) or attrs.pop("_ARRAY_DIMENSIONS", None)
-        attrs.pop("_ARRAY_DIMENSIONS", None)
-        dims = tuple(str(d) for d in dims) if dims else tuple(f"{name}_dim_{i}" for i in range(arr.ndim))
-        for d, n in zip(dims, arr.shape, strict=True):
-            header.dims.setdefault(d, int(n))
-        dtype = np.dtype(arr.dtype) if not hasattr(arr.dtype, "to_native_dtype") else arr.dtype.to_native_dtype()
-
-        def read(arr: Any = arr, attrs: dict[str, Any] = attrs) -> np.ndarray:
-            return _decode(_read_limited(arr), attrs)
-
-        header.variables[name] = _Var(
-            attrs=attrs,
-            dims=dims,
-            shape=tuple(int(s) for s in arr.shape),
-            dtype=str(np.dtype(dtype)),
-            chunks=[int(c) for c in arr.chunks],
-            read=read,
-            numeric=np.dtype(dtype).kind in "fiu",
-        )
-    return header, lambda: None
-
-
 # -- what the header says --------------------------------------------------------------------------------------
 
 
-def _referenced(header: _Header) -> set[str]:
+def _referenced(header: Header) -> set[str]:
+    """Qualified names of the variables other variables name (coordinates, bounds, grid mappings, meshes)."""
     names: set[str] = set()
     for var in header.variables.values():
         for key in _REFERENCE_ATTRS:
             value = var.attrs.get(key)
             if isinstance(value, str):
-                names.update(tok.rstrip(":") for tok in value.split())
+                for tok in value.split():
+                    target = header.lookup(var, tok.rstrip(":"))
+                    names.add(_name_of(header, target) if target is not None else tok.rstrip(":"))
     return names
 
 
-def _is_lat(var: _Var) -> bool:
-    sn = str(var.attrs.get("standard_name", "")).strip().lower()
-    units = str(var.attrs.get("units", "")).strip().lower()
-    return var.numeric and (sn == "latitude" or units in _LAT_UNITS)
+def _name_of(header: Header, var: Var) -> str:
+    return next(k for k, v in header.variables.items() if v is var)
 
 
-def _is_lon(var: _Var) -> bool:
-    sn = str(var.attrs.get("standard_name", "")).strip().lower()
-    units = str(var.attrs.get("units", "")).strip().lower()
-    return var.numeric and (sn == "longitude" or units in _LON_UNITS)
+def _attr(var: Var, key: str) -> str:
+    return str(var.attrs.get(key, "")).strip().lower()
 
 
-def _with_bounds(header: _Header, var: _Var) -> list[np.ndarray]:
-    out = [var.read()]
+def _is_lat(var: Var) -> bool:
+    return var.numeric and (_attr(var, "standard_name") == "latitude" or _attr(var, "units") in _LAT_UNITS)
+
+
+def _is_lon(var: Var) -> bool:
+    return var.numeric and (_attr(var, "standard_name") == "longitude" or _attr(var, "units") in _LON_UNITS)
+
+
+def _degrees(values: np.ndarray, var: Var) -> np.ndarray:
+    """Coordinate values in degrees: CF allows radians for latitude and longitude (units say which)."""
+    return np.degrees(values) if _attr(var, "units") in _RADIANS else values
+
+
+def _with_bounds(header: Header, var: Var, warnings: list[str], *, period: float | None = None) -> list[np.ndarray]:
+    """A coordinate's values and those of its bounds, when they are real bounds (bracketing every point)."""
+    values = _degrees(var.read(), var)
+    out = [values]
     for key in ("bounds", "climatology"):
         bname = var.attrs.get(key)
-        if isinstance(bname, str) and bname in header.variables and header.variables[bname].numeric:
-            out.append(header.variables[bname].read())
+        bvar = header.lookup(var, bname) if isinstance(bname, str) else None
+        if bvar is None or not bvar.numeric:
+            continue
+        bounds = _degrees(bvar.read(), var)
+        if bounds_bracket(values, bounds, period=period):
+            out.append(bounds)
+        else:
+            warnings.append(f"{key} {bname!r} do not bracket their coordinate's values: ignored")
     return out
 
 
-def compute_bbox(header: _Header, warnings: list[str]) -> list[float] | None:
-    """[west, south, east, north] from every latitude/longitude coordinate (1-D axes, 2-D auxiliary fields on
-    rotated or projected grids, UGRID node/face/edge coordinates) and their bounds; ``None`` without them."""
-    lats = [a for v in header.variables.values() if _is_lat(v) for a in _with_bounds(header, v)]
-    lons = [a for v in header.variables.values() if _is_lon(v) for a in _with_bounds(header, v)]
+def _geographic_bbox(header: Header, warnings: list[str]) -> list[float] | None:
+    """The box of every latitude/longitude coordinate (1-D axes, 2-D auxiliary fields on rotated or projected
+    grids, UGRID node/face/edge coordinates) and their bounds. Scalar ones are left out: a GOES file's
+    sub-satellite point or a model's reference location is a point of the file, not its footprint."""
+    gridded = [v for v in header.variables.values() if v.dims]
+    lats = [a for v in gridded if _is_lat(v) for a in _with_bounds(header, v, warnings)]
+    lons = [a for v in gridded if _is_lon(v) for a in _with_bounds(header, v, warnings, period=360.0)]
     if not lats or not lons:
         return None
     lat = np.concatenate([a.ravel() for a in lats])
@@ -275,17 +156,114 @@ def compute_bbox(header: _Header, warnings: list[str]) -> list[float] | None:
     lon = np.concatenate([a.ravel() for a in lons])
     extent = lon_extent(lon)
     if lat.size == 0 or extent is None:
-        warnings.append("latitude/longitude coordinates hold no valid values: no bbox")
+        warnings.append("latitude/longitude coordinates hold no valid values")
         return None
     return [extent[0], float(lat.min()), extent[1], float(lat.max())]
 
 
-def _is_time(name: str, var: _Var) -> bool:
-    sn = str(var.attrs.get("standard_name", "")).strip().lower()
-    axis = str(var.attrs.get("axis", "")).strip().upper()
+def _grid_mapping_of(header: Header, var: Var) -> Var | None:
+    """The grid-mapping variable ``var`` names (plain or CF 1.7's ``"crs: x y"`` form)."""
+    value = var.attrs.get("grid_mapping")
+    if not isinstance(value, str) or not value.split():
+        return None
+    return header.lookup(var, value.split()[0].rstrip(":"))
+
+
+def _xy_axes(header: Header, var: Var) -> tuple[Var, Var] | None:
+    """The 1-D x and y coordinate variables of ``var``'s grid: by standard name or axis, else its last two
+    dimensions' coordinates (CF's T, Z, Y, X order, which GDAL and rioxarray follow too)."""
+    axes = [header.variables.get(d) for d in var.dims]
+    axes = [a for a in axes if a is not None and len(a.dims) == 1 and a.numeric]
+    x = next((a for a in axes if _attr(a, "standard_name") in X_NAMES or _attr(a, "axis") == "x"), None)
+    y = next((a for a in axes if _attr(a, "standard_name") in Y_NAMES or _attr(a, "axis") == "y"), None)
+    if x is None or y is None:
+        if len(var.dims) < 2:
+            return None
+        y, x = (header.variables.get(d) for d in var.dims[-2:])
+        if x is None or y is None or len(x.dims) != 1 or len(y.dims) != 1 or not (x.numeric and y.numeric):
+            return None
+    return x, y
+
+
+def _file_crs(header: Header) -> Any | None:
+    """A CRS the file states without a ``grid_mapping`` link: global WKT/``crs`` attributes, or a lone
+    ``crs``/``spatial_ref`` variable (some writers never link them)."""
+    crs = crs_from_attrs(header.attrs)
+    if crs is not None:
+        return crs
+    for name in ("crs", "spatial_ref", "transverse_mercator", "lambert_azimuthal_equal_area"):
+        var = header.variables.get(name)
+        if var is not None:
+            crs = crs_from_attrs(var.attrs)
+            if crs is not None:
+                return crs
+    return None
+
+
+def _crs_bbox(header: Header, warnings: list[str]) -> list[float] | None:
+    """The box of every grid that has a CRS and x/y axes: its outline transformed to lon/lat."""
+    boxes: list[list[float]] = []
+    seen: set[tuple[int, int, int]] = set()
+    refused: set[int] = set()
+    fallback: Any = None
+    for var in header.variables.values():
+        if len(var.dims) < 2:
+            continue
+        mapping = _grid_mapping_of(header, var)
+        crs = crs_from_attrs(mapping.attrs) if mapping is not None else None
+        if mapping is not None and crs is None and id(mapping) not in refused:
+            refused.add(id(mapping))
+            name = _name_of(header, var)
+            warnings.append(f"grid mapping of {name!r} is not a CRS pyproj understands: no bbox from it")
+        if crs is None:
+            fallback = _file_crs(header) if fallback is None else fallback
+            crs = fallback
+        axes = _xy_axes(header, var) if crs is not None else None
+        if axes is None:
+            continue
+        x, y = axes
+        key = (id(mapping), id(x), id(y))
+        if key in seen:
+            continue
+        seen.add(key)
+        extents = []
+        for axis in (x, y):
+            bname = axis.attrs.get("bounds")
+            bvar = header.lookup(axis, bname) if isinstance(bname, str) else None
+            extent = axis_extent(axis.read(), bvar.read() if bvar is not None and bvar.numeric else None)
+            scale = axis_scale(axis.attrs.get("units"), crs)
+            extents.append(None if extent is None else (extent[0] * scale, extent[1] * scale))
+        if extents[0] is None or extents[1] is None:
+            continue
+        try:
+            box = _projected_box(crs, extents[0], extents[1])
+        except Exception as exc:  # PROJ refusing a CRS is a property of the file, not a failure of the run
+            warnings.append(f"the grid of {_name_of(header, var)!r} does not transform to lon/lat: {exc}")
+            continue
+        if box is not None:
+            boxes.append(box)
+    return union_bboxes(boxes) if boxes else None
+
+
+def compute_bbox(header: Header, warnings: list[str]) -> list[float] | None:
+    """[west, south, east, north]: from latitude/longitude coordinates where the file has them, else from the
+    CRS of its projected grids; ``None`` with neither."""
+    notes: list[str] = []
+    box = _geographic_bbox(header, notes)
+    if box is None:
+        box = _crs_bbox(header, notes)
+        if box is None and any("no valid values" in n for n in notes):
+            notes.append("no bbox")
+    warnings += notes
+    return box
+
+
+def _is_time(name: str, var: Var) -> bool:
     units = var.attrs.get("units")
     cf_units = isinstance(units, str) and bool(_TIME_UNITS.match(units))
-    return var.numeric and (sn == "time" or axis == "T" or (cf_units and var.dims == (name,)))
+    return var.numeric and (
+        _attr(var, "standard_name") == "time" or _attr(var, "axis") == "t" or (cf_units and var.dims == (name,))
+    )
 
 
 def cf_datetime_iso(value: Any) -> str:
@@ -297,40 +275,74 @@ def cf_datetime_iso(value: Any) -> str:
     return f"{year:04d}-{month:02d}-{day:02d}T{int(value.hour):02d}:{int(value.minute):02d}:{int(value.second):02d}"
 
 
-def compute_time_span(header: _Header, warnings: list[str]) -> tuple[str | None, str | None, str | None]:
-    """(start, end, calendar) over every time coordinate and its bounds/climatology bounds; Nones without."""
+def _decoded_range(name: str, var: Var, values: np.ndarray, warnings: list[str]) -> tuple[Any, Any, str] | None:
+    """(first, last, calendar) of a CF time variable's values as cftime dates; ``None`` (with a warning) if
+    its units or calendar do not decode."""
     import cftime
 
-    lo: Any = None
-    hi: Any = None
+    units = var.attrs.get("units")
+    if not isinstance(units, str) or not _TIME_UNITS.match(units):
+        warnings.append(f"time variable {name!r} has units {units!r}, not '<unit> since <date>': no time span")
+        return None
+    cal = _attr(var, "calendar") or "standard"
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return None
+    try:
+        first, last = cftime.num2date([values.min(), values.max()], units, calendar=cal, only_use_cftime_datetimes=True)
+    except Exception as exc:
+        warnings.append(f"time variable {name!r} does not decode ({units!r}, calendar {cal!r}): {exc}")
+        return None
+    return first, last, cal
+
+
+def _forecast_range(header: Header, warnings: list[str]) -> tuple[Any, Any, str] | None:
+    """Valid times of a forecast file that has no time coordinate: reference times plus forecast periods."""
+    by_name = {_attr(v, "standard_name"): (n, v) for n, v in header.variables.items() if v.numeric}
+    if "forecast_reference_time" not in by_name or "forecast_period" not in by_name:
+        return None
+    ref_name, ref = by_name["forecast_reference_time"]
+    period_name, period = by_name["forecast_period"]
+    refs = _decoded_range(ref_name, ref, ref.read().ravel(), warnings)
+    seconds = _PERIOD_SECONDS.get(_attr(period, "units"))
+    if refs is None or seconds is None:
+        if seconds is None:
+            warnings.append(f"forecast_period {period_name!r} has units {period.attrs.get('units')!r}: no time span")
+        return None
+    steps = period.read().ravel()
+    steps = steps[np.isfinite(steps)]
+    if steps.size == 0:
+        return None
+    first, last, cal = refs
+    lead = _dt.timedelta(seconds=float(steps.min()) * seconds)
+    tail = _dt.timedelta(seconds=float(steps.max()) * seconds)
+    return first + lead, last + tail, cal
+
+
+def compute_time_span(header: Header, warnings: list[str]) -> tuple[str | None, str | None, str | None]:
+    """(start, end, calendar) over every time coordinate and its bounds/climatology bounds, or, with none, the
+    forecast reference times plus forecast periods; Nones without."""
+    lo: str | None = None
+    hi: str | None = None
     cal_seen: str | None = None
+    ranges = []
     for name, var in header.variables.items():
-        if not _is_time(name, var):
+        if _is_time(name, var):
+            values = np.concatenate([a.ravel() for a in _with_bounds(header, var, warnings)])
+            ranges.append(_decoded_range(name, var, values, warnings))
+    if not any(ranges):
+        ranges = [_forecast_range(header, warnings)]
+    for found in ranges:
+        if found is None:
             continue
-        units = var.attrs.get("units")
-        if not isinstance(units, str) or not _TIME_UNITS.match(units):
-            warnings.append(f"time variable {name!r} has units {units!r}, not '<unit> since <date>': no time span")
-            continue
-        cal = str(var.attrs.get("calendar", "standard")).strip().lower() or "standard"
-        values = np.concatenate([a.ravel() for a in _with_bounds(header, var)])
-        values = values[np.isfinite(values)]
-        if values.size == 0:
-            continue
-        try:
-            first, last = cftime.num2date(
-                [values.min(), values.max()], units, calendar=cal, only_use_cftime_datetimes=True
-            )
-        except Exception as exc:
-            warnings.append(f"time variable {name!r} does not decode ({units!r}, calendar {cal!r}): {exc}")
-            continue
-        start, end = cf_datetime_iso(first), cf_datetime_iso(last)
+        start, end = cf_datetime_iso(found[0]), cf_datetime_iso(found[1])
         lo = start if lo is None or start < lo else lo
         hi = end if hi is None or end > hi else hi
-        cal_seen = cal_seen or cal
+        cal_seen = cal_seen or found[2]
     return lo, hi, cal_seen
 
 
-def _variables(header: _Header) -> list[VariableInfo]:
+def _variables(header: Header) -> list[VariableInfo]:
     referenced = _referenced(header)
     out = []
     for name, var in header.variables.items():
@@ -355,16 +367,16 @@ def _variables(header: _Header) -> list[VariableInfo]:
 def extract(
     path: str | os.PathLike[str], *, region: str | None = None, rel_path: str | None = None, etag: str | None = None
 ) -> DatasetRecord:
-    """Read one dataset's header into a record. Raises on an unreadable file (see :func:`extract_in_region`
-    for the variant that turns that into an error record)."""
+    """Read one dataset's header into a record. Raises on an unreadable file (:class:`UnsupportedFormatError`
+    for a format proximate does not read; see :func:`extract_in_region` for the variant that turns either into
+    a record saying why)."""
     full = Path(path)
     shown = rel_path if rel_path is not None else str(path)
     fmt = dataset_format(full)
     size, mtime_ns = stat_dataset(full)
-    opener = _zarr_header if fmt == "zarr" else _netcdf_header
-    header, close = opener(full)
+    header, close = HANDLERS[fmt].read_header(full)
     try:
-        warnings: list[str] = []
+        warnings: list[str] = list(header.warnings)
         attrs = {str(k): _py(v) for k, v in header.attrs.items()}
         bbox = compute_bbox(header, warnings)
         start, end, cal = compute_time_span(header, warnings)
@@ -399,9 +411,17 @@ def extract(
 
 
 def error_record(
-    region: str | None, path: str, message: str, *, full: Path | None = None, etag: str | None = None
+    region: str | None,
+    path: str,
+    message: str,
+    *,
+    full: Path | None = None,
+    etag: str | None = None,
+    status: str = "error",
+    fmt: str | None = None,
 ) -> DatasetRecord:
-    """The record of a dataset that could not be read: where it is, what went wrong, its size and time."""
+    """The record of a dataset that could not be read: where it is, why (``status`` ``"unsupported"`` for a
+    format proximate does not read, ``"error"`` for a truncated or corrupt file), its size and time."""
     size = mtime_ns = None
     if full is not None:
         with contextlib.suppress(OSError):
@@ -410,24 +430,31 @@ def error_record(
         id=record_id(region, path),
         region=region,
         path=path,
+        format=fmt,
         size=size,
         mtime_ns=mtime_ns,
         etag=etag,
-        status="error",
+        status=status,  # type: ignore[arg-type]
         error=message,
         indexed_at=now_iso(),
     )
 
 
 def extract_in_region(region: str, path: str, etag: str | None = None) -> DatasetRecord:
-    """Worker-side entry: resolve (region, path) here, on a worker of that region, and extract. A corrupt or
-    unreadable dataset gives an error record; only a misrouted call (wrong region) or a vanished file raises."""
+    """Worker-side entry: resolve (region, path) here, on a worker of that region, and extract. An unsupported,
+    corrupt or unreadable dataset gives a record saying so; only a misrouted call (wrong region) or a vanished
+    file raises."""
     from proximate.regions import resolve
 
     full = resolve(region, path)
     try:
         return extract(full, region=region, rel_path=path, etag=etag)
+    except UnsupportedFormatError as exc:
+        return error_record(region, path, f"{region}:{path}: {exc}", full=full, etag=etag, status="unsupported",
+                            fmt=None if exc.kind in ("unknown", "empty") else exc.kind)  # fmt: skip
     except Exception as exc:
+        if isinstance(exc, FileNotFoundError) and not full.exists():
+            raise  # vanished since it was listed: the batch reports it as such
         return error_record(
             region, path, f"cannot read {region}:{path}: {type(exc).__name__}: {exc}", full=full, etag=etag
         )

@@ -45,6 +45,20 @@ def lon_extent(values: np.ndarray) -> tuple[float, float] | None:
     return (west, east)
 
 
+def union_bboxes(boxes: Sequence[Sequence[float]]) -> BBox:
+    """The smallest box holding every box (antimeridian-aware): one box is itself; several take the smallest
+    longitude arc over points sampled along each box's arc (a degree apart, so a wide box stays wide)."""
+    if len(boxes) == 1:
+        return [float(v) for v in boxes[0]]
+    lons = []
+    for west, _south, east, _north in boxes:
+        span = (east - west) % 360.0 or (360.0 if west != east else 0.0)
+        lons.append(west + np.linspace(0.0, span, max(2, int(np.ceil(span)) + 1)))
+    extent = lon_extent(np.concatenate(lons))
+    assert extent is not None
+    return [extent[0], min(float(b[1]) for b in boxes), extent[1], max(float(b[3]) for b in boxes)]
+
+
 def check_bbox(bbox: Sequence[float]) -> BBox:
     """Validate a bbox and return it as a list of floats; errors say which number is wrong."""
     if len(bbox) != 4:

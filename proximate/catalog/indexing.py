@@ -17,7 +17,7 @@ from typing import Any
 from proximate.catalog.base import Catalog, Fingerprint
 from proximate.catalog.extract import extract_in_region
 from proximate.catalog.records import DatasetRecord, merge_with_previous, record_id
-from proximate.formats import NETCDF_SUFFIXES, is_zarr_store, stat_dataset
+from proximate.formats import ZARR_MARKERS, is_zarr_store, stat_dataset
 from proximate.regions import RegionPathError, check_relative_path, local_root, pool_resource
 
 #: The sync's private folder (manifest, partial downloads): never indexed.
@@ -28,20 +28,18 @@ Listing = dict[str, tuple[int, int]]  # relative path -> (size, mtime_ns)
 
 
 def is_indexable_name(rel: str) -> bool:
-    """Whether a region-relative path may be a dataset: no hidden or sync-private component, no temp file,
-    a NetCDF-family suffix or a ``.zarr`` store."""
+    """Whether a region-relative path may be a dataset: any file or store except hidden or sync-private ones
+    and temporary files. The name never decides the format (content does, at extraction), so a GRIB file,
+    a GeoTIFF or an HDF4 file gets its record like a NetCDF file, readable or not."""
+    rel = dataset_path_of(rel)
     parts = Path(rel).parts
     if not parts or any(p.startswith(".") for p in parts) or SYNC_DIR in parts:
         return False
-    rel = dataset_path_of(rel)
-    name = Path(rel).name.lower()
-    if name.endswith(TEMP_SUFFIXES):
-        return False
-    return name.endswith((*NETCDF_SUFFIXES, ".zarr"))
+    return not Path(rel).name.lower().endswith(TEMP_SUFFIXES)
 
 
 def list_datasets(root: Path) -> Listing:
-    """Every dataset under ``root``: NetCDF-family files and Zarr stores (not descended into)."""
+    """Every dataset under ``root``: every file, and every Zarr store (whatever its name; not descended into)."""
     out: Listing = {}
     for dirpath, dirs, files in os.walk(root):
         here = Path(dirpath)
@@ -52,14 +50,14 @@ def list_datasets(root: Path) -> Listing:
             full = here / d
             if is_zarr_store(full):
                 rel = full.relative_to(root).as_posix()
-                if is_indexable_name(rel) or d.lower().endswith(".zarr"):
+                if is_indexable_name(rel):
                     out[rel] = stat_dataset(full)
             else:
                 keep.append(d)
         dirs[:] = keep
         for f in files:
             rel = (here / f).relative_to(root).as_posix()
-            if is_indexable_name(rel) and not rel.lower().endswith(".zarr"):
+            if is_indexable_name(rel):
                 try:
                     st = os.stat(here / f)
                 except FileNotFoundError:  # removed while we walked
@@ -103,7 +101,7 @@ def plan_changes(
     sync's word for it (``changed``/``deleted``) without listing."""
     etags = etags or {}
     if changed is not None or listing is None:
-        extract = sorted({dataset_path_of(p) for p in (changed or []) if _valid(p) and is_indexable_name(p)})
+        extract = sorted({dataset_path_of(p) for p in (changed or []) if _valid(p) and _changes_a_dataset(p)})
         # A deleted object inside a Zarr store changes the store; only whole datasets are removed here.
         gone = sorted({p for p in (deleted or []) if _valid(p) and dataset_path_of(p) == p} - set(extract))
         extract += sorted({dataset_path_of(p) for p in (deleted or []) if _valid(p) and dataset_path_of(p) != p})
@@ -123,6 +121,12 @@ def plan_changes(
     return IndexPlan(extract=extract, delete=gone, unchanged=unchanged)
 
 
+def _changes_a_dataset(rel: str) -> bool:
+    """Whether a synced object can change a dataset: an indexable file, or a Zarr store's metadata (``.zattrs``
+    and friends are hidden names, but they change the store that holds them)."""
+    return is_indexable_name(rel) or (Path(rel).name in ZARR_MARKERS and len(Path(rel).parts) > 1)
+
+
 def _valid(path: str) -> bool:
     try:
         check_relative_path(path)
@@ -131,11 +135,24 @@ def _valid(path: str) -> bool:
     return True
 
 
+def enclosing_store(root: Path, rel: str) -> str:
+    """The outermost Zarr store (whatever its name) that holds ``rel`` under ``root``, or ``rel`` itself: the
+    sync names objects, and an object inside a store not called ``*.zarr`` changes that store."""
+    parts = Path(rel).parts
+    for i in range(1, len(parts)):
+        if is_zarr_store(root.joinpath(*parts[:i])):
+            return Path(*parts[:i]).as_posix()
+    return rel
+
+
 def extract_batch(region: str, paths: Sequence[str], etags: Mapping[str, str] | None = None) -> list[Any]:
     """Worker-side: records for a batch; a path that vanished since listing comes back as its plain string."""
     etags = etags or {}
+    root = local_root(region)
     out: list[Any] = []
-    for path in paths:
+    # Objects inside a store become the store (once), here where the region's file system is visible.
+    stores = [enclosing_store(root, p) for p in paths]
+    for path in dict.fromkeys(stores):
         try:
             out.append(extract_in_region(region, path, etags.get(path)))
         except FileNotFoundError:
@@ -153,6 +170,7 @@ class IndexReport:
     extracted: int = 0
     ok: int = 0
     errors: list[tuple[str, str]] = field(default_factory=list)
+    unsupported: list[tuple[str, str]] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     vanished: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -165,6 +183,7 @@ class IndexReport:
             "extracted": self.extracted,
             "ok": self.ok,
             "errors": [list(e) for e in self.errors],
+            "unsupported": [list(e) for e in self.unsupported],
             "deleted": self.deleted,
             "vanished": self.vanished,
             "seconds": round(self.seconds, 3),
@@ -209,6 +228,7 @@ def extract_and_write(
         records: list[DatasetRecord] = [r for r in results if isinstance(r, DatasetRecord)]
         report.vanished += [r for r in results if isinstance(r, str)]
         failed = [r for r in records if r.status == "error"]
+        report.unsupported += [(r.path, r.error or "") for r in records if r.status == "unsupported"]
         if failed:
             previous = catalog.get_many([r.id for r in failed])
             merged = {r.id: merge_with_previous(r, previous.get(r.id)) for r in failed}
@@ -221,7 +241,7 @@ def extract_and_write(
             catalog.upsert(pending)
             pending = []
         report.extracted += len(records)
-        report.ok += len(records) - len(failed)
+        report.ok += sum(r.status == "ok" for r in records)
     if pending:
         catalog.upsert(pending)
     if report.vanished:
@@ -281,14 +301,17 @@ def summary_markdown(report: IndexReport, catalog_name: str = "", max_rows: int 
         f"| extracted | {report.extracted} ({rate:.0f}/s) |",
         f"| ok | {report.ok} |",
         f"| errors | {len(report.errors)} |",
+        f"| not supported | {len(report.unsupported)} |",
         f"| removed | {len(report.deleted)} |",
         f"| seconds | {report.seconds:.1f} |",
     ]
-    if report.errors:
-        lines += ["", "## Errors", "", "| dataset | error |", "| --- | --- |"]
-        lines += [f"| `{_cell(p, 120)}` | {_cell(e)} |" for p, e in report.errors[:max_rows]]
-        if len(report.errors) > max_rows:
-            lines.append(f"| … | {len(report.errors) - max_rows} more |")
+    tables = (("Errors", "error", report.errors), ("Formats not supported", "reason", report.unsupported))
+    for title, column, rows in tables:
+        if rows:
+            lines += ["", f"## {title}", "", f"| dataset | {column} |", "| --- | --- |"]
+            lines += [f"| `{_cell(p, 120)}` | {_cell(e)} |" for p, e in rows[:max_rows]]
+            if len(rows) > max_rows:
+                lines.append(f"| … | {len(rows) - max_rows} more |")
     if report.deleted:
         lines += ["", "## Removed (no longer in the region)", ""]
         lines += [f"- `{_cell(p, 120)}`" for p in report.deleted[:max_rows]]

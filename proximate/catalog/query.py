@@ -72,7 +72,9 @@ class CatalogQuery(BaseModel):
     variable: str | None = Field(default=None, description="A data variable with exactly this name.")
     standard_name: str | None = Field(default=None, description="A data variable with this CF standard name.")
     region: str | None = Field(default=None, description="Only datasets held in this region.")
-    status: Literal["ok", "error"] | None = Field(default=None, description="Only ok or only failed datasets.")
+    status: Literal["ok", "unsupported", "error"] | None = Field(
+        default=None, description="Only datasets read (ok), in a format not read (unsupported), or unreadable (error)."
+    )
     time_start: _dt.datetime | None = Field(default=None, description="Overlaps a span that ends after this.")
     time_end: _dt.datetime | None = Field(default=None, description="Overlaps a span that starts before this.")
     bbox: list[float] | None = Field(

@@ -10,6 +10,9 @@ from pydantic import BaseModel, Field
 
 from proximate.datasets import DatasetRefError, RegionPath
 
+#: ``ok``: read; ``unsupported``: a format proximate does not read; ``error``: truncated, corrupt, unreadable.
+Status = Literal["ok", "unsupported", "error"]
+
 
 class VariableInfo(BaseModel):
     """One variable as a catalog user sees it: names, units, layout; never its values."""
@@ -27,21 +30,24 @@ class VariableInfo(BaseModel):
 
 
 class DatasetRecord(BaseModel):
-    """What the catalog holds for one dataset (a NetCDF file or a Zarr store) in one region.
+    """What the catalog holds for one file or store in one region: every file under a region's root has one.
 
-    ``status == "error"`` records say why extraction failed; if the dataset had been indexed before, its last
-    good metadata stays in place (``last_good_at`` says when it was read) so one bad sync never hides a
+    ``format`` is what its content says it is (``netcdf``, ``zarr``, ``grib``, ``geotiff``; ``hdf4`` or
+    ``um-pp`` for formats recognised but not read; ``None`` if unrecognised). ``status == "unsupported"`` says
+    proximate does not read the format, ``status == "error"`` that the file is truncated, corrupt or
+    unreadable; ``error`` says why, in words a user can search. If the dataset had been indexed before, an
+    error record keeps its last good metadata (``last_good_at`` says when it was read) so one bad sync never hides a
     dataset from search.
     """
 
     id: str
     region: str | None = None
     path: str
-    format: Literal["netcdf", "zarr"] | None = None
+    format: str | None = None
     size: int | None = None
     mtime_ns: int | None = None
     etag: str | None = None
-    status: Literal["ok", "error"] = "ok"
+    status: Status = "ok"
     error: str | None = None
     warnings: list[str] = Field(default_factory=list)
     title: str | None = None
@@ -96,13 +102,13 @@ def now_iso() -> str:
 
 
 def merge_with_previous(new: DatasetRecord, previous: DatasetRecord | None) -> DatasetRecord:
-    """An error record keeps the previous good metadata (variables, bbox, time span...), flagged with the
+    """An error or unsupported record keeps the previous good metadata (variables, bbox, time span...), flagged with the
     error, so a bad sync never silently drops a dataset from search; an ok record replaces everything."""
     if new.status == "ok" or previous is None or previous.last_good_at is None:
         return new
     keep = previous.model_dump()
     keep.update(
-        status="error",
+        status=new.status,
         error=new.error,
         size=new.size,
         mtime_ns=new.mtime_ns,

@@ -12,25 +12,30 @@ durable writes), :mod:`~proximate.sync.sources` (S3 and fsspec backends), :mod:`
 
 from proximate.sync.engine import DEFAULT_BLOCK_SIZE, DEFAULT_CONCURRENCY, plan_sync, sync, transfer
 from proximate.sync.keys import STATE_DIR, TEMP_PREFIX, HostileKeyError, is_data_path, safe_relative_path
-from proximate.sync.manifest import Manifest, SyncLockedError
-from proximate.sync.plan import SyncPlan, finish_sync, remove_temp_files
+from proximate.sync.manifest import Manifest, ManifestWriteError, SyncLockedError, normalise_source
+from proximate.sync.plan import DEFAULT_MAX_DELETE_SHARE, SyncPlan, delete_refusal, finish_sync, remove_temp_files
 from proximate.sync.result import SyncResult
-from proximate.sync.sources import RemoteObject, SourceError
+from proximate.sync.sources import ColdObjectError, RemoteObject, SourceError
 
 __all__ = [
     "DEFAULT_BLOCK_SIZE",
     "DEFAULT_CONCURRENCY",
+    "DEFAULT_MAX_DELETE_SHARE",
     "STATE_DIR",
     "TEMP_PREFIX",
+    "ColdObjectError",
     "HostileKeyError",
     "Manifest",
+    "ManifestWriteError",
     "RemoteObject",
     "SourceError",
     "SyncLockedError",
     "SyncPlan",
     "SyncResult",
+    "delete_refusal",
     "finish_sync",
     "is_data_path",
+    "normalise_source",
     "plan_sync",
     "remove_temp_files",
     "safe_relative_path",

@@ -1,10 +1,16 @@
 """The checksums a store keeps for an object, and incremental hashers that check bytes as they stream in.
 
 S3 offers the MD5 ETag (single-part uploads without SSE-KMS), the multipart ETag (the MD5 of the parts' MD5s,
-``-N``) and, for objects uploaded with one (boto3's default since 2025), an additional checksum: CRC32, CRC32C,
-SHA-1 or SHA-256 over the whole object, or COMPOSITE (the checksum of the parts' checksums, ``-N``). A CRC costs a
-fraction of MD5's CPU (CRC32C in hardware, CRC32 through ISA-L's SIMD code, or zlib's), and hashing is most of a
-sync's CPU after the copies themselves, so the cheapest checksum the store offers is the one checked.
+``-N``) and, for objects uploaded with one (boto3's default since 2025, and S3's own CRC64NVME for every object
+uploaded without another since then), an additional checksum: CRC64NVME, CRC32, CRC32C, SHA-1 or SHA-256 over the
+whole object (FULL_OBJECT, also for a multipart upload), or COMPOSITE (the checksum of the parts' checksums,
+``-N``). A CRC costs a fraction of MD5's CPU (CRC32C in hardware, CRC32 through ISA-L's SIMD code, CRC64NVME
+through anycrc's), and hashing is most of a sync's CPU after the copies themselves, so the cheapest checksum the
+store offers is the one checked.
+
+An object encrypted with SSE-KMS (``aws:kms``, ``aws:kms:dsse``) or SSE-C has an ETag that looks like an MD5 and
+is not one: the response headers say so (``x-amz-server-side-encryption``, ``x-amz-server-side-encryption-customer-
+algorithm``) and such an ETag is never checked. An object with nothing to check is checked by its size alone.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import re
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class ChecksumError(OSError):
@@ -29,17 +35,18 @@ class Hasher(Protocol):
 
 
 class _Crc:
-    """A CRC as a hashlib-like object; the digest is big-endian, as S3 encodes it."""
+    """A CRC as a hashlib-like object; the digest is big-endian, as S3 encodes it (``size`` bytes)."""
 
-    def __init__(self, func: Callable[[bytes | bytearray | memoryview, int], int]) -> None:
+    def __init__(self, func: Callable[[bytes | bytearray | memoryview, int], int], size: int = 4) -> None:
         self._func = func
         self._value = 0
+        self._size = size
 
     def update(self, data: bytes | bytearray | memoryview, /) -> None:
         self._value = self._func(data, self._value)
 
     def digest(self) -> bytes:
-        return self._value.to_bytes(4, "big")
+        return self._value.to_bytes(self._size, "big")
 
 
 try:  # ISA-L's CRC32 (SIMD, releases the GIL); zlib's gives the same values, more slowly
@@ -55,10 +62,26 @@ def _crc32c(data: bytes | bytearray | memoryview, value: int) -> int:
     return google_crc32c.extend(value, data if isinstance(data, bytes) else bytes(data))
 
 
-#: What can be checked, cheapest first (each releases the GIL on large buffers).
+_CRC64NVME: Any = None
+
+
+def _crc64nvme(data: bytes | bytearray | memoryview, value: int) -> int:
+    """CRC-64/NVME (S3's CRC64NVME) through anycrc's table-driven code, gigabytes a second; imported on first use
+    (botocore's own, awscrt, would load with botocore itself, in every process, and switch its signers to CRT)."""
+    global _CRC64NVME
+    if _CRC64NVME is None:
+        import anycrc
+
+        _CRC64NVME = anycrc.Model("CRC64-NVME")
+    return _CRC64NVME.calc(data, value)
+
+
+#: What can be checked, cheapest first (each releases the GIL on large buffers but anycrc, whose CRC64NVME runs at
+#: several GB/s: it holds the GIL about 0.1 ms per MiB).
 HASHERS: dict[str, Callable[[], Hasher]] = {
     "crc32c": lambda: _Crc(_crc32c),
     "crc32": lambda: _Crc(_crc32),
+    "crc64nvme": lambda: _Crc(_crc64nvme, 8),
     "sha256": hashlib.sha256,
     "sha1": hashlib.sha1,
     "md5": hashlib.md5,
@@ -131,13 +154,29 @@ def from_headers(headers: Mapping[str, str]) -> Expected | None:
     return None
 
 
-def choose(headers: Mapping[str, str], etag: str | None, *, multipart: bool) -> Expected | None:
-    """What to check a read against: the cheapest additional checksum, else the MD5 ETag.
+#: ``x-amz-server-side-encryption`` values whose objects' ETags are not the MD5 of their bytes.
+OPAQUE_ETAG_ENCRYPTION = frozenset({"aws:kms", "aws:kms:dsse"})
 
-    For a part-wise read of a multipart object (``multipart``) only part-wise checksums (``-N``) qualify: a
-    FULL_OBJECT CRC over a multipart upload is skipped for the ETag, which is part-wise.
+
+def etag_is_md5(headers: Mapping[str, str]) -> bool:
+    """Whether an object's ETag may be taken for its MD5 (or multipart MD5), by the response headers of a GET or
+    HEAD of it: not for SSE-KMS (``aws:kms``, ``aws:kms:dsse``) nor SSE-C, whose ETags are opaque."""
+    lower = {k.lower(): v for k, v in headers.items()}
+    if lower.get("x-amz-server-side-encryption-customer-algorithm"):
+        return False
+    return lower.get("x-amz-server-side-encryption", "").strip().lower() not in OPAQUE_ETAG_ENCRYPTION
+
+
+def choose(headers: Mapping[str, str], etag: str | None, *, multipart: bool) -> Expected | None:
+    """What to check a read against: the cheapest additional checksum, else the MD5 ETag where it is one, else
+    nothing (the size alone is checked).
+
+    For a multipart object read part by part (``multipart``) a part-wise check (a COMPOSITE checksum, ``-N``, or
+    the multipart ETag) comes first, since its parts stream in parallel; a FULL_OBJECT checksum (no ``-N``) serves
+    when there is none (an encrypted object's ETag), and the caller then streams the object whole, in order.
     """
     extra = from_headers(headers)
+    md5 = from_etag(etag) if etag_is_md5(headers) else None
     if extra is not None and (not multipart or extra.parts):
         return extra
-    return from_etag(etag)
+    return md5 or extra

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from proximate.sync.durable import direct_wanted
 from proximate.sync.pipeline import Progress, TransferPipeline, TransferSettings
-from proximate.sync.plan import SyncPlan, finish_sync, plan_from
+from proximate.sync.plan import DEFAULT_MAX_DELETE_SHARE, SyncPlan, finish_sync, plan_from
 from proximate.sync.result import SyncResult
 from proximate.sync.sources import RemoteObject, Source, open_source
 
@@ -179,6 +179,9 @@ def sync(
     *,
     storage_options: dict[str, Any] | None = None,
     delete: bool = False,
+    max_delete: int | None = None,
+    delete_all: bool = False,
+    max_delete_share: float = DEFAULT_MAX_DELETE_SHARE,
     concurrency: int = DEFAULT_CONCURRENCY,
     block_size: int = DEFAULT_BLOCK_SIZE,
     retries: int = DEFAULT_RETRIES,
@@ -198,7 +201,12 @@ def sync(
         dest_root: The local root; created if missing.
         storage_options: The source's options (see :func:`plan_sync`).
         delete: Remove files whose objects are gone from the source (only files this sync wrote and nobody
-            changed since; see :func:`finish_sync`).
+            changed since; see :func:`finish_sync`). Deletes of every mirrored file, or of more than
+            ``max_delete`` (default: ``max_delete_share`` of the mirror), are refused whole: nothing is deleted and
+            ``result.delete_refused`` says why.
+        max_delete: Files this run may delete at most.
+        delete_all: Allow any number of deletes, every mirrored file included.
+        max_delete_share: The share of the mirror a run may delete without ``max_delete`` (default half).
         concurrency: Requests at once (see :func:`transfer`).
         block_size: Objects up to this size are held whole, larger ones stream (see :func:`transfer`).
         retries: Retries of a transient fault, per request.
@@ -211,11 +219,13 @@ def sync(
 
     Returns:
         The run's result; per-object failures (refused keys, server faults, checksum mismatches) are in
-        ``result.failed``, not raised.
+        ``result.failed``, not raised; objects archived and not restored in ``result.cold``; a refused delete in
+        ``result.delete_refused``.
 
     Raises:
-        SourceError: The source cannot be listed; nothing is written.
+        SourceError: The source cannot be listed (or its listing is incomplete); nothing is written.
         SyncLockedError: Another sync holds the root's manifest.
+        ManifestWriteError: The manifest could not be written (a full disk); what it recorded stays valid.
     """
     t0 = time.monotonic()
     root = Path(dest_root)
@@ -233,6 +243,10 @@ def sync(
         plan_and_fetch, source_url, storage_options, concurrency=concurrency, retries=retries, backoff=backoff
     )
     result = plan.result().merge(fetched)
-    result.merge(finish_sync(plan, delete=delete))
+    result.merge(
+        finish_sync(
+            plan, delete=delete, max_delete=max_delete, delete_all=delete_all, max_delete_share=max_delete_share
+        )
+    )
     result.seconds = time.monotonic() - t0
     return result

@@ -9,7 +9,9 @@ idempotent, so a crash between writing a new snapshot and truncating the journal
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
+import functools
 import json
 import os
 from dataclasses import dataclass
@@ -25,6 +27,30 @@ FORMAT = 1
 
 class SyncLockedError(RuntimeError):
     """Another sync holds this destination root."""
+
+
+class ManifestWriteError(OSError):
+    """The manifest could not be written (a full disk, a quota): the message names the file. What was recorded
+    before stays valid; a file placed but not recorded is fetched again by the next run."""
+
+
+@functools.lru_cache(maxsize=64)
+def normalise_source(url: str) -> str:
+    """The source a manifest belongs to, one spelling per tree: ``s3://bucket/prefix/`` (``s3a://`` alike, the
+    prefix read as a folder, as the S3 source lists it), ``file:///abs/path`` for a local path, else the URL
+    without trailing slashes. ``s3://b/data`` and ``s3://b/data/`` are one source and share one manifest."""
+    protocol, sep, rest = url.partition("://")
+    if sep and protocol in ("s3", "s3a"):
+        bucket, _, prefix = rest.partition("/")
+        return f"s3://{bucket}/{prefix if not prefix or prefix.endswith('/') else prefix + '/'}"
+    if not sep or protocol == "file":
+        return "file://" + os.path.normpath(os.path.abspath(rest if sep else url))
+    return url.rstrip("/")
+
+
+def _write_error(exc: OSError, path: Path, what: str) -> ManifestWriteError:
+    reason = "no space left on device" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else exc.strerror or str(exc)
+    return ManifestWriteError(exc.errno, f"{reason}: cannot {what} {path}; the manifest keeps what it had recorded")
 
 
 @dataclass(frozen=True)
@@ -53,7 +79,7 @@ class Manifest:
 
     def __init__(self, root: str | os.PathLike[str], source_url: str) -> None:
         self.dir = state_dir(root)
-        self.source_url = source_url
+        self.source_url = normalise_source(source_url)
         self.entries: dict[str, Entry] = {}
         self._journal_fd: int | None = None
         self._lock_fd: int | None = None
@@ -94,7 +120,7 @@ class Manifest:
         snapshot = self.dir / SNAPSHOT
         if snapshot.exists():
             data = json.loads(snapshot.read_text())
-            if data.get("format") == FORMAT and data.get("source") == self.source_url:
+            if data.get("format") == FORMAT and normalise_source(str(data.get("source"))) == self.source_url:
                 self.entries = {rel: Entry(*v) for rel, v in data["entries"].items()}
         journal = self.dir / JOURNAL
         if not journal.exists():
@@ -110,7 +136,7 @@ class Manifest:
                 rec = json.loads(line)
             except ValueError:
                 continue
-            if rec.get("src") != self.source_url:
+            if rec.get("src") != self.source_url and normalise_source(str(rec.get("src"))) != self.source_url:
                 continue
             if "put" in rec:
                 self.entries[rec["put"]] = Entry(rec["s"], rec["f"], rec["m"])
@@ -128,8 +154,16 @@ class Manifest:
     def _append(self, rec: dict) -> None:
         assert self._journal_fd is not None, "manifest is not open"
         rec["src"] = self.source_url
+        line = (json.dumps(rec, separators=(",", ":")) + "\n").encode()
         # One write() of one line with O_APPEND: a kill leaves whole lines or one torn tail, never interleaving.
-        os.write(self._journal_fd, (json.dumps(rec, separators=(",", ":")) + "\n").encode())
+        try:
+            written = os.write(self._journal_fd, line)
+        except OSError as exc:
+            raise _write_error(exc, self.dir / JOURNAL, "append to") from exc
+        if written != len(line):  # a full disk took part of the line: end it, so the next record stands alone
+            with contextlib.suppress(OSError):
+                os.write(self._journal_fd, b"\n")
+            raise _write_error(OSError(errno.ENOSPC, "short write"), self.dir / JOURNAL, "append to")
         self._journal_lines += 1
 
     def record_put(self, rel: str, entry: Entry) -> None:
@@ -153,10 +187,15 @@ class Manifest:
             "source": self.source_url,
             "entries": {rel: [e.size, e.fingerprint, e.mtime_ns] for rel, e in self.entries.items()},
         }
-        with open(tmp, "w") as f:
-            json.dump(payload, f, separators=(",", ":"))
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(tmp, "w") as f:
+                json.dump(payload, f, separators=(",", ":"))
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:  # the old snapshot and the journal still hold everything: only the temporary goes
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise _write_error(exc, tmp, "write") from exc
         os.replace(tmp, self.dir / SNAPSHOT)
         _fsync_dir(self.dir)
         if self._journal_fd is not None:

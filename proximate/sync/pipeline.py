@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import errno
 import functools
+import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -39,7 +41,9 @@ from proximate.sync.durable import (
 from proximate.sync.manifest import Entry, Manifest
 from proximate.sync.result import SyncResult
 from proximate.sync.retry import describe
-from proximate.sync.sources import ObjectAddress, RemoteObject, Source
+from proximate.sync.sources import ColdObjectError, ObjectAddress, RemoteObject, Source
+
+log = logging.getLogger("proximate.sync")
 
 #: Called with (objects done, objects planned, bytes done, bytes planned), at most every PROGRESS_EVERY s.
 Progress = Callable[[int, int, int, int], None]
@@ -173,15 +177,21 @@ class TransferPipeline:
         fetch = self._fetch_small if obj.size <= self.settings.block_size else self._fetch_large
         for attempt in range(ATTEMPTS):
             try:
-                mtime = await fetch(obj)
+                mtime, checked = await fetch(obj)
             except Exception as exc:
                 if isinstance(exc, ExceptionGroup):
                     exc = exc.exceptions[0]
                 if isinstance(exc, ChecksumError) and attempt + 1 < ATTEMPTS:
                     continue
-                self.result.failed.append([obj.path, describe(exc)])
+                if isinstance(exc, ColdObjectError):  # archived where the listing did not say so (Intelligent-Tiering)
+                    log.warning("skipped cold object %r: %s", obj.path, exc)
+                    self.result.cold.append(obj.path)
+                    break
+                self.result.failed.append([obj.path, self._reason(obj, exc)])
                 break
             self._landed(obj, mtime)
+            if not checked and self.settings.verify:
+                self.result.size_only.append(obj.path)
             break
         self.counters.done += 1
         self.counters.bytes += obj.size
@@ -189,6 +199,13 @@ class TransferPipeline:
             assert self._manifest is not None
             self._manifest.maybe_compact()
         self._report()
+
+    def _reason(self, obj: RemoteObject, exc: BaseException) -> str:
+        """The failure as reported: a full disk names the file it could not write (the system call's error names
+        no path, and the temporary's name would mean nothing to a reader)."""
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return f"{describe(exc)} (writing {self.root / obj.rel})"
+        return describe(exc)
 
     def _landed(self, obj: RemoteObject, mtime: int) -> None:
         assert self._manifest is not None
@@ -212,7 +229,9 @@ class TransferPipeline:
             return None, sink.detach(), expected
         return self.writer.write_temp(obj.rel, sink.chunks, WholeCheck(obj, expected), sink.padded()), None, expected
 
-    async def _fetch_small(self, obj: RemoteObject) -> int:
+    async def _fetch_small(self, obj: RemoteObject) -> tuple[int, bool]:
+        """Fetch a small object; returns its file's mtime_ns and whether a checksum (not only its size) was
+        checked."""
         async with self.requests:
             address = await self.src.address(obj)
             tmp, held, expected = await finish_in_thread(self.src.threads, self._receive_small, obj, address)
@@ -223,7 +242,7 @@ class TransferPipeline:
                 expected = None  # the store cannot say where parts end: size is all that can be checked
             check = WholeCheck(obj, expected, part_size)
             tmp = await finish_in_thread(self.files, self.writer.write_temp, obj.rel, held.chunks, check)
-        return await self.group_sync.place(tmp, obj.rel)
+        return await self.group_sync.place(tmp, obj.rel), expected is not None
 
     # -- objects streamed in ranges ----------------------------------------------------------------------------
 
@@ -242,7 +261,8 @@ class TransferPipeline:
             return None, segments(obj.size, self.settings.block_size)
         return expected, segments(obj.size, part_size)
 
-    async def _fetch_large(self, obj: RemoteObject) -> int:
+    async def _fetch_large(self, obj: RemoteObject) -> tuple[int, bool]:
+        """Stream a big object in; returns its file's mtime_ns and whether a checksum was checked."""
         expected, ranges = await self._plan_large(obj)
         address = await self.src.address(obj)
         loop = asyncio.get_running_loop()
@@ -269,7 +289,7 @@ class TransferPipeline:
             fd_open = False  # place() closes it, whatever happens
             mtime = await finish_in_thread(self.files, self.writer.place, fd, tmp, obj.rel)
             placed = True
-            return mtime
+            return mtime, expected is not None
         finally:
             if not placed:
                 if fd_open:

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import gc
 import inspect
+import itertools
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -27,6 +28,8 @@ BOTOCORE_OPTIONS = frozenset(
     | {"client_kwargs", "config_kwargs"}
     # fsspec's own caching options: meaningless for one listing, accepted and ignored as s3fs would use them
     | {"use_listings_cache", "listings_expiry_time", "max_paths", "skip_instance_cache"}
+    # per-call parameters (requester pays, an SSE-C key): the source applies them to its own calls
+    | {"requester_pays", "s3_additional_kwargs"}
 )
 #: s3fs's defaults (``S3FileSystem.connect_timeout`` / ``read_timeout``), where botocore's are 60 s each.
 CONNECT_TIMEOUT, READ_TIMEOUT = 5, 15
@@ -77,6 +80,15 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+_PREPARED = itertools.count()
+
+
+class _Prepared(Exception):
+    def __init__(self, request: Any) -> None:
+        super().__init__("prepared")
+        self.request = request
+
+
 class S3Client:
     """One client's calls, awaited alike whichever client is underneath: botocore's (blocking, so each call runs
     in a thread) or the aiobotocore one of an s3fs file system.
@@ -111,6 +123,27 @@ class S3Client:
         if self.blocking:
             return await asyncio.to_thread(method, **kwargs)
         return await method(**kwargs)
+
+    async def prepared(self, operation: str, **kwargs: Any) -> Any:
+        """The HTTP request botocore would send for ``operation(**kwargs)``, not sent: its endpoint, addressing
+        style, region (the bucket's, once botocore's redirector learned it), headers and signature, all botocore's.
+
+        The call runs as any other up to the send, where a handler takes the request and stops it."""
+        name = self._client.meta.method_to_api_mapping[operation]
+        event = f"before-send.s3.{name}"
+        unique = f"proximate-prepared-{next(_PREPARED)}"  # one handler per call, never shared between calls
+
+        def capture(request: Any, **_: Any) -> None:
+            raise _Prepared(request)
+
+        self._client.meta.events.register_first(event, capture, unique_id=unique)
+        try:
+            await self.call(operation, **kwargs)
+        except _Prepared as done:
+            return done.request
+        finally:
+            self._client.meta.events.unregister(event, unique_id=unique)
+        raise AssertionError(f"{operation} was sent")
 
     async def credentials(self) -> ReadOnlyCredentials | None:
         """The frozen credentials requests are signed with; None when the client does not sign (anonymous).

@@ -51,19 +51,35 @@ def forecast(*, realizations: int = 4, heights: int = 16, nlat: int = 90, nlon: 
     return ds
 
 
-def observations(*, nlat: int = 90, nlon: int = 180, seed: int = 1) -> xr.Dataset:
-    """Near-surface air temperature observations on a latitude x longitude grid, float32."""
+def observations(*, nlat: int = 90, nlon: int = 180, seed: int = 1, height: float | None = None) -> xr.Dataset:
+    """Near-surface air temperature observations on a latitude x longitude grid, float32.
+
+    With ``height`` (metres), the observations are of the same atmosphere as :func:`forecast` at that height
+    (its lapse rate applied) and say so with a scalar ``height`` coordinate, as CF data does; a forecast minus
+    them is then the forecast's error, not the temperature difference between two levels.
+    """
     rng = np.random.default_rng(seed)
     lat, lon = _grid(nlat, nlon)
     base = 288.0 - 30.0 * np.abs(np.sin(np.deg2rad(lat)))[:, None] + np.zeros((1, nlon))
+    if height is not None:
+        base = base - 0.0065 * height
     data = (base + rng.standard_normal((nlat, nlon))).astype(np.float32)
+    coords = {
+        "latitude": ("latitude", lat, {"standard_name": "latitude", "units": "degrees_north"}),
+        "longitude": ("longitude", lon, {"standard_name": "longitude", "units": "degrees_east"}),
+        "time": ((), pd.Timestamp("2026-06-01T00:00"), {"standard_name": "time"}),
+    }
+    if height is not None:
+        coords["height"] = ((), float(height), {"standard_name": "height", "units": "m", "positive": "up"})
     return xr.Dataset(
-        {"air_temperature": (("latitude", "longitude"), data, {"standard_name": "air_temperature", "units": "K"})},
-        coords={
-            "latitude": ("latitude", lat, {"standard_name": "latitude", "units": "degrees_north"}),
-            "longitude": ("longitude", lon, {"standard_name": "longitude", "units": "degrees_east"}),
-            "time": ((), pd.Timestamp("2026-06-01T00:00"), {"standard_name": "time"}),
+        {
+            "air_temperature": (
+                ("latitude", "longitude"),
+                data,
+                {"standard_name": "air_temperature", "units": "K", "long_name": "Air temperature"},
+            )
         },
+        coords=coords,
         attrs={
             "Conventions": "CF-1.8",
             "title": "Synthetic gridded observations",
@@ -125,3 +141,44 @@ def daily_temperature(
             "source": "proximate.testing.synthetic.daily_temperature",
         },
     )
+
+
+def trips(rows: int = 200_000, *, start: str = "2024-01-01", days: int = 31, seed: int = 3) -> pd.DataFrame:
+    """Taxi trips with the New York yellow-cab schema: pickup and drop-off times and places, distance, fares.
+
+    Durations grow with distance (about 2.5 minutes a mile plus noise), so a regression of one on the other has
+    something to find; locations fall in a box around Manhattan.
+    """
+    rng = np.random.default_rng(seed)
+    pickup = pd.Timestamp(start) + pd.to_timedelta(rng.uniform(0, days * 86400, rows), unit="s")
+    distance = rng.gamma(2.0, 1.5, rows).round(2)
+    passengers = rng.integers(1, 7, rows)
+    minutes = 3.0 + 2.5 * distance + 0.2 * passengers + rng.normal(0.0, 2.0, rows).clip(-2.5, None)
+    fare = (3.0 + 2.5 * distance + 0.5 * minutes).round(2)
+    return pd.DataFrame(
+        {
+            "VendorID": rng.integers(1, 3, rows).astype("int64"),
+            "tpep_pickup_datetime": pickup.floor("s"),
+            "tpep_dropoff_datetime": (pickup + pd.to_timedelta(minutes * 60.0, unit="s")).floor("s"),
+            "passenger_count": passengers.astype("int64"),
+            "trip_distance": distance,
+            "pickup_longitude": rng.uniform(-74.02, -73.93, rows),
+            "pickup_latitude": rng.uniform(40.70, 40.82, rows),
+            "PULocationID": rng.integers(1, 264, rows).astype("int64"),
+            "fare_amount": fare,
+            "total_amount": (fare * 1.18).round(2),
+        }
+    )
+
+
+def write_parquet(df: pd.DataFrame, path: str | os.PathLike[str], row_group_size: int = 50_000) -> Path:
+    """Write a table as Parquet atomically (temporary name, then rename), in row groups of ``row_group_size``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), tmp, row_group_size=row_group_size)
+    os.replace(tmp, path)
+    return path

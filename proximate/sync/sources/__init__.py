@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from proximate.sync.sources.base import ObjectAddress, RemoteObject, Sink, Source, SourceError
+from proximate.sync.sources.base import ColdObjectError, ObjectAddress, RemoteObject, Sink, Source, SourceError
 from proximate.sync.sources.fsspec import FsspecSource
 from proximate.sync.sources.s3 import S3Source, is_s3_url
 
@@ -33,6 +33,7 @@ def open_source(url: str, storage_options: dict[str, Any] | None = None, **setti
 
 
 __all__ = [
+    "ColdObjectError",
     "FsspecSource",
     "ObjectAddress",
     "RemoteObject",

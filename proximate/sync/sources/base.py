@@ -26,15 +26,27 @@ class SourceError(RuntimeError):
     """The source cannot be listed (down server, missing bucket, no access): nothing is written."""
 
 
+class ColdObjectError(OSError):
+    """The object is archived (GLACIER, DEEP_ARCHIVE, an Intelligent-Tiering archive tier) and not restored: it
+    cannot be read until someone restores it. Not a failure of the sync: the object is skipped and reported."""
+
+
 @dataclass(frozen=True)
 class RemoteObject:
-    """One object to mirror: where to read it, where it goes (relative to the root), what it should be."""
+    """One object to mirror: where to read it, where it goes (relative to the root), what it should be.
+
+    ``storage_class`` is what the listing says (None where the store has no such notion); ``cold`` that the
+    listing shows it archived and not restored (GLACIER or DEEP_ARCHIVE without a finished restore): a GET would
+    answer 403 InvalidObjectState.
+    """
 
     path: str
     rel: str
     size: int
     fingerprint: str
     etag: str | None = None
+    storage_class: str | None = None
+    cold: bool = False
 
     @property
     def parts(self) -> int | None:

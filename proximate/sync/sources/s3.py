@@ -10,6 +10,8 @@ objects use every core, where one event loop receiving every byte would run on o
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -17,7 +19,14 @@ from typing import Any
 from botocore.utils import percent_encode
 
 from proximate.sync.s3client import S3Client, open_client
-from proximate.sync.sources.base import ObjectAddress, RemoteObject, Sink, SourceError, ThreadedSource
+from proximate.sync.sources.base import (
+    ColdObjectError,
+    ObjectAddress,
+    RemoteObject,
+    Sink,
+    SourceError,
+    ThreadedSource,
+)
 from proximate.sync.transport import Connections
 
 #: Bytes of an error response read to find its S3 error code.
@@ -29,7 +38,25 @@ LIST_PAGE = 1000
 #: Connections botocore and the reading transport keep at least.
 MIN_POOL = 10
 
+#: Storage classes whose objects must be restored before a GET (GLACIER is Glacier Flexible Retrieval; Glacier
+#: Instant Retrieval, GLACIER_IR, reads like STANDARD).
+ARCHIVE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
+#: The ``s3_additional_kwargs`` (s3fs's per-call parameters) the sync applies to its own calls.
+ADDITIONAL_KWARGS = frozenset({"SSECustomerAlgorithm", "SSECustomerKey", "RequestPayer"})
+
 _ERROR_CODE = re.compile(rb"<Code>([^<]{1,100})</Code>")
+
+
+def is_cold(item: Mapping[str, Any]) -> bool:
+    """Whether a listing entry is archived and not restored: an archive class without a finished restore (the
+    listing's ``RestoreStatus``, asked for with ``OptionalObjectAttributes``)."""
+    if item.get("StorageClass") not in ARCHIVE_CLASSES:
+        return False
+    restore = item.get("RestoreStatus") or {}
+    return not (restore.get("RestoreExpiryDate") and not restore.get("IsRestoreInProgress"))
+
+
+_SIGNED_REGION = re.compile(r"Credential=[^/,\s]+/\d{8}/([^/,\s]+)/s3/aws4_request")
 
 
 class S3ReadError(OSError):
@@ -57,6 +84,7 @@ class S3Source(ThreadedSource):
 
     def _configure(self, options: dict[str, Any]) -> None:
         _, _, path = self.url.partition("://")
+        self._additional(options)
         client_kwargs = options.get("client_kwargs") or {}
         self._verify: Any = client_kwargs.get("verify")
         config = dict(options.pop("config_kwargs", None) or {})
@@ -76,7 +104,28 @@ class S3Source(ThreadedSource):
         self.prefix = prefix if prefix == "" or prefix.endswith("/") else prefix + "/"
         self._client: S3Client | None = None
         self._url_base: str | None = None
+        self._signing_region: str | None = None
+        self._learning = asyncio.Lock()
         self._http: Connections | None = None
+
+    def _additional(self, options: dict[str, Any]) -> None:
+        """Take s3fs's ``requester_pays`` and ``s3_additional_kwargs`` (SSE-C key, RequestPayer) for the sync's own
+        calls: every listing and HEAD gets them as botocore parameters, every GET the headers botocore itself
+        puts on such a ``get_object`` (see :meth:`_learn_url_base`)."""
+        extra = dict(options.get("s3_additional_kwargs") or {})
+        unknown = sorted(set(extra) - ADDITIONAL_KWARGS)
+        if unknown:
+            raise ValueError(
+                f"s3_additional_kwargs {unknown} mean nothing to a sync (it reads: {sorted(ADDITIONAL_KWARGS)})"
+            )
+        payer = bool(options.get("requester_pays")) or extra.get("RequestPayer") == "requester"
+        self._list_params: dict[str, Any] = {"RequestPayer": "requester"} if payer else {}
+        self._object_params: dict[str, Any] = dict(self._list_params)
+        self._get_headers: dict[str, str] = {}
+        key = extra.get("SSECustomerKey")
+        if key is not None:
+            algorithm = extra.get("SSECustomerAlgorithm") or "AES256"
+            self._object_params.update(SSECustomerAlgorithm=algorithm, SSECustomerKey=key)
 
     async def __aenter__(self) -> S3Source:
         await super().__aenter__()
@@ -106,7 +155,13 @@ class S3Source(ThreadedSource):
         out: list[RemoteObject] = []
         token: str | None = None
         while True:
-            kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self.prefix, "MaxKeys": LIST_PAGE}
+            kwargs: dict[str, Any] = {
+                "Bucket": self.bucket,
+                "Prefix": self.prefix,
+                "MaxKeys": LIST_PAGE,
+                "OptionalObjectAttributes": ["RestoreStatus"],  # whether an archived object was restored
+                **self._list_params,
+            }
             if token:
                 kwargs["ContinuationToken"] = token
             page = await self._retry(lambda kw=kwargs: self.client.call("list_objects_v2", **kw))
@@ -114,29 +169,39 @@ class S3Source(ThreadedSource):
                 key = item["Key"]
                 etag = (item.get("ETag") or "").strip('"') or None
                 fingerprint = f"etag:{etag}" if etag else f"mtime:{item.get('LastModified')}"
-                out.append(RemoteObject(key, key[len(self.prefix) :], int(item["Size"]), fingerprint, etag))
+                storage = item.get("StorageClass")
+                rel = key[len(self.prefix) :]
+                out.append(RemoteObject(key, rel, int(item["Size"]), fingerprint, etag, storage, is_cold(item)))
             if not page.get("IsTruncated"):
                 return out
             token = page.get("NextContinuationToken")
             if not token:
-                return out
+                # A listing is complete only when S3 says so: ending here would take every later key for deleted.
+                raise SourceError(
+                    f"listing of {self.url!r} stopped after {len(out)} keys: a page says it is truncated but gives "
+                    "no continuation token; refusing to take an incomplete listing for the source"
+                )
 
     # -- reading -----------------------------------------------------------------------------------------------
 
     async def address(self, obj: RemoteObject) -> ObjectAddress:
         """Where GETs of ``obj`` go and how they are signed.
 
-        botocore's ``generate_presigned_url`` resolves the endpoint and runs its event hooks on every call, which
-        costs more CPU than receiving a MiB-sized object; so the object URL's shape is learned from it once, and
+        botocore resolves the endpoint and runs its event hooks on every call, which costs more CPU than receiving
+        a MiB-sized object; so the object URL's shape, its signing region and its SSE-C / requester-pays headers
+        are learned once from the request botocore prepares for a ``get_object`` (:meth:`_learn_url_base`), and
         each GET's headers are then signed with botocore's SigV4 signer in the reading thread. Header signing
         also keeps URLs short and free of credentials (urllib3, on the proxy path, re-encodes a URL character by
-        character)."""
+        character). Anonymous reads get botocore's presigned (unsigned) URL each."""
         if self._url_base is None:
-            self._url_base = await self._learn_url_base()
+            async with self._learning:  # once per source, however many reads ask at first
+                if self._url_base is None:
+                    self._url_base = await self._learn_url_base()
         credentials = await self.client.credentials() if self._url_base else None
         if credentials is None:  # anonymous, or another signature version: botocore's own URL, as it signs it
             return ObjectAddress(await self._presign(obj.path))
-        return ObjectAddress(self._url_base + percent_encode(obj.path, safe="/~"), credentials, self.client.region)
+        region = self._signing_region or self.client.region
+        return ObjectAddress(self._url_base + percent_encode(obj.path, safe="/~"), credentials, region)
 
     async def _presign(self, key: str) -> str:
         return await self.client.call(
@@ -147,14 +212,31 @@ class S3Source(ThreadedSource):
         )
 
     async def _learn_url_base(self) -> str:
-        """The URL an object key is appended to, as botocore builds it (path or virtual-host style); "" when
-        botocore does not sign with SigV4 here, so every URL is left to it."""
+        """The URL an object key is appended to, as botocore builds it (endpoint, path or virtual-host style) for
+        the bucket's own region, and that region (:attr:`_signing_region`); "" when botocore does not sign with
+        SigV4 here, so every URL is left to it.
+
+        A HeadBucket first lets botocore find the bucket's region when it is not the client's: its redirector
+        follows S3's answer (a 301, or a 400 with ``x-amz-bucket-region``) and remembers the region for the
+        bucket, so the request it then prepares goes to the bucket's regional endpoint, signed for its region
+        (tests/test_sync_real_s3.py proves the reads land there). Best effort: a HeadBucket refused (no
+        s3:ListBucket) leaves the client's region."""
+        with contextlib.suppress(Exception):
+            await self.client.call("head_bucket", Bucket=self.bucket)
         probe = "proximate-probe"
-        url = await self._presign(probe)
-        base, _, query = url.partition("?")
-        if "X-Amz-Algorithm=AWS4-HMAC-SHA256" in query and base.endswith("/" + probe):
-            return base[: -len(probe)]
-        return ""
+        # Not a presigned URL: botocore signs those for the client's region whatever the bucket's.
+        request = await self.client.prepared("get_object", Bucket=self.bucket, Key=probe, **self._object_params)
+        base, _, query = request.url.partition("?")
+        auth = request.headers.get("Authorization") or ""
+        signed = _SIGNED_REGION.search(auth.decode() if isinstance(auth, bytes) else auth)
+        if signed is None or query or not base.endswith("/" + probe):
+            return ""
+        self._signing_region = signed.group(1)
+        # The headers botocore puts on such a read for the source's SSE-C key and requester-pays, as it puts them.
+        for name, value in request.headers.items():
+            if name.lower().startswith(("x-amz-server-side-encryption-customer-", "x-amz-request-payer")):
+                self._get_headers[name] = value.decode() if isinstance(value, bytes) else value
+        return base[: -len(probe)]
 
     def _read(
         self, obj: RemoteObject, start: int, end: int, address: ObjectAddress | None, sink: Sink, chunk: int
@@ -162,7 +244,7 @@ class S3Source(ThreadedSource):
         """One GET of bytes ``[start, end)`` into ``sink``; returns the response headers (blocking)."""
         assert address is not None, "S3 reads need the object's address"
         assert self._http is not None, "source is not open"
-        headers = {"x-amz-checksum-mode": "ENABLED"}  # S3 answers with the object's x-amz-checksum-*
+        headers = {"x-amz-checksum-mode": "ENABLED", **self._get_headers}  # S3 answers with its x-amz-checksum-*
         if obj.etag:
             headers["If-Match"] = f'"{obj.etag}"'  # the object changed since listing: fail, not mix
         if end - start != obj.size:
@@ -172,7 +254,12 @@ class S3Source(ThreadedSource):
         try:
             if resp.status not in (200, 206):
                 found = _ERROR_CODE.search(resp.read(ERROR_BODY_LIMIT))
-                raise S3ReadError(obj.path, resp.status, found.group(1).decode() if found else None)
+                code = found.group(1).decode() if found else None
+                if resp.status == 403 and code == "InvalidObjectState":
+                    raise ColdObjectError(
+                        f"{obj.path!r} is archived ({obj.storage_class or 'an archive tier'}), not restored"
+                    )
+                raise S3ReadError(obj.path, resp.status, code)
             lend = getattr(sink, "buffer", None)
             if lend is not None:
                 while True:  # at least one read, even of an empty body: http.client frees the connection on it
@@ -194,13 +281,14 @@ class S3Source(ThreadedSource):
             self._http.done(resp, complete=received == end - start)
 
     async def checksum_headers(self, obj: RemoteObject) -> Mapping[str, str]:
-        """The ``x-amz-checksum-*`` headers a HEAD returns for the whole object ({} where there are none)."""
-        try:
-            head = await self._retry(
-                lambda: self.client.call("head_object", Bucket=self.bucket, Key=obj.path, ChecksumMode="ENABLED")
+        """The headers a HEAD returns for the whole object: its ``x-amz-checksum-*`` and its encryption, which says
+        whether its ETag is an MD5. A HEAD that fails (after retries) fails the object: without it an SSE-KMS
+        object's opaque ETag would be taken for an MD5 and the object for corrupt."""
+        head = await self._retry(
+            lambda: self.client.call(
+                "head_object", Bucket=self.bucket, Key=obj.path, ChecksumMode="ENABLED", **self._object_params
             )
-        except Exception:
-            return {}
+        )
         return head.get("ResponseMetadata", {}).get("HTTPHeaders", {})
 
     async def part_size(self, obj: RemoteObject, parts: int | None) -> int | None:
@@ -210,7 +298,9 @@ class S3Source(ThreadedSource):
             return None
         try:
             head = await self._retry(
-                lambda: self.client.call("head_object", Bucket=self.bucket, Key=obj.path, PartNumber=1)
+                lambda: self.client.call(
+                    "head_object", Bucket=self.bucket, Key=obj.path, PartNumber=1, **self._object_params
+                )
             )
         except Exception:
             return None

@@ -1,0 +1,153 @@
+"""Table flows: explore and fit tables that live in several regions, each region reducing its own rows.
+
+Each flow locates its datasets in its own process, then submits one Prefect task per region, routed to that
+region's pool (``with pool(region): task.submit(...)``) on the multi-region cluster's DaskTaskRunner; inside, the
+region's tables are read and reduced to exact partials, and only those cross to the flow, which combines them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from flows.common import DEFAULT_CLUSTER_BLOCK, RegionalTaskRunner, cluster_block, locate_parameters, run_on_cluster
+from proximate import tables
+from proximate.analysis import ParameterError
+from proximate.datasets import RegionPath
+from proximate.locality_report import LocalityReport, budget_markdown, locality
+from proximate.outputs import resolve_output, write_json
+from proximate.pools import pool
+from tasks.tabular import region_partial_task
+
+
+def _run(
+    datasets: list[str],
+    question: tables.TableQuestion,
+    catalog: str | None,
+    cluster: str,
+    scheduler_address: str | None,
+) -> tuple[dict[str, Any], LocalityReport, int]:
+    """Locate the tables, reduce them per region on the cluster (one Prefect task per region, in its pool),
+    measuring what crossed, and combine the partials here."""
+    log = get_run_logger()
+    if not datasets:
+        raise ParameterError("datasets", "is empty: give region:path references or catalog ids")
+    block = cluster_block(cluster, scheduler_address)
+    located = locate_parameters({"datasets": list(datasets)}, catalog)
+    regions: dict[str, list[RegionPath]] = {}
+    for where in located["datasets"]:
+        regions.setdefault(where.region, []).append(where)
+    log.info("tables by region: %s", {r: [w.path for w in ws] for r, ws in regions.items()})
+    client = run_on_cluster(block, located)
+    with locality(client) as report:
+        futures = []
+        for region, wheres in regions.items():
+            with pool(region):
+                futures.append(region_partial_task.submit(region, wheres, question))
+        partials = [f.result() for f in futures]
+    reduced = tables.combine(partials)
+    log.info("%s B crossed regions (each region's partial), against %s B of rows read", report.cross_region_bytes,
+             reduced.nbytes)  # fmt: skip
+    return tables.answer(question, reduced), report, reduced.nbytes
+
+
+def _publish(key: str, report: LocalityReport, row_bytes: int, rows: list[dict], output: str) -> None:
+    # What must cross is each region's partial, which is what the report measures; a centralised run would
+    # move every row read instead.
+    create_markdown_artifact(
+        key=f"{key}-locality",
+        markdown=budget_markdown(report, report.cross_region_bytes, row_bytes),
+        description="Bytes moved between regions (only each region's partials), against reading every row",
+    )
+    create_table_artifact(key=f"{key}-statistics", table=rows, description=f"Result, written to {output}")
+
+
+@flow(name="describe-table", task_runner=RegionalTaskRunner())
+def describe_table(
+    datasets: list[str],
+    columns: list[str] | None = None,
+    group_by: str | None = None,
+    derive: dict[str, str] | None = None,
+    output: str = "describe-table.json",
+    catalog: str | None = None,
+    cluster: str = DEFAULT_CLUSTER_BLOCK,
+    scheduler_address: str | None = None,
+) -> dict[str, Any]:
+    """Count, mean, std, min and max of each numeric column over tables in several regions; with `group_by`,
+    count, sum and mean of each column per group. Each region reduces its own rows; only the partials cross.
+
+    Args:
+        datasets: Tables (Parquet or CSV files or folders): `region:path` references or catalog ids.
+        columns: Columns to describe; empty describes every numeric column.
+        group_by: A column to group by (its values are compared as text).
+        derive: New columns from expressions over columns, e.g.
+            `{"trip_dur_secs": "(tpep_dropoff_datetime - tpep_pickup_datetime).dt.total_seconds()"}`: arithmetic,
+            numbers and `.dt` accessors only.
+        output: Where to write the result as JSON: a local path (relative ones go under the results root).
+        catalog: Name of a saved CatalogConfig block to look catalog ids up in; empty uses the default catalog.
+        cluster: Name of the RegionalCluster block to run on.
+        scheduler_address: Use this Dask scheduler instead of the block (tcp://host:port).
+
+    Returns:
+        `columns` (column -> count, mean, std, min, max), with `group_by` also `groups` (group -> column ->
+        count, sum, mean), `cross_region_bytes` (measured) and `output`.
+    """
+    target = resolve_output(output, suffixes=(".json",))
+    question = tables.TableQuestion(
+        "describe", tuple(columns or ()), group_by, derive=tables.Derivations(dict(derive or {}))
+    )
+    result, report, row_bytes = _run(datasets, question, catalog, cluster, scheduler_address)
+    result["cross_region_bytes"] = report.cross_region_bytes
+    result["output"] = write_json(result, target)
+    rows = [{"column": c, **{k: _round(v) for k, v in s.items()}} for c, s in result["columns"].items()]
+    _publish("describe-table", report, row_bytes, rows, result["output"])
+    return result
+
+
+@flow(name="fit-linear-regression", task_runner=RegionalTaskRunner())
+def fit_linear_regression(
+    datasets: list[str],
+    target: str,
+    features: list[str],
+    derive: dict[str, str] | None = None,
+    output: str = "linear-regression.json",
+    catalog: str | None = None,
+    cluster: str = DEFAULT_CLUSTER_BLOCK,
+    scheduler_address: str | None = None,
+) -> dict[str, Any]:
+    """Ordinary least squares of `target` on `features` (with an intercept) over tables in several regions:
+    each region reduces its rows to XᵀX and Xᵀy, only those cross, and the flow solves the combined system.
+
+    Args:
+        datasets: Tables (Parquet or CSV files or folders): `region:path` references or catalog ids.
+        target: The column to explain (may be a derived column).
+        features: The explaining columns (may be derived columns).
+        derive: New columns from expressions over columns (see describe-table).
+        output: Where to write the result as JSON: a local path (relative ones go under the results root).
+        catalog: Name of a saved CatalogConfig block to look catalog ids up in; empty uses the default catalog.
+        cluster: Name of the RegionalCluster block to run on.
+        scheduler_address: Use this Dask scheduler instead of the block (tcp://host:port).
+
+    Returns:
+        `coefficients` (feature -> value), `intercept`, `r2`, `n` (rows used), `cross_region_bytes` and `output`.
+    """
+    if not features:
+        raise ParameterError("features", "is empty: name at least one column to fit on")
+    target_path = resolve_output(output, suffixes=(".json",))
+    question = tables.TableQuestion(
+        "regression", tuple(features), target=target, derive=tables.Derivations(dict(derive or {}))
+    )
+    result, report, row_bytes = _run(datasets, question, catalog, cluster, scheduler_address)
+    result["cross_region_bytes"] = report.cross_region_bytes
+    result["output"] = write_json(result, target_path)
+    rows = [{"term": "intercept", "value": result["intercept"]}]
+    rows += [{"term": f, "value": v} for f, v in result["coefficients"].items()]
+    rows.append({"term": "r2", "value": result["r2"]})
+    _publish("linear-regression", report, row_bytes, rows, result["output"])
+    return result
+
+
+def _round(value: float) -> float:
+    return float(f"{value:.6g}")

@@ -1,0 +1,475 @@
+"""Tables in regions: Parquet and CSV files opened on a region's workers, reduced there to small partials.
+
+``open_table(region, path)`` returns a lazy Dask DataFrame whose partitions are read on a worker of the region
+(one partition per Parquet row group, or per CSV file); each partition resolves its path on the worker that reads
+it, so a misrouted read fails naming region and path. dask-expr drops task annotations, so a table's graph is
+pinned as a whole when it is computed (:func:`proximate.compute` with ``region=``).
+
+The workloads never bring rows out of a region: each region reduces its rows to partials that combine exactly
+(counts, sums, sums of squares, minima and maxima; per group counts and sums; the normal-equation pieces XᵀX and
+Xᵀy of a least-squares fit), and only those cross. Derived columns come from :func:`derive_columns`, a small
+expression language checked before any work (column arithmetic and a few ``.dt`` accessors, never Python).
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from proximate.datasets import RegionPath
+from proximate.regions import pool_resource, resolve
+
+PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
+CSV_SUFFIXES = (".csv", ".csv.gz")
+TABLE_SUFFIXES = PARQUET_SUFFIXES + CSV_SUFFIXES
+
+
+class TableInputError(ValueError):
+    """A table workload cannot run as asked (a missing column, an expression not allowed, no rows...)."""
+
+
+# -- opening ------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TablePart:
+    """One partition of a table: a file of the dataset (a row group of it, for Parquet)."""
+
+    where: RegionPath
+    row_group: int | None = None
+    #: For CSV: the columns to parse as datetimes (text columns whose sample is all ISO 8601 datetimes).
+    dates: tuple[str, ...] = ()
+
+
+def _files(where: RegionPath) -> list[RegionPath]:
+    """The table's files: the file itself, or every table file under a directory (a partitioned dataset)."""
+    full = resolve(where.region, where.path)
+    if not full.is_dir():
+        return [where]
+    found = []
+    for dirpath, dirs, files in os.walk(full):
+        dirs[:] = sorted(d for d in dirs if not d.startswith((".", "_")))
+        for name in sorted(files):
+            if name.lower().endswith(TABLE_SUFFIXES) and not name.startswith((".", "_")):
+                rel = os.path.relpath(os.path.join(dirpath, name), full)
+                found.append(RegionPath(where.region, f"{where.path}/{rel}"))
+    if not found:
+        raise FileNotFoundError(f"no Parquet or CSV files in {where}")
+    return found
+
+
+def _is_parquet(where: RegionPath) -> bool:
+    return where.path.lower().endswith(PARQUET_SUFFIXES)
+
+
+def plan_table(where: RegionPath) -> tuple[list[TablePart], pd.DataFrame]:
+    """Worker-side: the partitions of a table and an empty frame with its columns and dtypes."""
+    import pyarrow.parquet as pq
+
+    parts: list[TablePart] = []
+    meta = None
+    for file in _files(where):
+        if _is_parquet(file):
+            pf = pq.ParquetFile(resolve(file.region, file.path))
+            parts += [TablePart(file, i) for i in range(max(1, pf.num_row_groups))]
+            if meta is None:
+                meta = pf.schema_arrow.empty_table().to_pandas()
+        else:
+            sample = pd.read_csv(resolve(file.region, file.path), nrows=100)
+            dates = tuple(c for c in sample.columns if _all_datetimes(sample[c]))
+            parts.append(TablePart(file, dates=dates))
+            if meta is None:
+                meta = sample.astype({c: "datetime64[ns]" for c in dates}).iloc[:0]
+    return parts, meta
+
+
+def _all_datetimes(values: pd.Series) -> bool:
+    """Whether a CSV column's sample is text that parses as ISO 8601 datetimes throughout."""
+    if pd.api.types.is_numeric_dtype(values) or values.isna().all():
+        return False
+    try:
+        pd.to_datetime(values.dropna(), format="ISO8601")
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
+def read_part(part: TablePart, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """Worker-side: read one partition, resolving its path here (fails loudly outside the table's region)."""
+    full = resolve(part.where.region, part.where.path)
+    if part.row_group is None:
+        wanted = list(columns) if columns else None
+        dates = [c for c in part.dates if wanted is None or c in wanted]
+        frame = pd.read_csv(full, usecols=wanted)
+        return frame.astype({c: "datetime64[ns]" for c in dates}) if dates else frame
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(full)
+    if pf.num_row_groups == 0:
+        return pf.schema_arrow.empty_table().to_pandas()
+    return pf.read_row_group(part.row_group, columns=list(columns) if columns else None).to_pandas()
+
+
+def open_table(where: RegionPath | str, path: str | None = None, *, client: Any = None, persist: bool = False) -> Any:
+    """Open a Parquet or CSV table (a file, or a folder of them) lazily, its partitions read in its region.
+
+    Args:
+        where: A :class:`~proximate.datasets.RegionPath`, or the region's name with ``path``.
+        path: The table's path under the region's root, when ``where`` is a region name.
+        client: The Dask client; the default one (or, inside a task, a worker client) otherwise.
+        persist: Read the whole table into the memory of the region's workers now (pinned there), so that
+            repeated queries while exploring cost no reads.
+
+    Returns:
+        A ``dask.dataframe.DataFrame`` (lazy unless persisted). Compute it with
+        ``proximate.compute(..., region=where.region)``, which pins its whole graph to the region.
+    """
+    import dask.dataframe as dd
+
+    from proximate.client import client_context, require_region
+
+    if not isinstance(where, RegionPath):
+        if path is None:
+            raise TypeError("open_table takes a RegionPath, or a region name and a path")
+        where = RegionPath(where, path)
+    with client_context(client) as c:
+        require_region(c, where.region)
+        future = c.submit(plan_table, where, pure=False, resources={pool_resource(where.region): 0})
+        parts, meta = future.result()
+        frame = dd.from_map(read_part, parts, meta=meta, label=f"read-table-{where.region}", enforce_metadata=False)
+        if not persist:
+            return frame
+        from distributed import futures_of, wait
+
+        frame = c.persist(frame, resources={pool_resource(where.region): 0})
+        wait(futures_of(frame))  # in memory when this returns, so the first query already costs no reads
+        return frame
+
+
+# -- derived columns ----------------------------------------------------------------------------------------------
+
+#: ``.dt`` properties a derived column may read.
+DT_PROPERTIES = frozenset({"year", "month", "day", "hour", "minute", "second", "dayofweek", "dayofyear", "date"})
+#: ``.dt`` methods a derived column may call, without arguments.
+DT_METHODS = frozenset({"total_seconds"})
+_BINARY = {
+    ast.Add: lambda a, b: a + b,
+    ast.Sub: lambda a, b: a - b,
+    ast.Mult: lambda a, b: a * b,
+    ast.Div: lambda a, b: a / b,
+    ast.FloorDiv: lambda a, b: a // b,
+    ast.Mod: lambda a, b: a % b,
+    ast.Pow: lambda a, b: a**b,
+}
+_UNARY = {ast.USub: lambda a: -a, ast.UAdd: lambda a: a}
+
+
+def _compile(name: str, text: str) -> Callable[[pd.DataFrame], Any]:
+    """Check an expression and turn it into a function of a frame; refuse anything but the allowed forms."""
+    try:
+        tree = ast.parse(text, mode="eval")
+    except SyntaxError as exc:
+        raise TableInputError(f"derived column {name!r}: {text!r} is not an expression ({exc.msg})") from None
+
+    def build(node: ast.AST) -> Callable[[pd.DataFrame], Any]:
+        if isinstance(node, ast.Name):
+            column = node.id
+            return lambda df: df[column]
+        if isinstance(node, ast.Constant) and isinstance(node.value, int | float) and not isinstance(node.value, bool):
+            value = node.value
+            return lambda df: value
+        if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
+            op, left, right = _BINARY[type(node.op)], build(node.left), build(node.right)
+            return lambda df: op(left(df), right(df))
+        if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
+            op, operand = _UNARY[type(node.op)], build(node.operand)
+            return lambda df: op(operand(df))
+        if isinstance(node, ast.Attribute) and _is_dt(node.value) and node.attr in DT_PROPERTIES:
+            inner, attr = build(node.value.value), node.attr
+            return lambda df: getattr(inner(df).dt, attr)
+        if (
+            isinstance(node, ast.Call)
+            and not node.args
+            and not node.keywords
+            and isinstance(node.func, ast.Attribute)
+            and _is_dt(node.func.value)
+            and node.func.attr in DT_METHODS
+        ):
+            inner, method = build(node.func.value.value), node.func.attr
+            return lambda df: getattr(inner(df).dt, method)()
+        allowed = "column names, numbers, + - * / // % **, .dt." + ", .dt.".join(sorted(DT_PROPERTIES))
+        raise TableInputError(
+            f"derived column {name!r}: {ast.unparse(node)!r} is not allowed in {text!r}; use {allowed}, "
+            f"or .dt.total_seconds()"
+        )
+
+    return build(tree.body)
+
+
+def _is_dt(node: ast.AST) -> bool:
+    return isinstance(node, ast.Attribute) and node.attr == "dt"
+
+
+def _names(text: str) -> set[str]:
+    return {n.id for n in ast.walk(ast.parse(text, mode="eval")) if isinstance(n, ast.Name)}
+
+
+@dataclass(frozen=True)
+class Derivations:
+    """Checked derived columns, in order (a later one may use an earlier one)."""
+
+    expressions: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, text in self.expressions.items():
+            if not name.isidentifier():
+                raise TableInputError(f"derived column name {name!r} is not an identifier")
+            _compile(name, text)
+
+    def inputs(self) -> set[str]:
+        """The table columns the expressions read (derived names excluded)."""
+        needed: set[str] = set()
+        for name, text in self.expressions.items():
+            needed |= _names(text) - set(self.expressions) - {name}
+        return needed
+
+    def apply(self, df: pd.DataFrame) -> pd.DataFrame:
+        if not self.expressions:
+            return df
+        df = df.copy()
+        for name, text in self.expressions.items():
+            df[name] = _compile(name, text)(df)
+        return df
+
+
+def derive_columns(df: pd.DataFrame, expressions: Mapping[str, str]) -> pd.DataFrame:
+    """``df`` with the derived columns added (each expression checked first)."""
+    return Derivations(dict(expressions)).apply(df)
+
+
+# -- partials -----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Moments:
+    """Per column: non-null count, sum, sum of squares, minimum, maximum. Adds exactly across partitions."""
+
+    count: pd.Series
+    total: pd.Series
+    total_sq: pd.Series
+    minimum: pd.Series
+    maximum: pd.Series
+
+    @classmethod
+    def of(cls, df: pd.DataFrame) -> Moments:
+        values = df.astype("float64")
+        return cls(values.count(), values.sum(), (values**2).sum(), values.min(), values.max())
+
+    def __add__(self, other: Moments) -> Moments:
+        return Moments(
+            self.count.add(other.count, fill_value=0),
+            self.total.add(other.total, fill_value=0),
+            self.total_sq.add(other.total_sq, fill_value=0),
+            pd.concat([self.minimum, other.minimum], axis=1).min(axis=1),
+            pd.concat([self.maximum, other.maximum], axis=1).max(axis=1),
+        )
+
+    def describe(self) -> dict[str, dict[str, float]]:
+        """count, mean, std (with one degree of freedom, as pandas), min and max per column."""
+        out = {}
+        for column in self.count.index:
+            n = float(self.count[column])
+            mean = self.total[column] / n if n else float("nan")
+            var = (self.total_sq[column] - n * mean**2) / (n - 1) if n > 1 else float("nan")
+            out[str(column)] = {
+                "count": n,
+                "mean": float(mean),
+                "std": float(np.sqrt(max(var, 0.0))),
+                "min": float(self.minimum[column]),
+                "max": float(self.maximum[column]),
+            }
+        return out
+
+
+@dataclass
+class GroupSums:
+    """Per group and column: non-null count and sum. Adds exactly across partitions."""
+
+    count: pd.DataFrame
+    total: pd.DataFrame
+
+    @classmethod
+    def of(cls, df: pd.DataFrame, key: str, columns: Sequence[str]) -> GroupSums:
+        groups = df.groupby(df[key].astype(str), sort=True)[list(columns)]
+        return cls(groups.count().astype("float64"), groups.sum().astype("float64"))
+
+    def __add__(self, other: GroupSums) -> GroupSums:
+        return GroupSums(self.count.add(other.count, fill_value=0), self.total.add(other.total, fill_value=0))
+
+    def groups(self) -> dict[str, dict[str, dict[str, float]]]:
+        out: dict[str, dict[str, dict[str, float]]] = {}
+        for group in self.count.index:
+            out[str(group)] = {
+                str(c): {
+                    "count": float(self.count.at[group, c]),
+                    "sum": float(self.total.at[group, c]),
+                    "mean": float(self.total.at[group, c] / self.count.at[group, c])
+                    if self.count.at[group, c]
+                    else float("nan"),
+                }
+                for c in self.count.columns
+            }
+        return out
+
+
+@dataclass
+class NormalEquations:
+    """XᵀX and Xᵀy of a least-squares fit with an intercept (first column of ones), plus what R² needs."""
+
+    xtx: np.ndarray
+    xty: np.ndarray
+    n: int
+    y_sum: float
+    y_sq: float
+
+    @classmethod
+    def of(cls, df: pd.DataFrame, target: str, features: Sequence[str]) -> NormalEquations:
+        rows = df[[target, *features]].astype("float64").dropna()
+        x = np.column_stack([np.ones(len(rows)), rows[list(features)].to_numpy()])
+        y = rows[target].to_numpy()
+        return cls(x.T @ x, x.T @ y, len(rows), float(y.sum()), float(y @ y))
+
+    def __add__(self, other: NormalEquations) -> NormalEquations:
+        return NormalEquations(
+            self.xtx + other.xtx,
+            self.xty + other.xty,
+            self.n + other.n,
+            self.y_sum + other.y_sum,
+            self.y_sq + other.y_sq,
+        )
+
+    def solve(self, features: Sequence[str]) -> dict[str, Any]:
+        """Coefficients, intercept, R² and the number of rows used.
+
+        Raises:
+            TableInputError: no rows, a constant target, or features that do not determine a fit.
+        """
+        if self.n == 0:
+            raise TableInputError("no rows to fit: every row has a missing target or feature")
+        total = self.y_sq - self.y_sum**2 / self.n
+        if total <= 1e-12 * max(1.0, self.y_sq):
+            raise TableInputError("the target is constant: a regression of it explains nothing")
+        beta, _, rank, _ = np.linalg.lstsq(self.xtx, self.xty, rcond=None)
+        if rank < len(self.xty):
+            raise TableInputError(f"features {list(features)} are collinear or constant: no unique fit")
+        residual = self.y_sq - 2 * beta @ self.xty + beta @ self.xtx @ beta
+        return {
+            "coefficients": {f: float(b) for f, b in zip(features, beta[1:], strict=True)},
+            "intercept": float(beta[0]),
+            "r2": float(1 - residual / total),
+            "n": int(self.n),
+        }
+
+
+def _sum(parts: Sequence[Any]) -> Any:
+    total = parts[0]
+    for p in parts[1:]:
+        total = total + p
+    return total
+
+
+# -- what a region computes ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TableQuestion:
+    """What to compute over tables: a description (per column, optionally per group) or a regression."""
+
+    kind: str  # "describe" or "regression"
+    columns: tuple[str, ...] = ()
+    group_by: str | None = None
+    target: str | None = None
+    derive: Derivations = field(default_factory=Derivations)
+
+    def needed(self, available: Sequence[str]) -> list[str]:
+        """The table columns to read; a column that does not exist is refused, naming the ones that do."""
+        wanted = set(self.derive.inputs())
+        own = set(self.columns) | {c for c in (self.group_by, self.target) if c}
+        wanted |= own - set(self.derive.expressions)
+        if self.kind == "describe" and not self.columns:
+            wanted |= set(available)  # every numeric column, decided per partition
+        missing = sorted(wanted - set(available))
+        if missing:
+            raise TableInputError(f"no column(s) {missing} in the table; it has {', '.join(map(str, available))}")
+        return sorted(wanted)
+
+    def partial(self, df: pd.DataFrame) -> Reduced:
+        """One partition's partial (pure pandas; runs on the region's workers)."""
+        nbytes = int(df.memory_usage(index=False).sum())
+        df = self.derive.apply(df)
+        columns = list(self.columns) or [c for c in df.columns if pd.api.types.is_numeric_dtype(df[c])]
+        if self.kind == "regression":
+            return Reduced(NormalEquations.of(df, self.target or "", columns), nbytes)
+        groups = GroupSums.of(df, self.group_by, columns) if self.group_by else None
+        return Reduced(Moments.of(df[columns]), nbytes, groups)
+
+
+@dataclass
+class Reduced:
+    """A partial of some rows (moments or normal equations, and group sums), and the in-memory size of those
+    rows: what a centralised run would have moved instead."""
+
+    value: Any
+    nbytes: int
+    groups: GroupSums | None = None
+
+    def __add__(self, other: Reduced) -> Reduced:
+        groups = [g for g in (self.groups, other.groups) if g is not None]
+        return Reduced(self.value + other.value, self.nbytes + other.nbytes, _sum(groups) if groups else None)
+
+
+def combine(parts: Sequence[Reduced]) -> Reduced:
+    """Partials of several partitions or regions, combined exactly."""
+    if not parts:
+        raise TableInputError("no partitions to combine: the tables are empty")
+    return _sum(parts)
+
+
+def region_partial(client: Any, tables: Sequence[RegionPath], question: TableQuestion) -> Any:
+    """Reduce the tables of one region to one partial, every task pinned to that region; returns the partial.
+
+    Args:
+        client: A Dask client on the multi-region cluster.
+        tables: Tables of one region.
+        question: What to compute.
+    """
+    import dask
+
+    from proximate.pools import compute
+
+    regions = {t.region for t in tables}
+    if len(regions) != 1:
+        raise ValueError(f"region_partial takes the tables of one region, got {sorted(regions)}")
+    (region,) = regions
+    partials = []
+    for where in tables:
+        frame = open_table(where, client=client)
+        frame = frame[question.needed(list(frame.columns))]
+        partials += [dask.delayed(question.partial)(p) for p in frame.to_delayed()]
+    return compute(dask.delayed(combine)(partials), region=region, client=client)
+
+
+def answer(question: TableQuestion, reduced: Reduced) -> dict[str, Any]:
+    """The result a flow returns, from the combined partial of every region."""
+    if question.kind == "regression":
+        return reduced.value.solve(list(question.columns))
+    out: dict[str, Any] = {"columns": reduced.value.describe()}
+    if reduced.groups is not None:
+        out["groups"] = reduced.groups.groups()
+    return out
