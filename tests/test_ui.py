@@ -188,20 +188,26 @@ def _shot(page: Any, name: str) -> None:
 
 
 def _property(page: Any, label: str) -> Any:
-    """One field of Prefect's parameter form, by its label as shown (``Text (Optional)``, ``variable``)."""
-    title = page.locator(".schema-form-property__label").filter(has_text=re.compile(f"^{re.escape(label)}$"))
+    """One field of Prefect's parameter form, by its label as shown (``Text``, ``variable``; with or without
+    `` (Optional)``, which the form adds to parameters with a default)."""
+    shown = re.compile(rf"^{re.escape(label)}( \(Optional\))?$")
+    title = page.locator(".schema-form-property__label").filter(has_text=shown)
     return title.first.locator(
         "xpath=ancestor::div[contains(concat(' ', normalize-space(@class), ' '), ' schema-form-property ')][1]"
     )
 
 
+def _choose(page: Any, label: str) -> None:
+    """Switch an optional field (``X | None``, shown as None) to its type, the first button of its type choice."""
+    _property(page, label).locator(".p-button-group button").first.click()
+
+
 def _fill(page: Any, label: str, value: str, *, optional: bool = False) -> None:
     """Type ``value`` into a form field; an optional one (``X | None``, shown as None) is switched to its type
     first, the first button of its type choice."""
-    field = _property(page, label)
     if optional:
-        field.locator(".p-button-group button").first.click()
-    field.locator("textarea, input").first.fill(value)
+        _choose(page, label)
+    _property(page, label).locator("textarea, input").first.fill(value)
 
 
 def custom_run(page: Any, up: Up, deployment: str, fill: Callable[[Any], None]) -> tuple[str, float]:
@@ -278,7 +284,8 @@ def locality_figures(page: Any, key: str) -> dict[str, Any]:
 
 def test_seasonal_mean_custom_run_clicked_in_the_ui_completes_quickly_and_shows_its_locality(up, page, record_property):
     def fill(page: Any) -> None:
-        _fill(page, "Text (Optional)", "synthetic daily temperature", optional=True)
+        _choose(page, "query")  # DatasetQuery | None: switch it to the query's fields
+        _fill(page, "Text", "synthetic daily temperature", optional=True)
         _fill(page, "variable", "tas")
 
     url, seconds = custom_run(page, up, "seasonal-mean", fill)
