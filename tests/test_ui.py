@@ -263,7 +263,7 @@ def locality_figures(page: Any, key: str) -> dict[str, Any]:
     _shot(page, f"{key}-1-artifacts")
     page.get_by_text(key, exact=True).first.click()
     page.wait_for_url("**/artifacts/artifact/**")
-    page.get_by_text("physical minimum").first.wait_for()
+    page.get_by_text(re.compile(r"^Tasks per region:")).first.wait_for()  # the artifact's own content, rendered
     _shot(page, f"{key}-2-artifact")
     text = page.inner_text("body")
 
