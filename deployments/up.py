@@ -401,8 +401,8 @@ def banner(ui: str, dashboard: str | None, workdir: Path, ids: Mapping[str, str]
     lines = [
         "",
         f"proximate is up. Prefect UI: {ui}",
-        "  Deployments -> seasonal-mean -> Run -> Custom run; under query, text: synthetic daily temperature;",
-        "  variable: tas; Submit. The run page shows its logs; its Artifacts tab the locality report and plot.",
+        "  Deployments -> seasonal-mean -> Run -> Custom run; query: DatasetQuery, Text: str, synthetic daily",
+        "  temperature; variable: tas; Submit. The run page shows its logs, its Artifacts tab the locality report.",
         "  compare-forecast-to-observations: forecast ecmwf:forecast/air_temperature.nc (catalog id",
         f"  {ids['forecast']}), observations gcp:observations/air_temperature.nc ({ids['observations']}).",
     ]
