@@ -22,6 +22,8 @@ def nightly_region(
     catalog: str | None = None,
     scheduler_address: str | None = None,
     cluster: str = DEFAULT_CLUSTER_BLOCK,
+    max_delete: int | None = None,
+    delete_all: bool = False,
 ) -> dict[str, Any]:
     """Sync, then index incrementally.
 
@@ -31,8 +33,11 @@ def nightly_region(
         catalog: Name of a saved CatalogConfig block; empty uses the default catalog.
         scheduler_address: A running regional scheduler for the indexing; empty uses the cluster block.
         cluster: RegionalCluster block name, used without scheduler_address.
+        max_delete: Allow a delete of up to this many files (default: at most half the mirror).
+        delete_all: Allow a delete of every mirrored file (when the source prefix really was emptied).
     """
-    synced = sync_region(region, delete=delete)  # raises, failing this run, when any object failed
+    # raises, failing this run, when any object failed or a delete was refused
+    synced = sync_region(region, delete=delete, max_delete=max_delete, delete_all=delete_all)
     indexed = index_region(
         region,
         changed=synced["changed"],
