@@ -17,10 +17,13 @@ from flows.common import DEFAULT_CLUSTER_BLOCK, RegionalTaskRunner, cluster_bloc
 from proximate import tables
 from proximate.analysis import ParameterError
 from proximate.datasets import RegionPath
-from proximate.locality_report import LocalityReport, budget_markdown, locality
+from proximate.locality_report import budget_markdown, locality
 from proximate.outputs import resolve_output, write_json
 from proximate.pools import pool
 from tasks.tabular import region_partial_task
+
+#: The artifacts' key of each kind of question.
+ARTIFACT_KEYS = {"describe": "describe-table", "regression": "linear-regression"}
 
 
 def _run(
@@ -29,9 +32,11 @@ def _run(
     catalog: str | None,
     cluster: str,
     scheduler_address: str | None,
-) -> tuple[dict[str, Any], LocalityReport, tuple[int, int]]:
+    target: str,
+) -> dict[str, Any]:
     """Locate the tables, reduce them per region on the cluster (one Prefect task per region, in its pool),
-    measuring what crossed, and combine the partials here."""
+    measuring what crossed, combine the partials here, write the result to ``target`` and publish the locality
+    artifact; returns the result with its ``cross_region_bytes`` and ``output``."""
     log = get_run_logger()
     if not datasets:
         raise ParameterError("datasets", "is empty: give region:path references or catalog ids")
@@ -49,22 +54,20 @@ def _run(
                 futures.append(region_partial_task.submit(region, wheres, question))
         partials = [f.result() for f in futures]
     reduced = tables.combine(partials)
-    # What must cross at least: every region's partial, as pickled for the trip to this process.
+    # What must cross at least: every region's partial, as pickled for the trip to this process; a centralised
+    # run would move every row read instead.
     minimum = sum(len(pickle.dumps(p)) for p in partials)
     log.info("%s B crossed regions (partials of %s B), against %s B of rows read", report.cross_region_bytes,
              minimum, reduced.nbytes)  # fmt: skip
-    return tables.answer(question, reduced), report, (minimum, reduced.nbytes)
-
-
-def _publish(key: str, report: LocalityReport, budget: tuple[int, int], rows: list[dict], output: str) -> None:
-    # The minimum is the partials themselves; a centralised run would move every row read instead.
-    minimum, row_bytes = budget
+    result = tables.answer(question, reduced)
+    result["cross_region_bytes"] = report.cross_region_bytes
+    result["output"] = write_json(result, target)
     create_markdown_artifact(
-        key=f"{key}-locality",
-        markdown=budget_markdown(report, minimum, row_bytes),
+        key=f"{ARTIFACT_KEYS[question.kind]}-locality",
+        markdown=budget_markdown(report, minimum, reduced.nbytes),
         description="Bytes moved between regions (only each region's partials), against reading every row",
     )
-    create_table_artifact(key=f"{key}-statistics", table=rows, description=f"Result, written to {output}")
+    return result
 
 
 @flow(name="describe-table", task_runner=RegionalTaskRunner())
@@ -101,11 +104,9 @@ def describe_table(
     question = tables.TableQuestion(
         "describe", tuple(columns or ()), group_by, derive=tables.Derivations(dict(derive or {}))
     )
-    result, report, budget = _run(datasets, question, catalog, cluster, scheduler_address)
-    result["cross_region_bytes"] = report.cross_region_bytes
-    result["output"] = write_json(result, target)
+    result = _run(datasets, question, catalog, cluster, scheduler_address, target)
     rows = [{"column": c, **{k: _round(v) for k, v in s.items()}} for c, s in result["columns"].items()]
-    _publish("describe-table", report, budget, rows, result["output"])
+    create_table_artifact(key="describe-table-statistics", table=rows, description=f"Result, written to {target}")
     return result
 
 
@@ -142,13 +143,13 @@ def fit_linear_regression(
     question = tables.TableQuestion(
         "regression", tuple(features), target=target, derive=tables.Derivations(dict(derive or {}))
     )
-    result, report, budget = _run(datasets, question, catalog, cluster, scheduler_address)
-    result["cross_region_bytes"] = report.cross_region_bytes
-    result["output"] = write_json(result, target_path)
+    result = _run(datasets, question, catalog, cluster, scheduler_address, target_path)
     rows = [{"term": "intercept", "value": result["intercept"]}]
     rows += [{"term": f, "value": v} for f, v in result["coefficients"].items()]
     rows.append({"term": "r2", "value": result["r2"]})
-    _publish("linear-regression", report, budget, rows, result["output"])
+    create_table_artifact(
+        key="linear-regression-statistics", table=rows, description=f"Result, written to {target_path}"
+    )
     return result
 
 

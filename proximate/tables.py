@@ -81,12 +81,36 @@ def plan_table(where: RegionPath) -> tuple[list[TablePart], pd.DataFrame]:
             if meta is None:
                 meta = pf.schema_arrow.empty_table().to_pandas()
         else:
-            sample = pd.read_csv(resolve(file.region, file.path), nrows=100)
-            dates = tuple(c for c in sample.columns if _all_datetimes(sample[c]))
+            full = resolve(file.region, file.path)
+            dates = csv_date_columns(full)
             parts.append(TablePart(file, dates=dates))
             if meta is None:
-                meta = sample.astype({c: "datetime64[ns]" for c in dates}).iloc[:0]
+                meta = read_csv(full, dates=dates, nrows=0)
     return parts, meta
+
+
+#: Rows of a CSV file whose text columns decide which of them are datetimes.
+CSV_SAMPLE_ROWS = 100
+
+
+def csv_date_columns(full: os.PathLike[str] | str) -> tuple[str, ...]:
+    """The columns of a CSV file whose first :data:`CSV_SAMPLE_ROWS` values are all ISO 8601 datetimes: the one
+    rule the reader and the catalog share, so a column the catalog calls a time is read as one."""
+    sample = pd.read_csv(full, nrows=CSV_SAMPLE_ROWS)
+    return tuple(c for c in sample.columns if _all_datetimes(sample[c]))
+
+
+def read_csv(
+    full: os.PathLike[str] | str,
+    *,
+    dates: Sequence[str],
+    usecols: Sequence[str] | None = None,
+    nrows: int | None = None,
+) -> pd.DataFrame:
+    """A CSV file (or its ``usecols``) with its ``dates`` columns as datetimes."""
+    frame = pd.read_csv(full, usecols=list(usecols) if usecols else None, nrows=nrows)
+    present = {c: "datetime64[ns]" for c in dates if c in frame.columns}
+    return frame.astype(present) if present else frame
 
 
 def _all_datetimes(values: pd.Series) -> bool:
@@ -104,10 +128,7 @@ def read_part(part: TablePart, columns: Sequence[str] | None = None) -> pd.DataF
     """Worker-side: read one partition, resolving its path here (fails loudly outside the table's region)."""
     full = resolve(part.where.region, part.where.path)
     if part.row_group is None:
-        wanted = list(columns) if columns else None
-        dates = [c for c in part.dates if wanted is None or c in wanted]
-        frame = pd.read_csv(full, usecols=wanted)
-        return frame.astype({c: "datetime64[ns]" for c in dates}) if dates else frame
+        return read_csv(full, dates=part.dates, usecols=columns)
     import pyarrow.parquet as pq
 
     pf = pq.ParquetFile(full)

@@ -77,9 +77,7 @@ class CSVHandler(FormatHandler):
     name = "csv"
 
     def read_header(self, full: Path) -> tuple[Header, Callable[[], None]]:
-        from proximate.tables import _all_datetimes
+        from proximate.tables import csv_date_columns, read_csv
 
-        frame = pd.read_csv(full)
-        dates = [c for c in frame.columns if _all_datetimes(frame[c])]
-        frame = frame.astype({c: "datetime64[ns]" for c in dates})
+        frame = read_csv(full, dates=csv_date_columns(full))
         return table_header(dict(frame.dtypes), len(frame), lambda c: frame[c]), lambda: None
