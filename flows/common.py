@@ -220,13 +220,19 @@ def run_on_cluster(block: RegionalCluster, references: Mapping[str, Iterable[Reg
     return client
 
 
-@contextlib.contextmanager
-def _local_cluster(block: RegionalCluster, regions: Sequence[str]) -> Iterator[str]:
+def _region_blocks(block: RegionalCluster, regions: Sequence[str]) -> list[Region]:
+    """The Region blocks a 'local' cluster block serves: its own list, else those of the run's regions; it must
+    serve every region the run needs."""
     region_blocks = [Region.load(n) for n in (block.regions or regions)]
     missing = set(regions) - {r.name for r in region_blocks}
     if missing:
         raise ParameterError("cluster", f"the local cluster block does not serve region(s) {sorted(missing)}")
-    with block.task_runner(region_blocks) as runner:
+    return region_blocks
+
+
+@contextlib.contextmanager
+def _local_cluster(block: RegionalCluster, regions: Sequence[str]) -> Iterator[str]:
+    with block.task_runner(_region_blocks(block, regions)) as runner:
         yield runner.address
 
 
@@ -265,12 +271,7 @@ def cluster_task_runner(
             these names; one that lists some must serve every one of them.
     """
     block = cluster_block(cluster, scheduler_address)
-    region_blocks = None
-    if block.address == LOCAL and regions:
-        region_blocks = [Region.load(n) for n in (block.regions or regions)]
-        missing = set(regions) - {r.name for r in region_blocks}
-        if missing:
-            raise ValueError(f"cluster block {cluster!r} does not serve region(s) {sorted(missing)}")
+    region_blocks = _region_blocks(block, regions) if block.address == LOCAL and regions else None
     with block.task_runner(region_blocks) as runner:
         yield runner
 
