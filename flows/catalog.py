@@ -7,10 +7,13 @@ written in bulk from the flow's process, which reaches the catalog. A corrupt da
 
 from __future__ import annotations
 
+from typing import Any
+
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from flows.common import DEFAULT_CLUSTER_BLOCK, catalog_settings, cluster_task_runner
+from proximate.catalog import CatalogSettings
 from proximate.catalog.indexing import IndexReport, summary_markdown
 from proximate.client import connect
 from proximate.regions import validate_region_name
@@ -43,18 +46,46 @@ def index_region(
     Returns:
         What the run listed, extracted, found broken and removed.
     """
-    logger = get_run_logger()
     validate_region_name(region)
     settings = catalog_settings(catalog)
     with (
         cluster_task_runner(cluster, scheduler_address, [region]) as runner,
         connect(runner.address, **runner.client_kwargs) as client,
     ):
-        listing = None if changed is not None else list_region_datasets(region, client)
-        plan = plan_index(region, settings, listing, changed, deleted, etags)
-        logger.info("region %s: %d to extract, %d to remove, %d unchanged", region, len(plan.extract),
-                    len(plan.delete), plan.unchanged)  # fmt: skip
-        report = IndexReport(region, listed=None if listing is None else len(listing), unchanged=plan.unchanged)
+        return index_with(client, region, settings, changed, deleted, etags, batch_size)
+
+
+def index_with(
+    client: Any,
+    region: str,
+    settings: CatalogSettings,
+    changed: list[str] | None = None,
+    deleted: list[str] | None = None,
+    etags: dict[str, str] | None = None,
+    batch_size: int = 50,
+) -> IndexReport:
+    """The steps of an index run, as Prefect tasks of the calling flow, on a cluster it is connected to (the
+    nightly flow indexes on the cluster its sync ran on).
+
+    Args:
+        client: A Dask client of the multi-region cluster.
+        region: The region to index.
+        changed: See :func:`index_region`.
+        deleted: See :func:`index_region`.
+        etags: See :func:`index_region`.
+        batch_size: Datasets per Dask task.
+        settings: The catalog to write.
+
+    Returns:
+        What the run listed, extracted, found broken and removed.
+    """
+    logger = get_run_logger()
+    listing = None if changed is not None else list_region_datasets(region, client)
+    plan = plan_index(region, settings, listing, changed, deleted, etags)
+    logger.info("region %s: %d to extract, %d to remove, %d unchanged", region, len(plan.extract),
+                len(plan.delete), plan.unchanged)  # fmt: skip
+    report = IndexReport(region, listed=None if listing is None else len(listing), unchanged=plan.unchanged)
+    if plan.extract:
         report = extract_and_index(client, settings, report, plan.extract, etags, batch_size)
     if plan.delete:
         remove_vanished(region, plan.delete, settings)

@@ -33,6 +33,7 @@ __all__ = [
     "cluster_task_runner",
     "parse_references",
     "run_on_cluster",
+    "run_regions_on_cluster",
 ]
 
 #: The CatalogConfig block the analysis flows read when no catalog is named, if one is saved under this name.
@@ -206,18 +207,44 @@ def run_on_cluster(block: RegionalCluster, references: Mapping[str, Iterable[Reg
         ParameterError: naming the parameter whose dataset is in a region the cluster does not have or that has
             no live worker, or ``cluster`` for a 'local' block that does not serve a region.
     """
+    client = _attached_client(block, sorted({w.region for ws in references.values() for w in ws}))
+    _require_live_regions(client, references)
+    return client
+
+
+def run_regions_on_cluster(block: RegionalCluster, parameter: str, regions: Sequence[str]) -> Any:
+    """:func:`run_on_cluster` for flows given regions rather than datasets (the sync, the nightly run).
+
+    Raises:
+        ParameterError: naming ``parameter`` for a region the cluster does not have or that has no live worker,
+            or ``cluster`` for a 'local' block that does not serve it.
+    """
+    from proximate.client import cluster_regions
+
+    client = _attached_client(block, regions)
+    info = cluster_regions(client)
+    for region in regions:
+        if region not in info["known"]:
+            raise ParameterError(
+                parameter,
+                f"region {region!r} is not in this cluster (regions: {', '.join(info['known']) or 'none'}):"
+                f" start workers with --region {region}",
+            )
+        if not info["live"].get(region):
+            raise ParameterError(parameter, f"region {region!r} has no live workers right now")
+    return client
+
+
+def _attached_client(block: RegionalCluster, regions: Sequence[str]) -> Any:
     runner = _current_runner()
     if isinstance(runner, RegionalTaskRunner) and runner.address is None:
         tls = block.tls()
         client_kwargs = {"security": tls.security()} if tls else {}
         if block.address == LOCAL:
-            regions = sorted({w.region for ws in references.values() for w in ws})
             runner.attach(_local_cluster(block, regions), client_kwargs)
         else:
             runner.attach(block.address, client_kwargs)
-    client = runner.client
-    _require_live_regions(client, references)
-    return client
+    return runner.client
 
 
 def _region_blocks(block: RegionalCluster, regions: Sequence[str]) -> list[Region]:

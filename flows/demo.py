@@ -177,8 +177,8 @@ def ingest(roots: Mapping[str, Path], scheduler_address: str, t0: float) -> None
         sync, index = night["sync"], night["index"]
         print(
             f"[{time.perf_counter() - t0:5.1f}s] {region}: synced {sync['transferred']} objects "
-            f"({sync['bytes_transferred'] / 2**20:.1f} MiB), indexed {index.extracted} "
-            f"({len(index.errors)} unreadable)"
+            f"({sync['bytes_transferred'] / 2**20:.1f} MiB), indexed {index['extracted']} "
+            f"({len(index['errors'])} unreadable)"
         )
 
 

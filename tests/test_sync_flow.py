@@ -1,21 +1,30 @@
-"""The sync flow through Prefect's own server: Region block in, Failed state naming the failed keys, progress
-and summary artifacts, no credentials anywhere; and the nightly deployments in prefect.yaml."""
+"""The sync flow through Prefect's own server, its bytes moved on the region's own workers: Region block in,
+Failed state naming the failed keys, progress and summary artifacts, no credentials anywhere."""
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import os
 import time
-import zoneinfo
 from pathlib import Path
 
 import boto3
-import yaml
+import pytest
 from s3_fault_proxy import FaultProxy
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "flow-test-secret-value-9f3c"
+REGIONS = ("sync-test-r", "sync-test-cold")
+
+
+@pytest.fixture(scope="module")
+def sync_cluster(tmp_path_factory):
+    """One worker per region of this module; each region's root is its own folder."""
+    from proximate.cluster import LocalRegionalCluster
+
+    roots = {r: tmp_path_factory.mktemp(r) for r in REGIONS}
+    with LocalRegionalCluster(roots, workers_per_region=1, no_workers_timeout=10.0) as c:
+        yield c, roots
 
 
 def _read(kind: str, flow_run_id) -> list[dict]:
@@ -32,7 +41,7 @@ def _read(kind: str, flow_run_id) -> list[dict]:
     return asyncio.run(read())
 
 
-def test_sync_region_flow_fails_listing_keys_then_completes(prefect_server, s3, tmp_path):
+def test_sync_region_flow_fails_listing_keys_then_completes(prefect_server, s3, sync_cluster):
     from prefect_aws import AwsCredentials
 
     from blocks.region import Region
@@ -50,7 +59,8 @@ def test_sync_region_flow_fails_listing_keys_then_completes(prefect_server, s3, 
     for key, body in objects.items():
         c.put_object(Bucket="flow", Key=key, Body=body)
     broken = {"src/g0/f00.nc", "src/g1/f04.nc"}
-    root = tmp_path / "fsx"
+    cluster, roots = sync_cluster
+    root = roots["sync-test-r"]
     with FaultProxy(s3["endpoint_url"]) as proxy:
         proxy.fail = {f"flow/{k}" for k in broken}
         Region(
@@ -60,7 +70,7 @@ def test_sync_region_flow_fails_listing_keys_then_completes(prefect_server, s3, 
             endpoint_url=proxy.url,
             aws_credentials=AwsCredentials(aws_access_key_id="k", aws_secret_access_key=SECRET),
         ).save("sync-test-r", overwrite=True)
-        state = sync_region("sync-test-r", return_state=True)
+        state = sync_region("sync-test-r", scheduler_address=cluster.address, return_state=True)
 
     assert state.is_failed()
     for key in broken:
@@ -85,7 +95,7 @@ def test_sync_region_flow_fails_listing_keys_then_completes(prefect_server, s3, 
         endpoint_url=s3["endpoint_url"],
         aws_credentials=AwsCredentials(aws_access_key_id="k", aws_secret_access_key=SECRET),
     ).save("sync-test-r", overwrite=True)
-    state = sync_region("sync-test-r", return_state=True)
+    state = sync_region("sync-test-r", scheduler_address=cluster.address, return_state=True)
     assert state.is_completed()
     data = state.result()
     assert sorted(data["changed"]) == sorted(k.removeprefix("src/") for k in broken)
@@ -94,25 +104,7 @@ def test_sync_region_flow_fails_listing_keys_then_completes(prefect_server, s3, 
         assert (root / key.removeprefix("src/")).read_bytes() == body
 
 
-def test_prefect_yaml_has_a_nightly_sync_deployment_per_region():
-    from flows.nightly import nightly_region
-
-    spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
-    # the scheduled ones: prefect.yaml also has an on-demand nightly-region deployment without a region
-    deployments = [
-        d for d in spec["deployments"] if d["entrypoint"] == "flows.nightly:nightly_region" and d.get("schedules")
-    ]
-    assert {d["parameters"]["region"] for d in deployments} == {"eu-west-2", "us-east-1"}
-    accepted = set(inspect.signature(nightly_region.fn).parameters)
-    for d in deployments:
-        assert set(d["parameters"]) <= accepted
-        assert d["work_pool"]["name"] == "proximate-local"
-        (schedule,) = d["schedules"]
-        assert len(schedule["cron"].split()) == 5
-        zoneinfo.ZoneInfo(schedule["timezone"])
-
-
-def test_sync_region_flow_skips_cold_objects_and_refuses_to_empty_the_mirror(prefect_server, s3, tmp_path):
+def test_sync_region_flow_skips_cold_objects_and_refuses_to_empty_the_mirror(prefect_server, s3, sync_cluster):
     """Archived objects do not fail the nightly sync; a source that lost every object does not empty the mirror
     unless delete_all says so; the block's SSE-C key reaches the reads and never a log, result or artifact."""
     import base64
@@ -130,7 +122,8 @@ def test_sync_region_flow_skips_cold_objects_and_refuses_to_empty_the_mirror(pre
     c.put_object(Bucket="cold", Key="src/archived.nc", Body=b"old", StorageClass="DEEP_ARCHIVE")
     key = os.urandom(32)
     secret_key = base64.b64encode(key).decode()
-    root = tmp_path / "fsx"
+    cluster, roots = sync_cluster
+    root = roots["sync-test-cold"]
     with FaultProxy(s3["endpoint_url"]) as proxy:
         proxy.sse_c = {f"cold/{k}": key for k in objects}
         Region(
@@ -141,7 +134,7 @@ def test_sync_region_flow_skips_cold_objects_and_refuses_to_empty_the_mirror(pre
             sse_customer_key=secret_key,
             aws_credentials=AwsCredentials(aws_access_key_id="k", aws_secret_access_key=SECRET),
         ).save("sync-test-cold", overwrite=True)
-        state = sync_region("sync-test-cold", delete=True, return_state=True)
+        state = sync_region("sync-test-cold", delete=True, scheduler_address=cluster.address, return_state=True)
         assert state.is_completed(), state.message
         data = state.result()
         assert data["skipped_cold"] == 1 and data["cold"] == ["src/archived.nc"] and data["failed"] == []
@@ -153,10 +146,12 @@ def test_sync_region_flow_skips_cold_objects_and_refuses_to_empty_the_mirror(pre
             time.sleep(0.5)
         for k in objects:
             c.delete_object(Bucket="cold", Key=k)
-        refused = sync_region("sync-test-cold", delete=True, return_state=True)
+        refused = sync_region("sync-test-cold", delete=True, scheduler_address=cluster.address, return_state=True)
         assert refused.is_failed() and "delete_all=True" in refused.message
         assert len(list(root.glob("f*.nc"))) == 4
-        done = sync_region("sync-test-cold", delete=True, delete_all=True, return_state=True)
+        done = sync_region(
+            "sync-test-cold", delete=True, delete_all=True, scheduler_address=cluster.address, return_state=True
+        )
         assert done.is_completed() and len(done.result()["deleted_paths"]) == 4
     for run in (state, refused, done):
         texts = [run.message or "", repr(run.result(raise_on_failure=False))]

@@ -8,6 +8,7 @@ calls them directly.
 from __future__ import annotations
 
 import os
+import pickle
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -174,6 +175,8 @@ class IndexReport:
     deleted: list[str] = field(default_factory=list)
     vanished: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    #: Bytes of the extraction results the client received from the region (pickled, as Dask sends them).
+    result_bytes: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -187,6 +190,7 @@ class IndexReport:
             "deleted": self.deleted,
             "vanished": self.vanished,
             "seconds": round(self.seconds, 3),
+            "result_bytes": self.result_bytes,
         }
 
 
@@ -225,6 +229,7 @@ def extract_and_write(
     ]
     pending: list[DatasetRecord] = []
     for _future, results in as_completed(futures, with_results=True, loop=client.loop):
+        report.result_bytes += len(pickle.dumps(results, protocol=5))
         records: list[DatasetRecord] = [r for r in results if isinstance(r, DatasetRecord)]
         report.vanished += [r for r in results if isinstance(r, str)]
         failed = [r for r in records if r.status == "error"]

@@ -20,10 +20,13 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from proximate.sync.backlog import add_to_backlog
 from proximate.sync.durable import direct_wanted
+from proximate.sync.manifest import Manifest
 from proximate.sync.pipeline import Progress, TransferPipeline, TransferSettings
 from proximate.sync.plan import DEFAULT_MAX_DELETE_SHARE, SyncPlan, finish_sync, plan_from
 from proximate.sync.result import SyncResult
+from proximate.sync.runlock import hold_run
 from proximate.sync.sources import RemoteObject, Source, open_source
 
 T = TypeVar("T")
@@ -190,11 +193,14 @@ def sync(
     verify: bool = True,
     progress: Progress | None = None,
     direct: bool | None = None,
+    what: str = "",
 ) -> SyncResult:
     """Mirror the tree at ``source_url`` into ``dest_root``: plan, transfer and finish in one run.
 
     See the module docstring for the guarantees (atomic, verified, durable, resumable). One source (and so one
-    S3 client) serves the listing and the transfer.
+    S3 client) serves the listing and the transfer. The run holds the root's run lock from its plan to its finish
+    (:mod:`proximate.sync.runlock`: an overlapping run is refused, so no delete ever follows a stale plan), and
+    adds what it wrote and deleted to the root's index backlog (:mod:`proximate.sync.backlog`).
 
     Args:
         source_url: ``s3://bucket/prefix`` or any fsspec URL (``file:///staging``, ...).
@@ -216,6 +222,7 @@ def sync(
         progress: Called with progress now and then (see :func:`transfer`).
         direct: Whether durable writes may use O_DIRECT; None reads ``PROXIMATE_SYNC_DIRECT`` when the sync
             starts (see :func:`transfer`).
+        what: Names this run in the message an overlapping run gets.
 
     Returns:
         The run's result; per-object failures (refused keys, server faults, checksum mismatches) are in
@@ -224,13 +231,38 @@ def sync(
 
     Raises:
         SourceError: The source cannot be listed (or its listing is incomplete); nothing is written.
-        SyncLockedError: Another sync holds the root's manifest.
+        SyncLockedError: Another sync is running into the root (its message names it); nothing was changed.
         ManifestWriteError: The manifest could not be written (a full disk); what it recorded stays valid.
     """
-    t0 = time.monotonic()
     root = Path(dest_root)
     root.mkdir(parents=True, exist_ok=True)
-    settings = TransferSettings(concurrency, block_size, fsync, verify, direct_wanted(direct), progress)
+    with hold_run(root, what):
+        result = _sync_locked(
+            source_url, root, storage_options, delete, max_delete, delete_all, max_delete_share,
+            TransferSettings(concurrency, block_size, fsync, verify, direct_wanted(direct), progress),
+            retries, backoff,
+        )  # fmt: skip
+        if result.changed or result.deleted_paths:
+            with Manifest(root, source_url) as manifest:
+                written = {r: manifest.entries[r].fingerprint for r in result.changed if r in manifest.entries}
+            add_to_backlog(root, written, result.deleted_paths)
+    return result
+
+
+def _sync_locked(
+    source_url: str,
+    root: Path,
+    storage_options: dict[str, Any] | None,
+    delete: bool,
+    max_delete: int | None,
+    delete_all: bool,
+    max_delete_share: float,
+    settings: TransferSettings,
+    retries: int,
+    backoff: float,
+) -> SyncResult:
+    t0 = time.monotonic()
+    concurrency = settings.concurrency
 
     async def plan_and_fetch(src: Source) -> tuple[SyncPlan, SyncResult]:
         plan = await plan_from(src, root)

@@ -764,3 +764,26 @@ def status(name: str, workdir: str | os.PathLike[str] | None = None) -> dict[str
         "roots": state["roots"],
         "tls": state["tls"],
     }
+
+
+def link_counters(path: str | os.PathLike[str] | None = None) -> dict[str, dict[str, int]] | None:
+    """Bytes each link of the testbed this process runs in has carried so far (as :meth:`Testbed.link_bytes`),
+    from its state file (``PROXIMATE_TESTBED_STATE``, which :meth:`Testbed.client_env` sets); None outside a
+    testbed or where its counters cannot be read (not root).
+    """
+    path = path or os.environ.get("PROXIMATE_TESTBED_STATE")
+    if not path:
+        return None
+    try:
+        state = load_state(Path(path))
+        out = {}
+        for link in state["links"]:
+            a, b = LinkEnd(**link["a"]), LinkEnd(**link["b"])
+            node_a, node_b = (end.namespace.removeprefix(f"{state['name']}-") for end in (a, b))
+            out[link["name"]] = {
+                f"{node_a}->{node_b}": netns.device_bytes(a.namespace, [a.device])[a.device]["tx"],
+                f"{node_b}->{node_a}": netns.device_bytes(b.namespace, [b.device])[b.device]["tx"],
+            }
+        return out
+    except (TestbedError, NetnsError, OSError, KeyError, ValueError):
+        return None
