@@ -47,11 +47,37 @@ class Region(Block):
         default=None,
         description="The SSE-C key of the source's objects: 32 bytes in base64 (openssl rand -base64 32).",
     )
+    nightly_cron: str | None = Field(
+        default=None,
+        description="When the region is ingested (sync, then index), as cron, e.g. '30 1 * * *'; empty: never on a"
+        " schedule. `proximate deploy-nightly` turns it into the deployment nightly-<name>.",
+    )
+    nightly_timezone: str = Field(default="UTC", description="IANA timezone of nightly_cron, e.g. 'Europe/London'.")
 
     @field_validator("name")
     @classmethod
     def _valid_name(cls, value: str) -> str:
         return validate_region_name(value)
+
+    @field_validator("nightly_cron")
+    @classmethod
+    def _valid_cron(cls, value: str | None) -> str | None:
+        if value:
+            from prefect.client.schemas.schedules import CronSchedule
+
+            CronSchedule(cron=value)  # raises ValueError naming the cron
+        return value or None
+
+    @field_validator("nightly_timezone")
+    @classmethod
+    def _valid_timezone(cls, value: str) -> str:
+        import zoneinfo
+
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"nightly_timezone {value!r} is not an IANA timezone (e.g. 'Europe/London')") from None
+        return value
 
     @field_validator("sse_customer_key")
     @classmethod

@@ -178,15 +178,12 @@ def worker_environment(workdir: Path, base: Mapping[str, str]) -> dict[str, str]
     }
 
 
-def deployable(prefect_yaml: Path, regions: set[str]) -> list[str]:
-    """The names of ``prefect.yaml``'s deployments that can run here: those without a ``region`` parameter, or
-    whose region has a saved Region block (the production nightly deployments name regions the demo lacks)."""
+def deployment_names(prefect_yaml: Path) -> list[str]:
+    """The names of ``prefect.yaml``'s deployments (none has a schedule or names a region: all run here)."""
     import yaml
 
     spec = yaml.safe_load(prefect_yaml.read_text())
-    return [
-        d["name"] for d in spec.get("deployments", []) if (d.get("parameters") or {}).get("region") in (None, *regions)
-    ]
+    return [d["name"] for d in spec.get("deployments", [])]
 
 
 #: What a flow run's Prefect tasks import on a Dask worker: 20 s the first time on a loaded 2-core machine (measured),
@@ -295,7 +292,7 @@ def _run_up(workdir: Path, workers_per_region: int) -> None:
         )
         # The pool and the deployments (two Prefect CLI starts) are made while the nightly flows run here.
         setup_log = logs / "prefect-setup.log"
-        names = deployable(PROJECT / "prefect.yaml", set(roots))
+        names = deployment_names(PROJECT / "prefect.yaml")
         setup = subprocess.Popen(
             [
                 "/bin/sh",

@@ -215,6 +215,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_deploy_nightly(args: argparse.Namespace) -> int:
+    deploy = find_command("deploy-nightly", args.entry_points)  # lives with the deployments (imports Prefect)
+    return int(deploy(["--pool", args.pool, "--cluster", args.cluster]))
+
+
 def _sse_c_key(path: str) -> bytes:
     """The SSE-C key in ``path``: its 32 bytes, or their base64 text (as ``openssl rand -base64 32`` writes it)."""
     import base64
@@ -516,6 +521,14 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--workers-per-region", type=int, default=2)
     up.add_argument("--port", type=int, default=0, help="the Prefect server's port on 127.0.0.1 (0: any free port)")
     up.set_defaults(func=cmd_up)
+
+    nightly = sub.add_parser(
+        "deploy-nightly",
+        help="one scheduled nightly deployment per saved Region block with a nightly_cron (and none without)",
+    )
+    nightly.add_argument("--pool", default="proximate-local", help="the work pool the deployments run on")
+    nightly.add_argument("--cluster", default="proximate-cluster", help="the RegionalCluster block the runs use")
+    nightly.set_defaults(func=cmd_deploy_nightly)
     return parser
 
 

@@ -38,12 +38,12 @@ def test_pyproject_registers_up_as_a_command_living_in_deployments():
     assert cli.find_command("up", entry_points) is up.run_up
 
 
-def test_up_deploys_what_runs_on_the_demo_regions_and_skips_production_nightlies():
-    names = up.deployable(PROJECT / "prefect.yaml", {"ecmwf", "gcp"})
+def test_up_deploys_every_deployment_of_prefect_yaml_none_scheduled():
+    names = up.deployment_names(PROJECT / "prefect.yaml")
     assert {"seasonal-mean", "compare-forecast-to-observations", "summarize", "nightly-region"} <= set(names)
     assert {"sync-region", "index-region"} <= set(names)
-    assert not {"nightly-eu-west-2", "nightly-us-east-1"} & set(names)  # no Region block of those names here
-    assert "nightly-eu-west-2" in up.deployable(PROJECT / "prefect.yaml", {"eu-west-2"})
+    spec = yaml.safe_load((PROJECT / "prefect.yaml").read_text())
+    assert not [d["name"] for d in spec["deployments"] if d.get("schedules")]
 
 
 def test_every_deployment_goes_to_the_pool_up_creates():
