@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 #: The project folder the flow runs import (as prefect.yaml's pull step has it).
@@ -33,7 +34,6 @@ async def _sync_deployments(pool: str, project: Path, cluster: str) -> dict[str,
     from prefect.utilities.callables import parameter_schema
 
     from blocks.cluster import RegionalCluster
-    from blocks.region import Region
     from flows.nightly import nightly_region
 
     async with get_client() as client:
@@ -51,8 +51,7 @@ async def _sync_deployments(pool: str, project: Path, cluster: str) -> dict[str,
                 f"no work pool named {pool!r}: create it (prefect work-pool create {pool} --type process"
                 " --base-job-template deployments/process-pool.json) or name another with --pool"
             ) from None
-        docs = await client.read_block_documents_by_type(Region.get_block_type_slug(), include_secrets=False)
-        regions = [Region.model_validate(doc.data) for doc in docs if doc.name == doc.data.get("name")]
+        regions = await _saved_regions(client)
         flow_id = await client.create_flow_from_name(nightly_region.name)
         wanted = {f"{PREFIX}{r.name}": r for r in regions if r.nightly_cron}
         created = []
@@ -83,6 +82,39 @@ async def _sync_deployments(pool: str, project: Path, cluster: str) -> dict[str,
                 await client.delete_deployment(deployment.id)
                 removed.append(deployment.name)
     return {"created": created, "removed": sorted(removed)}
+
+
+@dataclass(frozen=True)
+class RegionSchedule:
+    """When a saved Region block asks its region to be ingested."""
+
+    name: str
+    nightly_cron: str | None
+    nightly_timezone: str
+
+
+async def _saved_regions(client) -> list[RegionSchedule]:
+    from blocks.region import Region
+
+    docs = await client.read_block_documents_by_type(Region.get_block_type_slug(), include_secrets=False)
+    # Only the schedule fields: the rest may hold secrets, which are not read here. A block saved under another
+    # name than its region's is not one the flows can load by region name.
+    return [
+        RegionSchedule(doc.name, doc.data.get("nightly_cron") or None, doc.data.get("nightly_timezone") or "UTC")
+        for doc in docs
+        if doc.name == doc.data.get("name")
+    ]
+
+
+def saved_regions() -> list[RegionSchedule]:
+    """When each saved Region block asks its region to be ingested."""
+    from prefect import get_client
+
+    async def read() -> list:
+        async with get_client() as client:
+            return await _saved_regions(client)
+
+    return asyncio.run(read())
 
 
 def deploy_nightly(

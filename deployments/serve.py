@@ -2,31 +2,37 @@
 
     python -m deployments.serve
 
-For machines where a work pool is overkill: the flows get deployments (with the nightly schedules of
-prefect.yaml's regions taken from the environment) and run in this process when triggered from the UI.
+For machines where a work pool is overkill: every flow gets an on-demand deployment, and each saved Region
+block with a ``nightly_cron`` a scheduled ``nightly-<region>`` (as ``proximate deploy-nightly`` makes for a work
+pool); runs happen in this process, triggered from the UI or by their schedules.
 """
 
 from __future__ import annotations
-
-import os
 
 from prefect import serve
 
 
 def deployments() -> list:
-    from flows.analysis import compare_forecast_to_observations
+    from deployments.nightly import saved_regions
+    from flows.analysis import compare_forecast_to_observations, seasonal_mean, summarize
     from flows.catalog import index_region
+    from flows.nightly import nightly_region
     from flows.sync import sync_region
+    from flows.tabular import describe_table, fit_linear_regression
 
-    out = [compare_forecast_to_observations.to_deployment(name="compare-forecast-to-observations")]
-    timezone = os.environ.get("PROXIMATE_TIMEZONE", "UTC")
-    for region in filter(None, os.environ.get("PROXIMATE_REGIONS", "").split(",")):
-        out.append(
-            sync_region.to_deployment(
-                name=f"sync-{region}", cron="0 1 * * *", timezone=timezone, parameters={"region": region}
+    flows = [compare_forecast_to_observations, seasonal_mean, summarize, describe_table, fit_linear_regression,
+             nightly_region, sync_region, index_region]  # fmt: skip
+    out = [f.to_deployment(name=f.name) for f in flows]
+    for region in saved_regions():
+        if region.nightly_cron:
+            out.append(
+                nightly_region.to_deployment(
+                    name=f"nightly-{region.name}",
+                    cron=region.nightly_cron,
+                    timezone=region.nightly_timezone,
+                    parameters={"region": region.name},
+                )
             )
-        )
-        out.append(index_region.to_deployment(name=f"index-{region}", parameters={"region": region}))
     return out
 
 
