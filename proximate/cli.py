@@ -124,6 +124,41 @@ def cmd_cluster_up(args: argparse.Namespace) -> int:
         cluster.close()
 
 
+def cmd_autoscale(args: argparse.Namespace) -> int:
+    import logging
+
+    from proximate.autoscale import parse_bounds
+    from proximate.autoscale.service import parse_ecs_services, run_ecs_autoscaler
+
+    services = parse_ecs_services(args.ecs_service)  # every value checked before anything connects
+    if not args.max_workers:
+        raise RegionError("give --max-workers N (or REGION=N for every region)")
+    bounds = parse_bounds(list(services), args.min_workers, args.max_workers)
+    for flag, value in (("--target-duration", args.target_duration), ("--scale-interval", args.scale_interval)):
+        if value <= 0:
+            raise RegionError(f"{flag} must be positive, got {value}")
+    if args.scale_down_after < 0:
+        raise RegionError(f"--scale-down-after must not be negative, got {args.scale_down_after}")
+    tls = _tls_from_args(args)
+    if tls is None and args.scheduler.startswith("tls://"):
+        raise RegionError("a tls:// scheduler needs --tls-ca-file, --tls-cert and --tls-key")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    scaler = run_ecs_autoscaler(
+        args.scheduler,
+        services,
+        bounds,
+        security=tls.security() if tls else None,
+        endpoint_url=args.ecs_endpoint_url,
+        interval=args.scale_interval,
+        target_duration=args.target_duration,
+        scale_down_after=args.scale_down_after,
+        threads_per_worker=args.threads_per_worker,
+    )
+    updates = ", ".join(f"{r}={n}" for r, n in scaler.backend.updates) or "none"
+    print(f"autoscale stopped: desiredCount updates {updates}; {len(scaler.errors)} error(s)", flush=True)
+    return 0
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from proximate.cluster import worker_command, worker_env
 
@@ -521,6 +556,32 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--workers-per-region", type=int, default=2)
     up.add_argument("--port", type=int, default=0, help="the Prefect server's port on 127.0.0.1 (0: any free port)")
     up.set_defaults(func=cmd_up)
+
+    autoscale = sub.add_parser(
+        "autoscale",
+        help="scale each region's ECS service of workers on its own backlog (production; runs until SIGTERM)",
+    )
+    autoscale.add_argument("--scheduler", required=True, help="the multi-region scheduler, tls://host:port")
+    autoscale.add_argument(
+        "--ecs-service",
+        action="append",
+        default=[],
+        metavar="REGION=AWS_REGION:CLUSTER/SERVICE",
+        help="the ECS service running a region's workers (repeat per region)",
+    )
+    autoscale.add_argument("--min-workers", action="append", default=[], metavar="N|REGION=N",
+                           help="the fewest workers a region scales down to (default 1)")  # fmt: skip
+    autoscale.add_argument("--max-workers", action="append", default=[], metavar="N|REGION=N",
+                           help="the most workers a region scales up to")  # fmt: skip
+    autoscale.add_argument("--scale-down-after", type=float, default=10.0,
+                           help="seconds a region must need fewer workers before one is retired")  # fmt: skip
+    autoscale.add_argument("--target-duration", type=float, default=5.0,
+                           help="a region gets enough workers to clear its backlog in this many seconds")  # fmt: skip
+    autoscale.add_argument("--scale-interval", type=float, default=1.0, help="seconds between decisions")
+    autoscale.add_argument("--threads-per-worker", type=int, default=1, help="threads of each worker task")
+    autoscale.add_argument("--ecs-endpoint-url", help="an ECS endpoint other than AWS's (a VPC endpoint)")
+    _add_tls(autoscale)
+    autoscale.set_defaults(func=cmd_autoscale)
 
     nightly = sub.add_parser(
         "deploy-nightly",

@@ -340,3 +340,49 @@ def test_a_real_schedulers_backlog_in_a_becomes_an_update_service_call_on_as_ser
     finally:
         client.cancel(futures)
     assert backend.errors == [] and scaler.errors == []
+
+
+def test_the_autoscale_command_drives_each_regions_ecs_service_from_a_real_scheduler(ecs, s3_server, cluster, client):
+    """`proximate autoscale`, the production runner, as its own process: a backlog pinned to a raises a's service
+    to its maximum, b's stays at its minimum; SIGTERM stops it cleanly, reporting its updates."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    services = ["--ecs-service", "a=eu-west-2:proximate-a/workers", "--ecs-service", "b=us-east-1:proximate-b/workers"]
+    bounds = ["--min-workers", "2", "--max-workers", "4", "--scale-interval", "0.3"]
+    cmd = [sys.executable, "-m", "proximate.cli", "autoscale", "--scheduler", cluster.address, *services, *bounds,
+           "--ecs-endpoint-url", s3_server]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy())
+    futures = []
+    try:
+        deadline = time.monotonic() + 60
+        while (_desired(ecs, "a"), _desired(ecs, "b")) != (2, 2):  # both raised to their minimum first
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.poll() else ""
+            time.sleep(0.2)
+        futures = [client.submit(_half_second, i, resources={"pool-a": 0}, pure=False) for i in range(60)]
+        while _desired(ecs, "a") < 4:
+            assert proc.poll() is None and time.monotonic() < deadline, "a's service never reached its maximum"
+            time.sleep(0.2)
+        assert _desired(ecs, "b") == 2
+    finally:
+        client.cancel(futures)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    assert "desiredCount updates a=2, b=2, a=" in out and "0 error(s)" in out
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--ecs-service", "a=eu-west-2/proximate-a"], "expected REGION=AWS_REGION:CLUSTER/SERVICE"),
+        (["--ecs-service", "a=eu-west-2:c/s", "--max-workers", "b=3"], "'b'"),
+        (["--ecs-service", "a=eu-west-2:c/s", "--max-workers", "2", "--min-workers", "3"], "3"),
+        (["--ecs-service", "a=eu-west-2:c/s"], "--max-workers"),
+    ],
+)
+def test_the_autoscale_command_refuses_bad_input_before_connecting(extra, message, capsys):
+    code = cli.main(["autoscale", "--scheduler", "tcp://127.0.0.1:1", *extra])
+    assert code == 2 and message in capsys.readouterr().err
