@@ -50,6 +50,9 @@ class LocalityReport:
     complete: bool = False
     #: Wall time of the block, seconds: the Dask compute time when the block holds one computation.
     seconds: float = 0.0
+    #: Live workers per region over the block: (seconds since its start, count) at the start, at each change
+    #: (an autoscaler's, a lost worker) and at the end. Empty on a scheduler without the proximate router.
+    workers_by_region: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
 
     @property
     def cross_region_bytes(self) -> int:
@@ -82,20 +85,41 @@ def locality(client: Any = None) -> Iterator[LocalityReport]:
     from distributed import get_task_stream
 
     from proximate.client import client_context
+    from proximate.scheduler_plugin import worker_timeline
 
     report = LocalityReport()
     started = time.perf_counter()
     with client_context(client) as c:
         regions, names = _regions_and_names(c)
         marks = c.run(_log_marks)
+        at_start = c.run_on_scheduler(worker_timeline)
         with get_task_stream(client=c) as stream:
             yield report
         report.seconds = time.perf_counter() - started
+        if at_start is not None:
+            report.workers_by_region = _workers_over(
+                at_start, c.run_on_scheduler(worker_timeline, since=at_start["now"])
+            )
         later_regions, later_names = _regions_and_names(c)
         regions.update(later_regions)
         names.update(later_names)
         logs = _collect(c, marks)
     _fill(report, regions, names, logs, stream.data)
+
+
+def _workers_over(start: dict[str, Any], end: dict[str, Any]) -> dict[str, list[tuple[float, int]]]:
+    """Each region's live workers at the start, at every change, and at the end (seconds since the start)."""
+    t0 = start["now"]
+    regions = sorted({*start["live"], *end["live"], *(r for _, counts in end["events"] for r in counts)})
+    out: dict[str, list[tuple[float, int]]] = {r: [(0.0, start["live"].get(r, 0))] for r in regions}
+    for t, counts in end["events"]:
+        for region in regions:
+            n = counts.get(region, 0)
+            if n != out[region][-1][1]:
+                out[region].append((round(t - t0, 3), n))
+    for region in regions:
+        out[region].append((round(end["now"] - t0, 3), end["live"].get(region, 0)))
+    return out
 
 
 def _collect(client: Any, marks: dict[str, tuple[int, int]]) -> dict[str, list[dict[str, Any]]]:
@@ -158,4 +182,17 @@ def budget_markdown(report: LocalityReport, minimum: int, centralised: int, usd_
 | centralised (client region reads every input) | {_mib(centralised)} | {central} | {central_cost} |
 
 Tasks per region: {", ".join(f"{r}: {n}" for r, n in sorted(report.tasks_by_region.items()))}
-"""
+{workers_markdown(report)}"""
+
+
+def workers_markdown(report: LocalityReport) -> str:
+    """Workers per region over the run: at the start, fewest, most, at the end, and each change."""
+    if not report.workers_by_region:
+        return ""
+    lines = ["", "| region | workers at start | fewest | most | at end | changes (s: workers) |",
+             "| --- | ---: | ---: | ---: | ---: | --- |"]  # fmt: skip
+    for region, points in sorted(report.workers_by_region.items()):
+        counts = [n for _, n in points]
+        changes = ", ".join(f"{t:.1f}: {n}" for t, n in points[1:-1]) or "none"
+        lines.append(f"| {region} | {counts[0]} | {min(counts)} | {max(counts)} | {counts[-1]} | {changes} |")
+    return "\n".join(lines) + "\n"

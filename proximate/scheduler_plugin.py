@@ -21,7 +21,7 @@ import asyncio
 import logging
 import os
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from typing import Any
 
 from distributed.diagnostics.plugin import SchedulerPlugin
@@ -39,6 +39,8 @@ REGIONS_ENV = "PROXIMATE_REGIONS"
 NO_WORKERS_TIMEOUT_ENV = "PROXIMATE_NO_WORKERS_TIMEOUT"
 PROPAGATE_ENV = "PROXIMATE_PROPAGATE"
 DEFAULT_NO_WORKERS_TIMEOUT = 60.0
+#: Worker arrivals and departures the router remembers (for the workers per region over a run).
+WORKER_EVENTS = 10_000
 
 
 def task_pool(ts: Any) -> str | None:
@@ -85,6 +87,8 @@ class RegionRouter(SchedulerPlugin):
         self.derived: set[Any] = set()
         self.repinned = 0
         self._pc: PeriodicCallback | None = None
+        #: (wall time, live workers per region just after) at every worker arrival and departure.
+        self.worker_events: deque[tuple[float, dict[str, int]]] = deque(maxlen=WORKER_EVENTS)
 
     # -- lifecycle -----------------------------------------------------------------------------------------
     async def start(self, scheduler: Any) -> None:
@@ -112,6 +116,12 @@ class RegionRouter(SchedulerPlugin):
                 if region:
                     out[region] = out.get(region, 0) + 1
         return out
+
+    def add_worker(self, scheduler: Any, worker: str) -> None:
+        self.worker_events.append((time.time(), self.live_regions()))
+
+    def remove_worker(self, scheduler: Any, worker: str, **kwargs: Any) -> None:
+        self.worker_events.append((time.time(), self.live_regions()))
 
     # -- routing -------------------------------------------------------------------------------------------
     def update_graph(self, scheduler: Any, *, tasks: list[Any], **kwargs: Any) -> None:
@@ -224,6 +234,16 @@ def scheduler_regions(dask_scheduler: Any) -> dict[str, Any]:
         "no_workers_timeout": router.no_workers_timeout,
         "repinned": router.repinned,
     }
+
+
+def worker_timeline(dask_scheduler: Any, since: float | None = None) -> dict[str, Any] | None:
+    """For ``client.run_on_scheduler``: the scheduler's time, live workers per region now, and each change of them
+    since ``since`` (scheduler wall time) as ``(time, counts)``; None without the router."""
+    router = dask_scheduler.plugins.get(PLUGIN_NAME)
+    if router is None:
+        return None
+    events = [(t, counts) for t, counts in router.worker_events if since is not None and t >= since]
+    return {"now": time.time(), "live": router.live_regions(), "events": events}
 
 
 #: Above this many tasks the backlog report does not count waiting tasks (see ``scheduler_backlog``).

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from distributed import Client, wait
 
+import proximate
+from proximate.locality_report import workers_markdown
 from proximate.scheduler_plugin import retire_in_region, scheduler_backlog
 
 PROXIMATE = str(Path(sys.executable).with_name("proximate"))
@@ -53,6 +55,8 @@ def test_a_backlog_in_region_a_scales_a_alone_and_back_without_losing_a_task_or_
         with Client(address, timeout=30) as client:
             assert _counts(client) == {"a": 1, "b": 1}  # each region starts at its minimum
             assert {"a", "b"} <= {v for v in client.run(lambda: os.environ["PROXIMATE_REGION"]).values()}
+            measuring = proximate.locality(client)  # the analysis flows' report: workers per region over the run
+            locality = measuring.__enter__()
             t0 = time.monotonic()
             futures = [client.submit(one_second, i, runs, resources={"pool-a": 0}, pure=False) for i in range(TASKS)]
             # the backlog as the scheduler reports it: all of it a's, with expected seconds
@@ -81,6 +85,7 @@ def test_a_backlog_in_region_a_scales_a_alone_and_back_without_losing_a_task_or_
                     back_to_min = samples[-1][0] - drained
                 assert time.monotonic() - t0 < drained + 90, samples[-1]
                 time.sleep(0.5)
+            measuring.__exit__(None, None, None)
             print(
                 f"a at 3 workers after {reached_max} s, drained at {drained:.1f} s, back to 1 after {back_to_min:.1f} s"
             )
@@ -89,6 +94,10 @@ def test_a_backlog_in_region_a_scales_a_alone_and_back_without_losing_a_task_or_
             assert all(c["b"] == 1 for _, c in samples), samples  # b never moved
             assert max(c["a"] for _, c in samples) == 3  # never above the maximum
             assert back_to_min <= 60, samples
+            a_over_run = [n for _, n in locality.workers_by_region["a"]]
+            assert (a_over_run[0], max(a_over_run), a_over_run[-1]) == (1, 3, 1), locality.workers_by_region
+            assert {n for _, n in locality.workers_by_region["b"]} == {1}
+            assert "| a | 1 | 1 | 3 | 1 |" in workers_markdown(locality)
 
             # every task ran exactly once, in region a
             marks = {p.name: p.read_text().splitlines() for p in (tmp_path / "runs").iterdir()}
