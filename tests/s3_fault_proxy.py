@@ -57,7 +57,14 @@ class FaultProxy:
     ``requester_pays``: buckets refusing (403) any request without ``x-amz-request-payer: requester``; ``cold``:
     objects archived in a tier the listing does not show (GET: 403 InvalidObjectState); ``restored``: archived
     objects whose restore finished (the listing's RestoreStatus says so when asked, as moto's does not);
-    ``truncate_listing``: listing pages that say IsTruncated give no NextContinuationToken."""
+    ``truncate_listing``: listing pages that say IsTruncated give no NextContinuationToken.
+
+    Finding a bucket's region without s3:ListBucket: ``refuse_head_bucket``: bucket -> whether its HeadBucket's
+    403 names the region in ``x-amz-bucket-region`` (as S3's does; ``False``: as an intermediary stripping it would);
+    ``refuse_location``: buckets whose GetBucketLocation gets 403 (otherwise it is answered whatever region it was
+    signed for, with the bucket's region, as S3 answers it); ``unnamed_region``: buckets whose answers never name
+    their region (no ``x-amz-bucket-region``, no ``Region`` in error bodies), as a gateway that strips them would
+    leave them. ``bucket_requests`` counts requests by kind ("HEAD bucket", "GET location", ...)."""
 
     def __init__(self, upstream: str) -> None:
         parsed = urllib.parse.urlsplit(upstream)
@@ -75,6 +82,10 @@ class FaultProxy:
         self.cold: set[str] = set()
         self.restored: set[str] = set()
         self.truncate_listing = False
+        self.refuse_head_bucket: dict[str, bool] = {}
+        self.refuse_location: set[str] = set()
+        self.unnamed_region: set[str] = set()
+        self.bucket_requests: Counter[str] = Counter()
         self.wrong_region: Counter[str] = Counter()  # request kind ("GET bucket/key", "HEAD bucket") -> refusals
         self.signed_regions: Counter[str] = Counter()  # region each object GET was signed for
         self._real_etags: dict[str, str] = {}  # opaque ETag -> the server's
@@ -95,7 +106,7 @@ class FaultProxy:
                 body = self.rfile.read(length) if length else None
                 split = urllib.parse.urlsplit(self.path)
                 target = urllib.parse.unquote(split.path).lstrip("/")
-                query = urllib.parse.parse_qs(split.query)
+                query = urllib.parse.parse_qs(split.query, keep_blank_values=True)  # "?location" has no value
                 bucket = target.split("/")[0]
                 is_object_read = self.command in ("GET", "HEAD") and "/" in target.rstrip("/")
                 if self._refused(target, bucket, query, is_object_read):
@@ -155,14 +166,36 @@ class FaultProxy:
                     region = query["X-Amz-Credential"][0].split("/")[2]
                 home = proxy.bucket_region.get(bucket)
                 head = self.command == "HEAD"
+                named = {} if bucket in proxy.unnamed_region or not home else {"x-amz-bucket-region": home}
+                if not is_object_read:
+                    kind = "location" if "location" in query else "bucket"
+                    with proxy._lock:
+                        proxy.bucket_requests[f"{self.command} {kind}"] += 1
+                if head and not is_object_read and bucket in proxy.refuse_head_bucket:
+                    self._reply(403, named if proxy.refuse_head_bucket[bucket] else {}, b"", head=True)
+                    return True
+                if self.command == "GET" and "location" in query and not is_object_read:
+                    if bucket in proxy.refuse_location:
+                        self._reply(403, {"Content-Type": "application/xml"}, error("AccessDenied", "Access Denied"))
+                    else:
+                        body = (
+                            '<?xml version="1.0" encoding="UTF-8"?><LocationConstraint xmlns='
+                            f'"http://s3.amazonaws.com/doc/2006-03-01/">{home or ""}</LocationConstraint>'
+                        ).encode()
+                        self._reply(200, {"Content-Type": "application/xml"}, body)
+                    return True
                 if home and region and region != home:
                     with proxy._lock:
                         proxy.wrong_region[f"{self.command} {'object' if is_object_read else 'bucket'}"] += 1
                     message = (
                         f"The authorization header is malformed; the region '{region}' is wrong; expecting '{home}'"
                     )
-                    body = b"" if head else error("AuthorizationHeaderMalformed", message, Region=home)
-                    self._reply(400, {"x-amz-bucket-region": home, "Content-Type": "application/xml"}, body, head=head)
+                    if bucket in proxy.unnamed_region:
+                        message = "The authorization header is malformed; the region is wrong"
+                        body = b"" if head else error("AuthorizationHeaderMalformed", message)
+                    else:
+                        body = b"" if head else error("AuthorizationHeaderMalformed", message, Region=home)
+                    self._reply(400, {**named, "Content-Type": "application/xml"}, body, head=head)
                     return True
                 if is_object_read and self.command == "GET" and region:
                     with proxy._lock:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+import pandas as pd
 import xarray as xr
 
 
@@ -29,6 +31,7 @@ def test_end_to_end_demo(prefect_server, tmp_path, capsys):
 
     results = run_demo(tmp_path / "demo", workers_per_region=1)
     out = capsys.readouterr().out
+    print(out)  # the demo's own report, shown when the test fails (and with -rP)
     assert "ecmwf: synced" in out and "gcp: synced" in out
     for name in ("compare", "seasonal"):
         res = results[name]
@@ -40,6 +43,49 @@ def test_end_to_end_demo(prefect_server, tmp_path, capsys):
         assert res.cross_region_bytes <= 1.1 * minimum, (name, res)
         assert (tmp_path / "demo" / "results" / f"{res.output.rsplit('/', 1)[1][:-3]}.png").stat().st_size > 1000
     assert len(results["seasonal"].datasets) == 2  # one year in each region
+    check_tables(results, tmp_path / "demo" / "regions", out)
+
+
+def check_tables(results, regions, out: str) -> None:
+    """The table flows over the trips of both regions equal pandas and numpy on the files the demo generated
+    (read here with pandas), and only kilobytes of partials crossed while the rows are megabytes."""
+    from flows.demo import TRIPS
+
+    files = [regions / region / path for region, (path, _start, _seed) in TRIPS.items()]
+    rows = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    rows["trip_dur_secs"] = (rows.tpep_dropoff_datetime - rows.tpep_pickup_datetime).dt.total_seconds()
+    describe, regression = results["describe"], results["regression"]
+    assert describe["datasets"] == regression["datasets"] == [f"{r}:{p}" for r, (p, _, _) in TRIPS.items()]
+    columns = ["passenger_count", "trip_distance", "fare_amount", "trip_dur_secs"]
+    expected = rows[columns].describe()
+    for column in columns:
+        got = describe["columns"][column]
+        assert got["count"] == len(rows)
+        stats = ["mean", "std", "min", "max"]
+        np.testing.assert_allclose([got[k] for k in stats], expected.loc[stats, column].to_numpy(), rtol=1e-9)
+    by_vendor = rows.groupby("VendorID")["fare_amount"].agg(["count", "sum", "mean"])
+    assert set(describe["groups"]) == {str(v) for v in by_vendor.index}
+    for vendor, want in by_vendor.iterrows():
+        got = describe["groups"][str(vendor)]["fare_amount"]
+        np.testing.assert_allclose([got["count"], got["sum"], got["mean"]], want.to_numpy(), rtol=1e-9)
+
+    y = rows.trip_dur_secs.to_numpy()
+    x = np.column_stack([np.ones(len(rows)), rows.trip_distance, rows.passenger_count])
+    beta, *_ = np.linalg.lstsq(x, y, rcond=None)
+    r2 = 1 - ((y - x @ beta) ** 2).sum() / ((y - y.mean()) ** 2).sum()
+    np.testing.assert_allclose([regression["intercept"], regression["coefficients"]["trip_distance"],
+                                regression["coefficients"]["passenger_count"], regression["r2"]], [*beta, r2],
+                               rtol=1e-7)  # fmt: skip
+    assert regression["n"] == len(rows)
+
+    size = sum(f.stat().st_size for f in files)
+    assert size > 2 * 2**20  # megabytes of rows in the two regions
+    for res, floats in ((describe, 2 * (5 * 4 + 2 * 2 * 4)), (regression, 2 * (3 * 3 + 3))):
+        # At least each region's sums (8 bytes a number), at most kilobytes: the partials, never the rows.
+        assert floats * 8 < res["cross_region_bytes"] < 64 * 2**10, res
+        assert res["minimum_bytes"] <= res["cross_region_bytes"] and res["rows_bytes"] > 100 * res["cross_region_bytes"]
+        assert set(res["tasks_by_region"]) >= {"ecmwf", "gcp"}, res["tasks_by_region"]
+    assert "describe-table: ecmwf:trips/" in out and "regression-table: " in out and "r2 " in out
 
 
 def test_demo_environment_is_one_explicit_dict_applied_for_the_demo_only(tmp_path, monkeypatch):

@@ -194,6 +194,60 @@ def test_a_bucket_in_another_region_is_read_from_its_region(s3, tmp_path):
         assert set(proxy.signed_regions) == {"eu-west-2"} and proxy.wrong_region["GET object"] == 0
 
 
+@pytest.mark.parametrize("answers", ["403 names it", "location", "probe redirect"])
+def test_a_bucket_in_another_region_is_found_when_head_bucket_is_refused(s3, tmp_path, answers):
+    """Credentials without s3:ListBucket get 403 for HeadBucket. A transfer with a fresh source (the flow's
+    batches, listed elsewhere) finds the bucket's region as botocore and S3 tell it: the 403's
+    x-amz-bucket-region, else GetBucketLocation, else the redirect of a probe GET through botocore; every read is
+    then signed for eu-west-2 and none is refused for its region."""
+    c = client(s3["endpoint_url"])
+    c.create_bucket(Bucket=BUCKET)
+    objects = small_payloads(12)
+    objects["p/multi.bin"] = os.urandom(11 * MiB)
+    put_many(c, objects)
+    with FaultProxy(s3["endpoint_url"]) as proxy:
+        proxy.bucket_region = {BUCKET: "eu-west-2"}
+        opts = options(proxy.url, s3)
+        plan = plan_sync(f"s3://{BUCKET}/p/", tmp_path / "root", storage_options=opts)
+        proxy.refuse_head_bucket = {BUCKET: answers == "403 names it"}
+        proxy.refuse_location = {BUCKET} if answers == "probe redirect" else set()
+        proxy.signed_regions.clear()
+        proxy.wrong_region.clear()
+        proxy.bucket_requests.clear()
+        batch = transfer(plan.fetch, f"s3://{BUCKET}/p/", tmp_path / "root", new=plan.new, storage_options=opts)
+        assert batch.failed == [] and data_files(tmp_path / "root") == expected(objects)
+        assert set(proxy.signed_regions) == {"eu-west-2"}, proxy.signed_regions
+        # No read of ours went to the wrong region; only the probe may have (botocore sends it and follows S3's
+        # redirect), unless a HEAD botocore sent first had already taught botocore the region.
+        assert proxy.wrong_region["GET object"] <= (answers == "probe redirect"), proxy.wrong_region
+        assert proxy.bucket_requests["HEAD bucket"] == 1
+        assert proxy.bucket_requests["GET location"] == (answers != "403 names it"), proxy.bucket_requests
+
+
+def test_a_bucket_whose_region_nothing_names_fails_naming_it_and_what_to_set(s3, tmp_path):
+    """HeadBucket and GetBucketLocation refused and no answer naming the region: each read fails with a message
+    naming the bucket, the region it was signed for, what was asked, and the option to set; set, it works."""
+    c = client(s3["endpoint_url"])
+    c.create_bucket(Bucket=BUCKET)
+    objects = small_payloads(3)
+    put_many(c, objects)
+    with FaultProxy(s3["endpoint_url"]) as proxy:
+        proxy.bucket_region = {BUCKET: "eu-west-2"}
+        opts = options(proxy.url, s3)
+        plan = plan_sync(f"s3://{BUCKET}/p/", tmp_path / "root", storage_options=opts)
+        proxy.refuse_head_bucket = {BUCKET: False}
+        proxy.refuse_location = proxy.unnamed_region = {BUCKET}
+        batch = transfer(plan.fetch, f"s3://{BUCKET}/p/", tmp_path / "root", new=plan.new, storage_options=opts)
+        assert len(batch.failed) == len(objects)
+        message = str(batch.failed[0])
+        for part in (f"bucket {BUCKET!r} is not in region 'us-east-1'", "HeadBucket answered HTTP 403",
+                     "GetBucketLocation answered HTTP 403", "region_name", "s3:ListBucket"):  # fmt: skip
+            assert part in message, message
+        opts["client_kwargs"]["region_name"] = "eu-west-2"
+        batch = transfer(plan.fetch, f"s3://{BUCKET}/p/", tmp_path / "root", new=plan.new, storage_options=opts)
+        assert batch.failed == [] and data_files(tmp_path / "root") == expected(objects)
+
+
 def test_a_requester_pays_bucket_is_listed_and_read_only_when_asked(s3, tmp_path):
     c = client(s3["endpoint_url"])
     c.create_bucket(Bucket=BUCKET)

@@ -110,3 +110,93 @@ def bbox_shapes(bbox: Sequence[float]) -> list[dict[str, Any]]:
     union just the same, and osmem-server (the test stand-in) only honours a multipolygon's first polygon."""
     west, south, east, north = check_bbox(bbox)
     return [box_shape(w, south, e, north) for w, e in lon_intervals(west, east)]
+
+
+# -- footprints of cells: meshes and grids with cell bounds ----------------------------------------------------
+
+#: Degrees below which a gap between cells is rounding (cells sharing a vertex meet exactly, up to float error).
+ARC_TOLERANCE = 1e-6
+
+
+def _fill_missing_vertices(values: np.ndarray) -> np.ndarray:
+    """Each cell's missing vertices (NaN: a mixed mesh's fill values, a vertex at a pole) replaced by the cell's
+    first valid vertex, which adds a zero-length edge: the cell's arc and winding stay the same."""
+    valid = np.isfinite(values)
+    first = np.argmax(valid, axis=1)
+    first_value = values[np.arange(values.shape[0]), first]
+    return np.where(valid, values, first_value[:, None])
+
+
+def cell_arcs(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, float, float] | None:
+    """The longitude arcs and latitude range that cells cover, from their vertices.
+
+    Args:
+        lon: vertex longitudes in degrees, shape ``(cells, vertices)``, NaN where a cell has fewer vertices.
+        lat: vertex latitudes, the same shape.
+
+    Returns:
+        ``(arcs, south, north)``: ``arcs`` is an ``(n, 2)`` array of merged, sorted ``[start, end]`` intervals
+        on the circle ``[0, 360]`` that the cells' longitudes cover; a cell winding once around a pole covers
+        every longitude and reaches that pole. ``None`` if no cell has a valid vertex.
+    """
+    lon = np.asarray(lon, dtype=np.float64)
+    lat = np.asarray(lat, dtype=np.float64)
+    lat = np.where(np.abs(lat) <= 90.0, lat, np.nan)
+    # A vertex on a pole has no longitude of its own (writers put anything there): it only counts for latitude.
+    lon = np.where(np.isfinite(lat) & (np.abs(lat) < 90.0 - 1e-9), lon, np.nan)
+    keep = np.isfinite(lon).any(axis=1)
+    if not keep.any():
+        return None
+    lon, lat = _fill_missing_vertices(lon[keep]), lat[keep]
+    # Each edge's longitude step taken the short way round, so a cell crossing 180 is one run, not 358 degrees.
+    steps = (np.diff(lon, axis=1, append=lon[:, :1]) + 180.0) % 360.0 - 180.0
+    unwrapped = lon[:, :1] + np.concatenate([np.zeros((lon.shape[0], 1)), np.cumsum(steps[:, :-1], axis=1)], axis=1)
+    west = unwrapped.min(axis=1)
+    span = unwrapped.max(axis=1) - west
+    # Steps summing to a full turn: the cell winds around a pole, so it holds every longitude and the pole.
+    winding = np.abs(steps.sum(axis=1)) > 180.0
+    lat_mean = np.nanmean(lat, axis=1)
+    south = float(np.nanmin(lat))
+    north = float(np.nanmax(lat))
+    if winding.any():
+        span = np.where(winding, 360.0, span)
+        north = 90.0 if (winding & (lat_mean > 0)).any() else north
+        south = -90.0 if (winding & (lat_mean <= 0)).any() else south
+    return merge_arcs(west, span), south, north
+
+
+def merge_arcs(west: np.ndarray, span: np.ndarray) -> np.ndarray:
+    """Arcs (start, length in degrees) merged into sorted, disjoint ``[start, end]`` intervals on ``[0, 360]``;
+    arcs closer than :data:`ARC_TOLERANCE` are joined."""
+    west = np.asarray(west, dtype=np.float64).ravel()
+    span = np.minimum(np.asarray(span, dtype=np.float64).ravel(), 360.0)
+    if (span >= 360.0).any():
+        return np.array([[0.0, 360.0]])
+    start = west % 360.0
+    end = start + span
+    # An arc past 360 continues at 0: split it there, so every interval lies on [0, 360].
+    over = end > 360.0
+    start = np.concatenate([start, np.zeros(int(over.sum()))])
+    end = np.concatenate([np.minimum(end, 360.0), end[over] - 360.0])
+    order = np.argsort(start, kind="stable")
+    start, end = start[order], end[order]
+    reach = np.maximum.accumulate(end)
+    opens = np.concatenate([[True], start[1:] > reach[:-1] + ARC_TOLERANCE])
+    closes = np.concatenate([opens[1:], [True]])
+    return np.stack([start[opens], reach[closes]], axis=1)
+
+
+def arcs_lon_extent(arcs: np.ndarray) -> tuple[float, float]:
+    """The smallest arc holding merged intervals (from :func:`merge_arcs`) as (west, east) in [-180, 180]: the
+    complement of their widest gap, or (-180, 180) when no gap is left (they circle the globe)."""
+    starts, ends = arcs[:, 0], arcs[:, 1]
+    gaps = np.append(starts[1:] - ends[:-1], starts[0] + 360.0 - ends[-1])  # gap after each; the last wraps
+    i = int(np.argmax(gaps))
+    if gaps[i] <= ARC_TOLERANCE:
+        return (-180.0, 180.0)
+    west = float(starts[(i + 1) % len(starts)])
+    east = float(ends[i])
+    west, east = (float(normalize_lon(np.array(v))) for v in (west, east))
+    if east == -180.0:  # an arc ending exactly on the antimeridian does not cross it
+        east = 180.0
+    return (west, east)

@@ -228,3 +228,82 @@ async def open_client(options: Mapping[str, Any]) -> S3Client:
     given = {"aws_access_key_id": fs.key, "aws_secret_access_key": fs.secret, "aws_session_token": fs.token}
     explicit = explicit_credentials({**given, **fs.client_kwargs})
     return S3Client(client, blocking=False, session=fs.session, explicit=explicit, fs=fs)
+
+
+#: GetBucketLocation's LocationConstraint of the buckets created before regions had names in it.
+_LEGACY_LOCATIONS = {None: "us-east-1", "": "us-east-1", "EU": "eu-west-1"}
+#: The key of the GET that lets botocore's redirector find a bucket's region when nothing else could say it.
+PROBE_KEY = "proximate-region-probe"
+
+
+def _error_region(exc: Exception) -> str | None:
+    """The bucket region an S3 error response names (its ``x-amz-bucket-region`` header, or the ``Region`` of
+    its body, which S3 puts in a 400 AuthorizationHeaderMalformed), as botocore's redirector reads them."""
+    response = getattr(exc, "response", None) or {}
+    headers = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}) or {}
+    return headers.get("x-amz-bucket-region") or response.get("Error", {}).get("Region") or None
+
+
+def _error_text(exc: Exception) -> str:
+    response = getattr(exc, "response", None) or {}
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    code = response.get("Error", {}).get("Code")
+    if not status:
+        return f"{type(exc).__name__}: {exc}"
+    return f"HTTP {status}" if code in (None, "", str(status)) else f"HTTP {status} {code}"
+
+
+async def find_bucket_region(client: S3Client, bucket: str, object_params: Mapping[str, Any]) -> tuple[str | None, str]:
+    """Where ``bucket`` is, asked the ways botocore and S3 tell it, for reads that botocore does not send itself.
+
+    1. HeadBucket: when it succeeds botocore's redirector has followed S3's redirect (if any) and knows the
+       region, so there is nothing to add (``None``). Refused (403 without s3:ListBucket), S3 still names the
+       region in the answer's ``x-amz-bucket-region``, which botocore's redirector would read too.
+    2. GetBucketLocation (s3:GetBucketLocation, often granted where ListBucket is not), answered from any region.
+    3. A GET of a key that need not exist, through botocore: if the client's region is wrong S3 refuses it with
+       the region in the answer, which the redirector follows and remembers (then ``None``: botocore knows).
+
+    Args:
+        client: The source's client.
+        bucket: The bucket.
+        object_params: The source's per-object parameters (SSE-C key, requester-pays) for the probe GET.
+
+    Returns:
+        (the bucket's region when one of the answers named it and botocore has not learned it itself, else
+        ``None``; what each step answered, for an error message should reads still be refused).
+    """
+    tried = []
+    try:
+        await client.call("head_bucket", Bucket=bucket)
+        return None, "HeadBucket succeeded"
+    except Exception as exc:
+        region = _error_region(exc)
+        if region:
+            return region, f"HeadBucket answered {_error_text(exc)} naming region {region!r}"
+        tried.append(f"HeadBucket answered {_error_text(exc)}")
+    try:
+        location = await client.call("get_bucket_location", Bucket=bucket)
+        constraint = location.get("LocationConstraint")
+        region = _LEGACY_LOCATIONS.get(constraint, constraint)
+        return region, "; ".join([*tried, f"GetBucketLocation answered {region!r}"])
+    except Exception as exc:
+        region = _error_region(exc)
+        if region:
+            return region, "; ".join([*tried, f"GetBucketLocation answered {_error_text(exc)} naming {region!r}"])
+        tried.append(f"GetBucketLocation answered {_error_text(exc)}")
+    try:
+        await client.call("get_object", Bucket=bucket, Key=PROBE_KEY, Range="bytes=0-0", **object_params)
+        tried.append("a probe GET succeeded")
+    except Exception as exc:
+        region = _error_region(exc)
+        tried.append(f"a probe GET answered {_error_text(exc)}")
+        if region:
+            return region, "; ".join(tried)
+    return None, "; ".join(tried)
+
+
+def in_region(options: Mapping[str, Any], region: str) -> dict[str, Any]:
+    """s3fs-style ``options`` for a client in ``region`` (``client_kwargs["region_name"]``), all else the same."""
+    out = dict(options)
+    out["client_kwargs"] = {**(options.get("client_kwargs") or {}), "region_name": region}
+    return out

@@ -31,6 +31,16 @@ class Var:
     read: Callable[[], np.ndarray]
     numeric: bool
     group: str = ""
+    #: Reads rows ``[slice]`` of the first dimension in full (``read`` samples huge 2-D coordinates); ``None``:
+    #: the handler only reads whole variables.
+    read_rows: Callable[[slice], np.ndarray] | None = None
+
+    def read_block(self, rows: slice) -> np.ndarray | None:
+        """Rows of the first dimension, every value of them; ``None`` if this handler can only sample them."""
+        if self.read_rows is not None:
+            return self.read_rows(rows)
+        values = self.read()
+        return values[rows] if values.shape == self.shape else None
 
 
 @dataclass

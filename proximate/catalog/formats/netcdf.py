@@ -62,6 +62,9 @@ def _variable(var: Any, group: str, header: Header) -> Var:
     def read(var: Any = var, attrs: dict[str, Any] = attrs) -> np.ndarray:
         return decode(read_limited(var, _read_netcdf), attrs)
 
+    def read_rows(rows: slice, var: Any = var, attrs: dict[str, Any] = attrs) -> np.ndarray:
+        return decode(var[rows], attrs)
+
     # Dimensions keep their group path too, so a subgroup's "time" is not the root's "time".
     dims = tuple(_dim_name(var, d) for d in var.dimensions) if group else tuple(var.dimensions)
     return Var(
@@ -73,6 +76,7 @@ def _variable(var: Any, group: str, header: Header) -> Var:
         read=read,
         numeric=kind in "fiu",
         group=group,
+        read_rows=read_rows if var.ndim else None,
     )
 
 

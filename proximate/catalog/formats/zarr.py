@@ -63,6 +63,9 @@ def _add_array(arr: Any, name: str, group: str, header: Header) -> None:
     def read(arr: Any = arr, attrs: dict[str, Any] = attrs) -> np.ndarray:
         return decode(read_limited(arr), attrs)
 
+    def read_rows(rows: slice, arr: Any = arr, attrs: dict[str, Any] = attrs) -> np.ndarray:
+        return decode(arr[rows], attrs)
+
     header.variables[qualified(group, name)] = Var(
         attrs=attrs,
         dims=dims,
@@ -72,4 +75,5 @@ def _add_array(arr: Any, name: str, group: str, header: Header) -> None:
         read=read,
         numeric=np.dtype(dtype).kind in "fiu",
         group=group,
+        read_rows=read_rows if arr.ndim else None,
     )

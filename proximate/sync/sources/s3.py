@@ -11,14 +11,13 @@ objects use every core, where one event loop receiving every byte would run on o
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 from collections.abc import Mapping
 from typing import Any
 
 from botocore.utils import percent_encode
 
-from proximate.sync.s3client import S3Client, open_client
+from proximate.sync.s3client import S3Client, find_bucket_region, in_region, open_client
 from proximate.sync.sources.base import (
     ColdObjectError,
     ObjectAddress,
@@ -60,10 +59,12 @@ _SIGNED_REGION = re.compile(r"Credential=[^/,\s]+/\d{8}/([^/,\s]+)/s3/aws4_reque
 
 
 class S3ReadError(OSError):
-    """A GET answered with an error status; shaped like botocore's errors so retry rules apply alike."""
+    """A GET answered with an error status; shaped like botocore's errors so retry rules apply alike.
+    ``detail`` says what the answer means and what to do, where the code alone would not."""
 
-    def __init__(self, key: str, status: int, code: str | None) -> None:
-        super().__init__(f"GET of {key!r} answered HTTP {status} {code or ''}".rstrip())
+    def __init__(self, key: str, status: int, code: str | None, detail: str = "") -> None:
+        answer = f"GET of {key!r} answered HTTP {status} {code or ''}".rstrip()
+        super().__init__(f"{answer}: {detail}" if detail else answer)
         self.response = {"ResponseMetadata": {"HTTPStatusCode": status}, "Error": {"Code": code or str(status)}}
 
 
@@ -105,6 +106,8 @@ class S3Source(ThreadedSource):
         self._client: S3Client | None = None
         self._url_base: str | None = None
         self._signing_region: str | None = None
+        self._region_answers = ""  # what the bucket-region look-up was told (see _learn_url_base)
+        self._replaced: list[S3Client] = []  # clients replaced by one in the bucket's region, closed at exit
         self._learning = asyncio.Lock()
         self._http: Connections | None = None
 
@@ -143,6 +146,9 @@ class S3Source(ThreadedSource):
         if self._client is not None:
             await self._client.close()
             self._client = None
+        for old in self._replaced:
+            await old.close()
+        self._replaced.clear()
 
     @property
     def client(self) -> S3Client:
@@ -216,13 +222,17 @@ class S3Source(ThreadedSource):
         the bucket's own region, and that region (:attr:`_signing_region`); "" when botocore does not sign with
         SigV4 here, so every URL is left to it.
 
-        A HeadBucket first lets botocore find the bucket's region when it is not the client's: its redirector
-        follows S3's answer (a 301, or a 400 with ``x-amz-bucket-region``) and remembers the region for the
-        bucket, so the request it then prepares goes to the bucket's regional endpoint, signed for its region
-        (tests/test_sync_real_s3.py proves the reads land there). Best effort: a HeadBucket refused (no
-        s3:ListBucket) leaves the client's region."""
-        with contextlib.suppress(Exception):
-            await self.client.call("head_bucket", Bucket=self.bucket)
+        First the bucket's region (:func:`~proximate.sync.s3client.find_bucket_region`): a HeadBucket lets
+        botocore's redirector follow S3's answer (a 301, or a 400 with ``x-amz-bucket-region``) and remember the
+        region, so the request it then prepares goes to the bucket's regional endpoint, signed for its region.
+        When the HeadBucket is refused (403: credentials without s3:ListBucket), the region S3 names in that
+        answer, or GetBucketLocation's, or the redirect of a probe GET through botocore; a region so found that
+        is not the client's gets a client of its own for the rest of the run (botocore's redirector has no
+        public way to be told). tests/test_sync_real_s3.py proves the reads land there in each case."""
+        region, self._region_answers = await find_bucket_region(self.client, self.bucket, self._object_params)
+        if region and region != self.client.region:
+            self._replaced.append(self.client)
+            self._client = await open_client(in_region(self._options, region))
         probe = "proximate-probe"
         # Not a presigned URL: botocore signs those for the client's region whatever the bucket's.
         request = await self.client.prepared("get_object", Bucket=self.bucket, Key=probe, **self._object_params)
@@ -255,6 +265,8 @@ class S3Source(ThreadedSource):
             if resp.status not in (200, 206):
                 found = _ERROR_CODE.search(resp.read(ERROR_BODY_LIMIT))
                 code = found.group(1).decode() if found else None
+                if code in ("AuthorizationHeaderMalformed", "PermanentRedirect") or resp.status == 301:
+                    raise S3ReadError(obj.path, resp.status, code, self._wrong_region())
                 if resp.status == 403 and code == "InvalidObjectState":
                     raise ColdObjectError(
                         f"{obj.path!r} is archived ({obj.storage_class or 'an archive tier'}), not restored"
@@ -279,6 +291,16 @@ class S3Source(ThreadedSource):
         finally:
             # cut short (or an error): this connection cannot carry another request
             self._http.done(resp, complete=received == end - start)
+
+    def _wrong_region(self) -> str:
+        """What a GET refused for its signing region or endpoint means, and what to configure."""
+        signed = self._signing_region or self.client.region
+        return (
+            f"bucket {self.bucket!r} is not in region {signed!r}, which reads are signed for, and its region could "
+            f"not be found ({self._region_answers or 'not asked'}); set it in the storage options as "
+            "client_kwargs={'region_name': '<its region>'} (a Region block: aws_credentials.region_name), "
+            "or allow s3:ListBucket or s3:GetBucketLocation on the bucket"
+        )
 
     async def checksum_headers(self, obj: RemoteObject) -> Mapping[str, str]:
         """The headers a HEAD returns for the whole object: its ``x-amz-checksum-*`` and its encryption, which says
