@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -33,6 +34,9 @@ NLAT, NLON, HEIGHTS = 90, 180, 16
 WORKER_TTL = 10.0
 TCP_TIMEOUT = 12.0
 NO_WORKERS_TIMEOUT = 5.0
+# Below Dask's connect timeout (30 s): a cut link errs once the first fetch attempt has failed.
+LINK_TIMEOUT = 20.0
+CONNECT_TIMEOUT = 30.0
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +49,7 @@ def bed(tmp_path_factory) -> Testbed:
         worker_ttl=WORKER_TTL,
         tcp_timeout=TCP_TIMEOUT,
         no_workers_timeout=NO_WORKERS_TIMEOUT,
+        link_timeout=LINK_TIMEOUT,
         workdir=workdir,
         memory_limit="1GiB",
     )
@@ -88,6 +93,16 @@ def metoffice_routed(height: int = 10) -> dict:
         "cross_region_bytes": report.cross_region_bytes,
         "tasks_by_region": report.tasks_by_region,
     }
+
+
+def metoffice_routed_timed(height: int = 10) -> dict:
+    """:func:`metoffice_routed`, its wall time, and the error it raised (type and message) if any."""
+    start = time.monotonic()
+    try:
+        out = metoffice_routed(height)
+    except Exception as exc:  # the test checks which
+        return {"error": type(exc).__name__, "message": str(exc), "seconds": time.monotonic() - start}
+    return {**out, "error": None, "seconds": time.monotonic() - start}
 
 
 def forecast_reduced_in_place(height: int = 10) -> float:
@@ -258,23 +273,67 @@ def test_killed_worker_tasks_rerun_in_the_same_region(bed, tb_agent):
     bed.restart_workers("ecmwf", ["ecmwf-0"])
 
 
-def test_region_cut_off_mid_run_errs_naming_it_within_the_bound_then_recovers(bed, tb_agent):
+def _wait_for_log(bed: Testbed, names: list[str], text: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not all(text in Path(bed.processes[n]["log"]).read_text(errors="replace") for n in names):
+        assert time.monotonic() < deadline, f"{text!r} not in the logs of {names} within {timeout} s"
+        time.sleep(0.5)
+
+
+def test_region_cut_off_mid_run_errs_naming_it_within_the_bound_then_its_workers_rejoin(bed, tb_agent):
     ends = [link.end_of("ecmwf") for link in bed.links_of("ecmwf")]
-    started = time.monotonic()
+    names = bed.worker_names("ecmwf")
     try:
         kind, message, seconds = tb_agent.call(cut_region_mid_run, ends, timeout=180)
+        # Each nanny says why it restarts its worker (the worker noticed the dead stream after ~TCP_TIMEOUT).
+        _wait_for_log(bed, names, "lost its scheduler", timeout=3 * TCP_TIMEOUT)
     finally:
         bed.restore("ecmwf")
+    restored = time.monotonic()
     assert kind == "RegionUnavailableError", message
     assert "region 'ecmwf'" in message
     # The scheduler notices a cut region by a message to it timing out (TCP_TIMEOUT) or, when none is in flight,
     # by its workers' missing heartbeats (within 2 TTLs); then the router waits out its bound.
     assert seconds < max(TCP_TIMEOUT, 2 * WORKER_TTL) + NO_WORKERS_TIMEOUT + 10, seconds
-    print(f"\nRegionUnavailableError after {seconds:.1f} s: {message}")
-    bed.restart_workers("ecmwf")  # Dask does not let a dropped worker rejoin: the testbed restarts them
+    # Nobody restarts them: the same processes (nanny kept, worker restarted) register again.
+    bed.wait_for_workers(names)
+    rejoined = time.monotonic() - restored
+    assert rejoined < 60, rejoined
+    print(f"\nRegionUnavailableError after {seconds:.1f} s: {message}; workers rejoined {rejoined:.1f} s after restore")
     out = tb_agent.call(metoffice_routed)
     xr.testing.assert_allclose(out["result"], expected_difference(bed))
-    assert time.monotonic() - started < 150
+
+
+def test_inter_region_link_cut_errs_naming_both_regions_and_the_link_within_the_bound(bed, tb_agent):
+    bed.cut_link("gcp", "ecmwf")  # both regions keep their links to the client namespace, hence the scheduler
+    try:
+        out = tb_agent.call(metoffice_routed_timed, timeout=180)
+    finally:
+        bed.restore_link("gcp", "ecmwf")
+    assert out["error"] == "RegionLinkError", out
+    assert "link ecmwf-gcp broken" in out["message"], out["message"]
+    assert "region 'ecmwf'" in out["message"] and "region 'gcp'" in out["message"], out["message"]
+    # The first failed attempt ends after Dask's connect timeout; the router errs once the path has failed for
+    # LINK_TIMEOUT (whichever is later), checked every 0.5 s.
+    assert out["seconds"] < max(LINK_TIMEOUT, CONNECT_TIMEOUT) + 15, out
+    print(f"\nRegionLinkError after {out['seconds']:.1f} s: {out['message']}")
+
+
+def test_a_10s_inter_region_cut_heals_with_the_same_result_and_cross_region_bytes(bed, tb_agent):
+    uncut = tb_agent.call(metoffice_routed_timed)
+    assert uncut["error"] is None, uncut
+    bed.cut_link("gcp", "ecmwf")
+    restore = threading.Timer(10.0, bed.restore_link, ("gcp", "ecmwf"))
+    restore.start()
+    try:
+        out = tb_agent.call(metoffice_routed_timed, timeout=180)
+    finally:
+        restore.join()
+    assert out["error"] is None, out
+    assert out["seconds"] > 9, out  # the cross-region transfer had to wait for the link
+    xr.testing.assert_allclose(out["result"], uncut["result"])
+    assert out["cross_region_bytes"] == uncut["cross_region_bytes"], (out, uncut)
+    print(f"\n10 s cut: completed in {out['seconds']:.1f} s (uncut {uncut['seconds']:.1f} s)")
 
 
 # -- bad input -----------------------------------------------------------------------------------------------
