@@ -79,11 +79,21 @@ def tcp_counters() -> dict[int, tuple[str, int, int, int, int]]:
 
 
 def scheduler_counters(dask_scheduler: Any) -> dict[str, Any]:
-    """For ``client.run_on_scheduler``: the scheduler's TCP counters and the region of each worker host."""
+    """For ``client.run_on_scheduler``: the scheduler's TCP counters and the region of each worker host.
+
+    A region's traffic is everything the scheduler exchanges with its hosts (workers, nannies, and a client
+    running there, which crosses the same link). A host with workers of several regions (a local cluster on
+    one machine) cannot be split by region and is left out.
+    """
     from proximate.scheduler_plugin import _worker_region
 
-    hosts = {ws.host: _worker_region(ws) for ws in dask_scheduler.workers.values()}
-    return {"hosts": {h: r for h, r in hosts.items() if r}, "sockets": tcp_counters()}
+    regions_of: dict[str, set[str]] = defaultdict(set)
+    for ws in dask_scheduler.workers.values():
+        region = _worker_region(ws)
+        if region:
+            regions_of[ws.host].add(region)
+    hosts = {host: next(iter(regions)) for host, regions in regions_of.items() if len(regions) == 1}
+    return {"hosts": hosts, "sockets": tcp_counters()}
 
 
 def bytes_by_region(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, dict[str, int]]:

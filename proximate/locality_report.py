@@ -98,12 +98,12 @@ def locality(client: Any = None) -> Iterator[LocalityReport]:
     from distributed import get_task_stream
 
     from proximate.client import client_context
-    from proximate.comm_bytes import bytes_by_region, scheduler_counters
+    from proximate.comm_bytes import bytes_by_region
 
     report = LocalityReport()
     started = time.perf_counter()
     with client_context(client) as c:
-        control_before = c.run_on_scheduler(scheduler_counters)  # first in, last out: the report's own
+        control_before = _scheduler_counters(c)  # first in, last out: the report's own questions count too
         regions, names = _regions_and_names(c)
         marks = c.run(_log_marks)
         with get_task_stream(client=c) as stream:
@@ -113,7 +113,8 @@ def locality(client: Any = None) -> Iterator[LocalityReport]:
         regions.update(later_regions)
         names.update(later_names)
         logs = _collect(c, marks)
-        control = bytes_by_region(control_before, c.run_on_scheduler(scheduler_counters))  # questions count too
+        control_after = _scheduler_counters(c)
+        control = bytes_by_region(control_before, control_after) if control_before and control_after else {}
     _fill(report, regions, names, logs, stream.data)
     # A client that does not gather from workers directly gathers through the scheduler: those results (sent by
     # a worker to no worker, ``who`` None) crossed the scheduler's connections and are data, counted above.
@@ -123,6 +124,18 @@ def locality(client: Any = None) -> Iterator[LocalityReport]:
             gathered[regions.get(sender, CLIENT)] += sum(e["total"] for e in entries if e["who"] is None)
     report.control_bytes = {r: max(v["wire"] - gathered[r], 0) for r, v in sorted(control.items())}
     report.control_payload_bytes = {r: max(v["payload"] - gathered[r], 0) for r, v in sorted(control.items())}
+
+
+def _scheduler_counters(client: Any) -> dict[str, Any] | None:
+    """The scheduler's TCP counters (:func:`proximate.comm_bytes.scheduler_counters`), or None where it cannot
+    run them: a plain Dask scheduler without proximate installed fails to unpickle the function, and the report
+    then goes without control bytes rather than failing."""
+    from proximate.comm_bytes import scheduler_counters
+
+    try:
+        return client.run_on_scheduler(scheduler_counters)
+    except Exception:  # whatever the scheduler raised; data is still measured
+        return None
 
 
 def _collect(client: Any, marks: dict[str, tuple[int, int]]) -> dict[str, list[dict[str, Any]]]:

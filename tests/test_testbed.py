@@ -79,14 +79,19 @@ def metoffice_routed(height: int = 10) -> dict:
     """The notebook's expression, routed: open in each region, compute, report."""
     import proximate
     from proximate.testing.testbed import connect
+    from proximate.testing.testbed.bed import link_counters
 
     with connect(set_as_default=True) as client:
         pred = proximate.open_dataset("ecmwf", PRED, chunks="auto", client=client)
         obs = proximate.open_dataset("gcp", OBS, chunks="auto", client=client)
+        before = link_counters()  # the report's own window, read from inside the client namespace
         with proximate.propagate_pools(), proximate.locality(client) as report:
             mean = pred.air_temperature.mean("realization").isel(height=height)
             result = (mean - obs.air_temperature).compute()
+        after = link_counters()
     return {
+        "window_links": sum(sum(after[k].values()) - sum(before[k].values()) for k in after),
+        "control_bytes": report.control_bytes,
         "result": result,
         "minimum": min(mean.nbytes, obs.air_temperature.nbytes) + result.nbytes,
         "forecast_bytes": pred.air_temperature.nbytes,
@@ -237,7 +242,14 @@ def test_metoffice_result_equals_plain_xarray_and_bulk_bytes_never_leave_ecmwf(b
     assert ecmwf < out["forecast_bytes"] / 10, delta
     assert ecmwf <= control + 1.1 * out["minimum"] + 64 * 2**10, (delta, control, out["minimum"])
     assert set(out["tasks_by_region"]) <= {"ecmwf", "gcp"}
-    print(f"\necmwf links {ecmwf:,} B (control {control:,} B, minimum {out['minimum']:,} B); {delta}")
+    # the report's data plus its control bytes account for what the links carried over its window
+    reported = out["cross_region_bytes"] + sum(out["control_bytes"].values())
+    assert set(out["control_bytes"]) == {"ecmwf", "gcp"}, out["control_bytes"]
+    assert abs(reported - out["window_links"]) <= 0.1 * out["window_links"], (reported, out["window_links"])
+    print(
+        f"\necmwf links {ecmwf:,} B (control {control:,} B, minimum {out['minimum']:,} B); {delta}; report: data "
+        f"{out['cross_region_bytes']:,} + control {out['control_bytes']} B vs links {out['window_links']:,} B"
+    )
 
 
 def test_misrouted_read_fails_naming_region_and_path(tb_agent):
