@@ -1,9 +1,10 @@
 """The Met Office scenario and its faults on the testbed: regions as network namespaces joined by shaped links.
 
 Runs as root only (namespaces). One testbed for the module: client + ecmwf (2 workers) + gcp (1 worker), TLS,
-a short worker TTL and no-workers bound so the link-cut test is quick. The client side runs in the client
-namespace through the testbed's agent (``tb_agent.call``); the functions it runs are defined here, at module
-level, so they travel by reference. Link byte counters are read on the host around each call.
+a short worker TTL, no-workers bound and link bound so the cut tests are quick. The client side runs in the
+client namespace through the testbed's agent (``tb_agent.call``); the functions it runs are defined here, at
+module level, so they travel by reference. Link byte counters are read on the host around each call, or inside
+the agent around a ``locality()`` block to compare with its report.
 """
 
 from __future__ import annotations
