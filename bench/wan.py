@@ -19,12 +19,21 @@ heartbeats, TLS and TCP framing) and its wall time the compute time on one regio
 proximate's reported cross-region bytes, the physical minimum (the smaller operand at the selected level
 plus the result). Results of the two must be allclose.
 
+Each routed run also reads the link counters from inside the client namespace right around its
+``proximate.locality()`` block and prints, side by side, the report's data bytes (workers' transfer logs), its
+control bytes (the scheduler's connections to each region, kernel counters) and the links' bytes over the same
+window, with (data + control) / links. ``--forecast-chunks`` opens the forecast with other chunks (the
+region-local part; a JSON dict such as ``'{"realization": 8}'``, or ``auto``) to compare per-task control
+bytes; ``--heartbeat-interval`` sets the scheduler's heartbeat floor (``PROXIMATE_HEARTBEAT_INTERVAL``);
+``--idle SECONDS`` measures what the idle cluster puts on each region's link and scales it to a day.
+
     sudo python bench/wan.py --sizes-gb 1 --rates 100mbit --rounds 2 --workdir /var/tmp/wan
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -86,25 +95,44 @@ def control_run(pred: str) -> dict:
         return {"wall": time.perf_counter() - t0, "values": [float(v) for v in values]}
 
 
-def routed_run(pred: str) -> dict:
+def routed_run(pred: str, chunks: str | dict = "auto") -> dict:
     import proximate
     from proximate.testing.testbed import connect
+    from proximate.testing.testbed.bed import link_counters
 
     with connect(set_as_default=True, timeout=60) as client:
         t0 = time.perf_counter()
-        forecast = proximate.open_dataset("ecmwf", pred, chunks="auto", client=client)
+        forecast = proximate.open_dataset("ecmwf", pred, chunks=chunks, client=client)
         obs = proximate.open_dataset("gcp", OBS, chunks="auto", client=client)
+        before = link_counters()  # the same window as the report's, from inside the client namespace
         with proximate.propagate_pools(), proximate.locality(client) as report:
             mean = forecast.air_temperature.mean("realization").isel(height=HEIGHT)
             result = (mean - obs.air_temperature).compute()
+        after = link_counters()
         wall = time.perf_counter() - t0
+    window = {link: sum(after[link].values()) - sum(before[link].values()) for link in after} if before else {}
     return {
         "wall": wall,
         "result": result,
         "reported": report.cross_region_bytes,
+        "control": report.total_control_bytes,
+        "control_by_region": report.control_bytes,
+        "window_links": window,
+        "tasks": sum(report.tasks_by_region.values()),
+        "forecast_chunks": forecast.air_temperature.data.npartitions,
         "minimum": min(mean.nbytes, obs.air_temperature.nbytes) + result.nbytes,
         "forecast_bytes": forecast.air_temperature.nbytes,
     }
+
+
+def idle_links(seconds: float) -> dict:
+    """Bytes each link carries while the cluster does nothing for ``seconds``."""
+    from proximate.testing.testbed.bed import link_counters
+
+    before = link_counters()
+    time.sleep(seconds)
+    after = link_counters()
+    return {link: sum(after[link].values()) - sum(before[link].values()) for link in after}
 
 
 _CENTRAL: dict = {}
@@ -147,10 +175,10 @@ def _links(bed: Testbed, delta: dict) -> str:
     return ", ".join(f"{name} {d['total'] / 2**20:,.2f}" for name, d in delta.items())
 
 
-def run_case(bed: Testbed, agent, gb: float, rate: str, rounds: int, workers: int) -> dict:
+def run_case(bed: Testbed, agent, gb: float, rate: str, rounds: int, workers: int, chunks: str | dict = "auto") -> dict:
     pred = forecast_name(gb)
     mbit = netns.rate_bits(rate) / 1e6
-    agent.call(routed_run, pred, timeout=None)  # warm: first imports and opens are not what is measured
+    agent.call(routed_run, pred, chunks, timeout=None)  # warm: first imports and opens are not what is measured
     before = bed.link_bytes()
     control = agent.call(control_run, pred, timeout=None)
     control_bytes = sum(d["total"] for d in bed.bytes_delta(before, bed.link_bytes()).values())
@@ -165,7 +193,7 @@ def run_case(bed: Testbed, agent, gb: float, rate: str, rounds: int, workers: in
         for kind in order:
             before = bed.link_bytes()
             if kind == "routed":
-                out = agent.call(routed_run, pred, timeout=None)
+                out = agent.call(routed_run, pred, chunks, timeout=None)
             else:
                 scratch = str(bed.workdir / "central")
                 out = agent.call(centralised_run, *urls, workers, scratch, timeout=None)
@@ -173,6 +201,16 @@ def run_case(bed: Testbed, agent, gb: float, rate: str, rounds: int, workers: in
             out["links"] = sum(d["total"] for d in delta.values())
             runs[kind].append(out)
             reported = f", proximate reports {out['reported'] / 2**20:.2f} MiB" if kind == "routed" else ""
+            if kind == "routed" and out["window_links"]:
+                window = sum(out["window_links"].values())
+                out["window_total"] = window
+                reported += (
+                    f"\n{'':>11} report window: data {out['reported']:,} B + control {out['control']:,} B "
+                    f"({', '.join(f'{r} {n:,}' for r, n in out['control_by_region'].items())}) = "
+                    f"{out['reported'] + out['control']:,} B; links {window:,} B; (data + control) / links "
+                    f"{(out['reported'] + out['control']) / window:.3f}; {out['tasks']} tasks, "
+                    f"{out['control'] / max(out['tasks'], 1):,.0f} control B per task"
+                )
             print(
                 f"{kind:>11} round {i + 1}: {out['wall']:7.1f} s, links {out['links'] / 2**20:9.2f} MiB "
                 f"({_links(bed, delta)}){reported}",
@@ -198,6 +236,11 @@ def run_case(bed: Testbed, agent, gb: float, rate: str, rounds: int, workers: in
         "routed_links": r_bytes,
         "central_links": c_bytes,
         "reported": statistics.median(r["reported"] for r in routed),
+        "control": statistics.median(r["control"] for r in routed),
+        "window_links": statistics.median(r.get("window_total", 0) for r in routed),
+        "tasks": routed[0]["tasks"],
+        "forecast_chunks": routed[0]["forecast_chunks"],
+        "chunks": chunks,
         "bytes_goal": r_bytes <= 1.1 * minimum + control_bytes,
         "wall_goal": r_wall <= 1.2 * bound,
         "wall_bound": bound,
@@ -226,7 +269,11 @@ def main() -> int:
     parser.add_argument("--workers-per-region", type=int, default=2)
     parser.add_argument("--central-workers", type=int, default=2)
     parser.add_argument("--workdir", help="keep the generated data here between runs")
+    parser.add_argument("--forecast-chunks", default="auto", help="chunks of the forecast: auto or a JSON dict")
+    parser.add_argument("--heartbeat-interval", type=float, help="the scheduler's heartbeat floor, seconds")
+    parser.add_argument("--idle", type=float, default=0.0, help="also measure the idle cluster for SECONDS")
     args = parser.parse_args()
+    chunks = args.forecast_chunks if args.forecast_chunks == "auto" else json.loads(args.forecast_chunks)
     sizes = [float(s) for s in args.sizes_gb.split(",")]
     rates = [r.strip() for r in args.rates.split(",")]
     for rate in rates:
@@ -239,6 +286,8 @@ def main() -> int:
 
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
+    if args.heartbeat_interval:
+        env["PROXIMATE_HEARTBEAT_INTERVAL"] = str(args.heartbeat_interval)
     bed = Testbed(
         ["ecmwf", "gcp"],
         env=env,
@@ -258,19 +307,32 @@ def main() -> int:
             for rate in rates:
                 bed.set_rate(rate)
                 for gb in sizes:
-                    summaries.append(wan.run_case(bed, agent, gb, rate, args.rounds, args.central_workers))
+                    summaries.append(wan.run_case(bed, agent, gb, rate, args.rounds, args.central_workers, chunks))
             agent.call(wan.close_central)
+            if args.idle:
+                idle = agent.call(wan.idle_links, args.idle, timeout=None)
+                for region in bed.regions:
+                    per_day = idle[f"client-{region}"] / args.idle * 86400
+                    print(
+                        f"idle: link client-{region} {idle[f'client-{region}'] / args.idle:,.0f} B/s = "
+                        f"{per_day / 1e9:.3f} GB/day ({args.workers_per_region} workers, heartbeat floor "
+                        f"{args.heartbeat_interval or 'none'})"
+                    )
     print(
         "\n| case | routed s | centralised s | time ratio | routed link MiB | centralised link MiB | bytes ratio |"
-        " minimum MiB | control MiB | proximate-reported MiB |"
+        " minimum MiB | control MiB | proximate-reported MiB | report data B | report control B | window links B |"
+        " (data+control)/links | forecast chunks | tasks |"
     )
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| --- |" + " ---: |" * 15)
     for s in summaries:
         print(
             f"| {s['forecast_bytes'] / 1e9:.2f} GB, {s['rate']} | {s['routed_wall']:.1f} | {s['central_wall']:.1f} | "
             f"{s['central_wall'] / s['routed_wall']:.1f}x | {s['routed_links'] / 2**20:.2f} | "
             f"{s['central_links'] / 2**20:,.1f} | {s['central_links'] / s['routed_links']:,.0f}x | "
-            f"{s['minimum'] / 2**20:.2f} | {s['control_bytes'] / 2**20:.2f} | {s['reported'] / 2**20:.2f} |"
+            f"{s['minimum'] / 2**20:.2f} | {s['control_bytes'] / 2**20:.2f} | {s['reported'] / 2**20:.2f} | "
+            f"{s['reported']:,.0f} | {s['control']:,.0f} | {s['window_links']:,.0f} | "
+            f"{(s['reported'] + s['control']) / max(s['window_links'], 1):.3f} | {s['forecast_chunks']} | "
+            f"{s['tasks']} |"
         )
     return 0
 

@@ -17,6 +17,7 @@ _EXPORTS = {
     "locality": "proximate.locality_report",
     "LocalityReport": "proximate.locality_report",
     "LocalRegionalCluster": "proximate.cluster",
+    "RegionLinkError": "proximate.errors",
     "RegionUnavailableError": "proximate.errors",
     "open_from_catalog": "proximate.catalog",
     "RegionPath": "proximate.datasets",

@@ -179,6 +179,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         nanny=not args.no_nanny,
         tls=tls,
         memory_limit=args.memory_limit,
+        rejoin=not args.no_rejoin,
     )
     env = worker_env(args.region, root.resolve())
     os.execve(cmd[0], cmd, env)  # the worker takes over this process: signals reach it directly
@@ -469,6 +470,11 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--host", help="interface or address to listen on")
     worker.add_argument("--memory-limit", default="auto")
     worker.add_argument("--no-nanny", action="store_true")
+    worker.add_argument(
+        "--no-rejoin",
+        action="store_true",
+        help="shut down when the scheduler is lost instead of restarting to rejoin (the default, with the nanny)",
+    )
     _add_tls(worker)
     worker.set_defaults(func=cmd_worker)
 

@@ -21,7 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from proximate.regions import REGION_ENV, ROOT_ENV, RegionError, pool_resource, validate_region_name
-from proximate.scheduler_plugin import DEFAULT_NO_WORKERS_TIMEOUT, NO_WORKERS_TIMEOUT_ENV, REGIONS_ENV
+from proximate.scheduler_plugin import (
+    DEFAULT_NO_WORKERS_TIMEOUT,
+    LINK_TIMEOUT_ENV,
+    NO_WORKERS_TIMEOUT_ENV,
+    REGIONS_ENV,
+)
 
 #: Environment the scheduler needs for routing to hold (see docs/notes on dask-pools): graph fusion happens on
 #: the scheduler since dask 2025.4 and drops annotations unless it is switched off *there*.
@@ -147,8 +152,13 @@ def worker_command(
     nanny: bool = True,
     tls: TLSFiles | None = None,
     memory_limit: str = "auto",
+    rejoin: bool = False,
 ) -> list[str]:
-    """One regional worker, with the conventions every region shares."""
+    """One regional worker, with the conventions every region shares.
+
+    ``rejoin`` (with the nanny) loads ``proximate.nanny_plugin`` into the nanny, so a worker that lost its
+    scheduler is restarted and rejoins instead of shutting down (the production ``proximate worker``).
+    """
     cmd = [
         _dask_executable(),
         "worker",
@@ -173,6 +183,8 @@ def worker_command(
         cmd += ["--local-directory", local_directory]
     if not nanny:
         cmd.append("--no-nanny")
+    elif rejoin:
+        cmd += ["--preload-nanny", "proximate.nanny_plugin"]
     if tls:
         cmd += tls.cli_args()
     return cmd
@@ -194,12 +206,15 @@ def scheduler_env(
     base: Mapping[str, str] | None = None,
     *,
     router: bool = True,
+    link_timeout: float | None = None,
 ) -> dict[str, str]:
-    """Environment of the scheduler: routing config, the declared regions and the no-workers bound.
+    """Environment of the scheduler: routing config, the declared regions, the no-workers and link bounds.
 
     Args:
         regions: The region names the router declares (a task pinned elsewhere errs at once).
         no_workers_timeout: Seconds a task may wait for a region without live workers.
+        link_timeout: Seconds a worker's fetches from another worker may keep failing before the task waiting
+            for them errs (default: the router's, 60 s).
         base: The environment to start from (default: this process's).
         router: False for a plain Dask scheduler (default config): the baseline routing is measured against.
 
@@ -211,6 +226,8 @@ def scheduler_env(
         env.update(SCHEDULER_ENV)
     env[REGIONS_ENV] = ",".join(regions)
     env[NO_WORKERS_TIMEOUT_ENV] = str(no_workers_timeout)
+    if link_timeout is not None:
+        env[LINK_TIMEOUT_ENV] = str(link_timeout)
     env.pop(REGION_ENV, None)
     env.pop(ROOT_ENV, None)
     return env

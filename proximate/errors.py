@@ -24,3 +24,39 @@ class RegionUnavailableError(RuntimeError):
             f"worker with resource 'pool-{self.region}' (start one with "
             f"`proximate worker --region {self.region} ...`)"
         )
+
+
+class RegionLinkError(RuntimeError):
+    """A task needs data from another region whose workers its own workers cannot reach, though both regions
+    still reach the scheduler: the direct path between them is broken (Dask moves data only worker to worker,
+    nothing relays it through the scheduler)."""
+
+    def __init__(
+        self,
+        region: str,
+        peer_region: str,
+        key: str,
+        seconds: float,
+        worker: str = "",
+        peer: str = "",
+    ) -> None:
+        super().__init__(region, peer_region, key, seconds, worker, peer)
+        self.region = region
+        self.peer_region = peer_region
+        self.key = key
+        self.seconds = seconds
+        self.worker = worker
+        self.peer = peer
+
+    @property
+    def link(self) -> str:
+        """The broken path, named by its two regions in sorted order (the testbed's link name for them)."""
+        return "-".join(sorted((self.region, self.peer_region)))
+
+    def __str__(self) -> str:
+        return (
+            f"link {self.link} broken: region {self.region!r} cannot fetch data from region "
+            f"{self.peer_region!r} (worker {self.worker} -> {self.peer}: every transfer failed for "
+            f"{self.seconds:.0f} s) although both regions reach the scheduler; task {self.key!r} needs data "
+            f"held only in {self.peer_region!r}. Restore the path between the regions, then resubmit"
+        )

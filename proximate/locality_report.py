@@ -4,6 +4,11 @@ Each worker logs every piece of data it sends (``transfer_outgoing_log``: to ano
 scheduler/client on gather). Attributing sender and receiver to regions gives measured bytes between regions,
 with everything outside the regions counted as ``"client"``. Data the client itself uploads (scatter, values
 embedded in a graph) is not in those logs and is not counted.
+
+Beside the data, the report counts control traffic: what the scheduler's TCP connections to each region's
+hosts carried (task messages, replies, heartbeats, the report's own questions), read from the kernel's counters
+(:mod:`proximate.comm_bytes`), with TCP/IP/Ethernet headers, so that data plus control can be compared with
+what the links themselves counted.
 """
 
 from __future__ import annotations
@@ -53,11 +58,22 @@ class LocalityReport:
     #: Live workers per region over the block: (seconds since its start, count) at the start, at each change
     #: (an autoscaler's, a lost worker) and at the end. Empty on a scheduler without the proximate router.
     workers_by_region: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
+    #: Control traffic per region: bytes the scheduler's connections to the region's hosts carried, both ways,
+    #: on the wire (payload, TLS included, plus each segment's headers), less the results gathered through the
+    #: scheduler (data, in ``bytes_between``). Empty where the kernel's counters cannot be read (not Linux).
+    control_bytes: dict[str, int] = field(default_factory=dict)
+    #: The same, payload only (what Dask wrote and read, TLS records included).
+    control_payload_bytes: dict[str, int] = field(default_factory=dict)
 
     @property
     def cross_region_bytes(self) -> int:
         """Bytes between different regions, the client counting as a region."""
         return sum(n for (src, dst), n in self.bytes_between.items() if src != dst)
+
+    @property
+    def total_control_bytes(self) -> int:
+        """Control traffic of every region together, on the wire."""
+        return sum(self.control_bytes.values())
 
     def egress_cost(self, usd_per_gb: float = 0.02) -> float:
         """Estimated egress charge for the cross-region bytes at ``usd_per_gb`` (decimal GB, as AWS bills)."""
@@ -85,11 +101,13 @@ def locality(client: Any = None) -> Iterator[LocalityReport]:
     from distributed import get_task_stream
 
     from proximate.client import client_context
+    from proximate.comm_bytes import bytes_by_region
     from proximate.scheduler_plugin import worker_timeline
 
     report = LocalityReport()
     started = time.perf_counter()
     with client_context(client) as c:
+        control_before = _scheduler_counters(c)  # first in, last out: the report's own questions count too
         regions, names = _regions_and_names(c)
         marks = c.run(_log_marks)
         at_start = c.run_on_scheduler(worker_timeline)
@@ -104,7 +122,29 @@ def locality(client: Any = None) -> Iterator[LocalityReport]:
         regions.update(later_regions)
         names.update(later_names)
         logs = _collect(c, marks)
+        control_after = _scheduler_counters(c)
+        control = bytes_by_region(control_before, control_after) if control_before and control_after else {}
     _fill(report, regions, names, logs, stream.data)
+    # A client that does not gather from workers directly gathers through the scheduler: those results (sent by
+    # a worker to no worker, ``who`` None) crossed the scheduler's connections and are data, counted above.
+    gathered: dict[str, int] = defaultdict(int)
+    if not getattr(c, "direct_to_workers", False):
+        for sender, entries in logs.items():
+            gathered[regions.get(sender, CLIENT)] += sum(e["total"] for e in entries if e["who"] is None)
+    report.control_bytes = {r: max(v["wire"] - gathered[r], 0) for r, v in sorted(control.items())}
+    report.control_payload_bytes = {r: max(v["payload"] - gathered[r], 0) for r, v in sorted(control.items())}
+
+
+def _scheduler_counters(client: Any) -> dict[str, Any] | None:
+    """The scheduler's TCP counters (:func:`proximate.comm_bytes.scheduler_counters`), or None where it cannot
+    run them: a plain Dask scheduler without proximate installed fails to unpickle the function, and the report
+    then goes without control bytes rather than failing."""
+    from proximate.comm_bytes import scheduler_counters
+
+    try:
+        return client.run_on_scheduler(scheduler_counters)
+    except Exception:  # whatever the scheduler raised; data is still measured
+        return None
 
 
 def _workers_over(start: dict[str, Any], end: dict[str, Any]) -> dict[str, list[tuple[float, int]]]:
@@ -182,7 +222,7 @@ def budget_markdown(report: LocalityReport, minimum: int, centralised: int, usd_
 | centralised (client region reads every input) | {_mib(centralised)} | {central} | {central_cost} |
 
 Tasks per region: {", ".join(f"{r}: {n}" for r, n in sorted(report.tasks_by_region.items()))}
-{workers_markdown(report)}"""
+{control_markdown(report)}{workers_markdown(report)}"""
 
 
 def workers_markdown(report: LocalityReport) -> str:
@@ -195,4 +235,19 @@ def workers_markdown(report: LocalityReport) -> str:
         counts = [n for _, n in points]
         changes = ", ".join(f"{t:.1f}: {n}" for t, n in points[1:-1]) or "none"
         lines.append(f"| {region} | {counts[0]} | {min(counts)} | {max(counts)} | {counts[-1]} | {changes} |")
+    return "\n".join(lines) + "\n"
+
+
+def control_markdown(report: LocalityReport) -> str:
+    """Control traffic per region (scheduler <-> region) beside the data that left or entered it."""
+    if not report.control_bytes:
+        return ""
+    lines = [
+        "",
+        "| region | data in + out (transfer logs) | control (scheduler <-> region, on the wire) |",
+        "| --- | ---: | ---: |",
+    ]
+    for region, control in report.control_bytes.items():
+        data = sum(n for (src, dst), n in report.bytes_between.items() if src != dst and region in (src, dst))
+        lines.append(f"| {region} | {data:,} | {control:,} |")
     return "\n".join(lines) + "\n"

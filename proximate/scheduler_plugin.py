@@ -10,6 +10,9 @@ guarantee placement. This plugin works after materialisation, where nothing can 
 * restricted tasks are only ever stolen between workers of their own region (``valid_workers``);
 * a task whose region has no live worker errs after a bounded time with an error naming the region, and a
   task pinned to a region the cluster does not have errs at once;
+* a task waiting for data from another region whose workers its worker has failed to reach for longer than
+  the link bound (both regions still reaching the scheduler: the direct path between them is cut) errs with
+  ``RegionLinkError`` naming both regions and the link, instead of retrying forever;
 * it reports each region's backlog and workers (:func:`scheduler_backlog`) and retires a region's workers so
   that their data stays in the region (:func:`retire_in_region`), for the per-region autoscaler
   (:mod:`proximate.autoscale`).
@@ -29,7 +32,7 @@ from distributed.metrics import monotonic
 from distributed.protocol import pickle
 from tornado.ioloop import PeriodicCallback
 
-from proximate.errors import RegionUnavailableError
+from proximate.errors import RegionLinkError, RegionUnavailableError
 from proximate.regions import POOL_PREFIX, region_of_resource
 
 logger = logging.getLogger("proximate.scheduler")
@@ -38,9 +41,18 @@ PLUGIN_NAME = "proximate-region-router"
 REGIONS_ENV = "PROXIMATE_REGIONS"
 NO_WORKERS_TIMEOUT_ENV = "PROXIMATE_NO_WORKERS_TIMEOUT"
 PROPAGATE_ENV = "PROXIMATE_PROPAGATE"
+LINK_TIMEOUT_ENV = "PROXIMATE_LINK_TIMEOUT"
+HEARTBEAT_INTERVAL_ENV = "PROXIMATE_HEARTBEAT_INTERVAL"
 DEFAULT_NO_WORKERS_TIMEOUT = 60.0
 #: Worker arrivals and departures the router remembers (for the workers per region over a run).
 WORKER_EVENTS = 10_000
+#: Seconds a worker's fetches from a peer may keep failing before the tasks waiting on them err. Above Dask's
+#: connect timeout (30 s), so a failure is one whole failed attempt and then some: a cut shorter than this
+#: heals by itself (Dask retries), a longer one errs within about this bound plus one connect timeout.
+DEFAULT_LINK_TIMEOUT = 60.0
+#: The event topic workers report broken peers on (``worker_plugin.LINK_TOPIC``; not imported from there: the
+#: scheduler does not load the worker's preload module).
+LINK_TOPIC = "proximate-peer-link"
 
 
 def task_pool(ts: Any) -> str | None:
@@ -77,9 +89,14 @@ class RegionRouter(SchedulerPlugin):
         no_workers_timeout: float = DEFAULT_NO_WORKERS_TIMEOUT,
         propagate: bool = True,
         check_interval: float = 0.5,
+        link_timeout: float = DEFAULT_LINK_TIMEOUT,
     ) -> None:
         self.declared_regions = list(declared_regions or [])
         self.no_workers_timeout = float(no_workers_timeout)
+        self.link_timeout = float(link_timeout)
+        #: (fetching worker, peer) -> scheduler-monotonic time since which every fetch between them failed.
+        self.broken_paths: dict[tuple[str, str], float] = {}
+        self.link_errors = 0
         self.propagate = propagate
         self.check_interval = check_interval
         self.scheduler: Any = None
@@ -95,7 +112,7 @@ class RegionRouter(SchedulerPlugin):
         self.scheduler = scheduler
         if self._pc is not None:  # started twice (preload, then the scheduler's own plugin start)
             return
-        self._pc = PeriodicCallback(self._check_unrunnable, self.check_interval * 1000)
+        self._pc = PeriodicCallback(self._check, self.check_interval * 1000)
         self._pc.start()
 
     async def close(self) -> None:
@@ -184,7 +201,93 @@ class RegionRouter(SchedulerPlugin):
         ts.resource_restrictions = restrictions
         self.repinned += 1
 
+    # -- broken paths between live regions ----------------------------------------------------------------
+    def log_event(self, topic: str, msg: Any) -> None:
+        """Workers report here (``PeerLinkWatch``) each failed fetch from a peer, and the first success after."""
+        if topic != LINK_TOPIC or not isinstance(msg, dict):
+            return
+        path = (str(msg.get("worker")), str(msg.get("peer")))
+        if msg.get("status") == "failing":
+            since = monotonic() - float(msg.get("seconds", 0.0))
+            self.broken_paths[path] = min(since, self.broken_paths.get(path, since))
+        else:
+            self.broken_paths.pop(path, None)
+
+    def _check_broken_paths(self) -> None:
+        """Fail tasks whose worker has not reached any holder of an input for longer than the link bound."""
+        scheduler = self.scheduler
+        if scheduler is None or not self.broken_paths:
+            return
+        now = monotonic()
+        unreachable: dict[str, dict[str, float]] = defaultdict(dict)
+        for (worker, peer), since in list(self.broken_paths.items()):
+            if worker not in scheduler.workers or peer not in scheduler.workers:
+                del self.broken_paths[(worker, peer)]  # a lost worker is the no-worker path's business
+                continue
+            unreachable[worker][peer] = since
+        stimulus_id = f"proximate-link-broken-{time.time()}"
+        recommendations: dict[Any, str] = {}
+        done: set[tuple[str, str]] = set()
+        for worker, peers in unreachable.items():
+            ws = scheduler.workers[worker]
+            for ts in list(ws.processing):
+                found = self._link_error(ts, ws, peers, now)
+                if found is None:
+                    continue
+                error, holders = found
+                # Forget the paths once they have failed a task: they may be back by the next run, so they must
+                # fail again (a fresh report, which still carries how long they have been failing) to fail more.
+                done.update((worker, holder) for holder in holders)
+                logger.error("%s", error)
+                self.link_errors += 1
+                recommendations.update(
+                    scheduler.transition(
+                        ts.key,
+                        "erred",
+                        exception=pickle.dumps(error),
+                        cause=ts.key,
+                        exception_text=str(error),
+                        worker=worker,
+                        stimulus_id=stimulus_id,
+                    )
+                )
+                # The worker still waits for the input: make it drop the task, as the scheduler does when it
+                # releases a task that is processing.
+                scheduler.worker_send(worker, {"op": "free-keys", "keys": [ts.key], "stimulus_id": stimulus_id})
+        for path in done:
+            self.broken_paths.pop(path, None)
+        if recommendations:
+            scheduler.transitions(recommendations, stimulus_id=stimulus_id)
+
+    def _link_error(
+        self, ts: Any, ws: Any, peers: dict[str, float], now: float
+    ) -> tuple[RegionLinkError, list[str]] | None:
+        """The error for ``ts`` and the holders of the input it blames, if one of its inputs is held only by peers
+        that ``ws`` has failed to reach for longer than the bound."""
+        for dts in ts.dependencies:
+            holders = dts.who_has or set()
+            if not holders or ws in holders:
+                continue
+            since = [peers.get(h.address) for h in holders]
+            if any(s is None for s in since) or now - max(since) <= self.link_timeout:  # type: ignore[type-var]
+                continue  # some holder is reachable (or not failing long enough): Dask will get it
+            peer = min(holders, key=lambda h: peers[h.address])
+            error = RegionLinkError(
+                _worker_region(ws) or "?",
+                _worker_region(peer) or "?",
+                str(ts.key),
+                now - peers[peer.address],
+                worker=f"{ws.name} ({ws.address})",
+                peer=f"{peer.name} ({peer.address})",
+            )
+            return error, [h.address for h in holders]
+        return None
+
     # -- fail fast -----------------------------------------------------------------------------------------
+    def _check(self) -> None:
+        self._check_broken_paths()
+        self._check_unrunnable()
+
     def _check_unrunnable(self) -> None:
         scheduler = self.scheduler
         if scheduler is None or not scheduler.unrunnable:
@@ -232,6 +335,8 @@ def scheduler_regions(dask_scheduler: Any) -> dict[str, Any]:
         "known": router.known_regions(),
         "live": router.live_regions(),
         "no_workers_timeout": router.no_workers_timeout,
+        "link_timeout": router.link_timeout,
+        "broken_paths": [list(path) for path in router.broken_paths],
         "repinned": router.repinned,
     }
 
@@ -402,9 +507,35 @@ def router_from_env(environ: dict[str, str] | None = None) -> RegionRouter:
     regions = [r for r in env.get(REGIONS_ENV, "").split(",") if r]
     timeout = float(env.get(NO_WORKERS_TIMEOUT_ENV, DEFAULT_NO_WORKERS_TIMEOUT))
     propagate = env.get(PROPAGATE_ENV, "1").lower() not in ("0", "false", "no")
-    return RegionRouter(regions, no_workers_timeout=timeout, propagate=propagate)
+    link_timeout = float(env.get(LINK_TIMEOUT_ENV, DEFAULT_LINK_TIMEOUT))
+    return RegionRouter(regions, no_workers_timeout=timeout, propagate=propagate, link_timeout=link_timeout)
+
+
+def set_heartbeat_floor(seconds: float) -> None:
+    """Make this scheduler ask its workers to heartbeat no more often than every ``seconds``.
+
+    Worker heartbeats are most of an idle cluster's traffic (about 0.33 GB per region per day with two workers,
+    measured on the testbed), and Dask has no setting for their interval: the scheduler tells each worker
+    ``heartbeat_interval(number of workers)`` (0.5 s up to 10 workers) in every reply. So the scheduler's module
+    function is wrapped, in the scheduler process only, to return at least ``seconds``. Dask derives two more
+    intervals from it: the workers' time to live is at least 10 heartbeats, and clients heartbeat 10 times less
+    often. A cut link is still noticed by the broken stream (``distributed.comm.timeouts.tcp``).
+    """
+    import distributed.scheduler as dask_scheduler
+
+    dask_interval = getattr(dask_scheduler, "_dask_heartbeat_interval", dask_scheduler.heartbeat_interval)
+
+    def heartbeat_interval(n: int) -> float:
+        return max(dask_interval(n), seconds)
+
+    dask_scheduler._dask_heartbeat_interval = dask_interval  # type: ignore[attr-defined]
+    dask_scheduler.heartbeat_interval = heartbeat_interval
 
 
 async def dask_setup(scheduler: Any) -> None:
-    """Preload hook: install the router."""
+    """Preload hook: install the router (and a heartbeat floor, when ``PROXIMATE_HEARTBEAT_INTERVAL`` is set)."""
+    floor = os.environ.get(HEARTBEAT_INTERVAL_ENV)
+    if floor:
+        set_heartbeat_floor(float(floor))
+        logger.info("workers heartbeat every %s s at most (%s)", floor, HEARTBEAT_INTERVAL_ENV)
     await scheduler.register_scheduler_plugin(router_from_env(), name=PLUGIN_NAME, idempotent=False)

@@ -1,5 +1,5 @@
 """Worker preload (``dask worker --preload proximate.worker_plugin``): check the worker's region before it joins,
-then install the worker plugin ``SecedeWhileClientsBlock``.
+then install the worker plugins ``SecedeWhileClientsBlock`` and ``PeerLinkWatch``.
 
 A worker that would advertise a region it cannot serve (no root, or a resource that does not match) must not
 join: it would accept pinned tasks and fail them all.
@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
 from distributed import Client, WorkerPlugin, rejoin, secede
 from distributed.worker import thread_state
+from distributed.worker_state_machine import GatherDepNetworkFailureEvent
 
 from proximate.regions import REGION_ENV, ROOT_ENV, pool_resource, validate_region_name
 
@@ -109,6 +111,64 @@ def _seceding(enter: Callable[..., Any], exit_: Callable[..., Any]) -> tuple[Cal
     return __enter__, __exit__
 
 
+#: Event topic on which workers report a peer they cannot fetch from, and its recovery (the scheduler's router
+#: listens, see ``scheduler_plugin.RegionRouter.log_event``).
+LINK_TOPIC = "proximate-peer-link"
+
+
+class PeerLinkWatch(WorkerPlugin):
+    """Tells the scheduler which peers this worker cannot fetch data from, and since when.
+
+    Dask treats a failed fetch as if the peer had died: it forgets the peer's copies and asks the scheduler
+    again, which names the same peer, forever (the scheduler hears nothing: the peer still heartbeats). Only
+    the fetching worker knows the path is broken, so it reports each failure, with how long the peer has been
+    failing, as an event on :data:`LINK_TOPIC`; the scheduler decides when that is long enough to fail the
+    task (``RegionLinkError``). The first success after failures is reported too.
+
+    Dask has no hook for a finished fetch, so ``setup`` wraps this worker's own ``gather_dep`` (the coroutine
+    every fetch runs, whose result says success or network failure); ``teardown`` removes the wrapper.
+    """
+
+    name = "proximate-peer-link-watch"
+
+    def __init__(self) -> None:
+        #: Peer address -> monotonic time the first of its consecutive failed fetches started.
+        self.failing: dict[str, float] = {}
+        self.worker: Any = None
+
+    def setup(self, worker: Any = None) -> None:
+        """Wrap ``worker.gather_dep`` (an instance attribute shadowing the method; the class is untouched)."""
+        self.worker = worker
+        original = type(worker).gather_dep.__get__(worker)
+
+        async def gather_dep(peer: str, *args: Any, **kwargs: Any) -> Any:
+            started = time.monotonic()
+            event = await original(peer, *args, **kwargs)
+            self.observed(peer, started, isinstance(event, GatherDepNetworkFailureEvent))
+            return event
+
+        worker.gather_dep = gather_dep
+
+    def teardown(self, worker: Any = None) -> None:
+        if worker is not None and "gather_dep" in vars(worker):
+            del worker.gather_dep
+
+    def observed(self, peer: str, started: float, failed: bool) -> None:
+        """Record one finished fetch from ``peer`` (``started`` on the monotonic clock) and report a change."""
+        if failed:
+            since = self.failing.setdefault(peer, started)
+            self._report(peer, "failing", time.monotonic() - since)
+        elif self.failing.pop(peer, None) is not None:
+            self._report(peer, "ok", 0.0)
+
+    def _report(self, peer: str, status: str, seconds: float) -> None:
+        # Durations, not timestamps: the scheduler's clock need not agree with ours.
+        msg = {"worker": self.worker.address, "peer": peer, "status": status, "seconds": seconds}
+        if status == "failing":
+            logger.warning("cannot fetch data from %s for %.0f s (reported to the scheduler)", peer, seconds)
+        self.worker.log_event(LINK_TOPIC, msg)
+
+
 async def dask_setup(worker: Any) -> None:
     try:
         region = check_worker_region(
@@ -121,3 +181,4 @@ async def dask_setup(worker: Any) -> None:
         raise
     worker.proximate_region = region
     await worker.plugin_add(SecedeWhileClientsBlock(), catch_errors=False)
+    await worker.plugin_add(PeerLinkWatch(), catch_errors=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -201,3 +202,74 @@ def test_production_worker_refuses_bad_input(tmp_path):
         timeout=60,
     )
     assert out.returncode == 2 and "invalid region name" in out.stderr
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _heartbeat_ms(dask_worker) -> float:
+    return dask_worker.periodic_callbacks["heartbeat"].callback_time
+
+
+def test_production_worker_rejoins_a_restarted_scheduler_and_heeds_its_heartbeat_floor(tmp_path, region_roots):
+    from proximate.cluster import scheduler_command, scheduler_env
+
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    env = {**scheduler_env(["a"]), "PROXIMATE_HEARTBEAT_INTERVAL": "2"}
+    cmd = scheduler_command(host="127.0.0.1", port=port, scheduler_file=tmp_path / "s.json", dashboard_address=None)
+
+    def start_scheduler() -> subprocess.Popen:
+        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+        return subprocess.Popen(cmd, env=env, start_new_session=True, **quiet)
+
+    def wait_for_worker(c: Client) -> str:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            workers = c.scheduler_info(n_workers=-1)["workers"]
+            found = [addr for addr, w in workers.items() if w["name"] == "a-rejoin"]
+            if found:
+                return found[0]
+            assert worker.poll() is None, log.read_text()
+            time.sleep(0.2)
+        raise AssertionError(f"a-rejoin did not (re)join:\n{log.read_text()[-3000:]}")
+
+    scheduler = start_scheduler()
+    log = tmp_path / "worker.log"
+    args = ["--region", "a", "--root", str(region_roots["a"]), "--scheduler", address, "--name", "a-rejoin"]
+    with open(log, "wb") as fh:
+        worker = subprocess.Popen(
+            [PROXIMATE, "worker", *args, "--nthreads", "1"],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        with Client(address, timeout=60, set_as_default=False) as c:
+            first = wait_for_worker(c)
+            deadline = time.monotonic() + 20  # the interval arrives with the first heartbeat's reply
+            while c.run(_heartbeat_ms, workers=[first])[first] != 2000 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert c.run(_heartbeat_ms, workers=[first])[first] == 2000  # Dask alone says 500 ms
+        os.killpg(scheduler.pid, signal.SIGKILL)
+        scheduler.wait(timeout=30)
+        scheduler = start_scheduler()
+        with Client(address, timeout=60, set_as_default=False) as c:
+            rejoined = wait_for_worker(c)
+            assert c.submit(sum, [1, 2], resources={"pool-a": 0}).result(60) == 3
+        assert worker.poll() is None  # the same `proximate worker`: its nanny restarted the worker inside
+        assert rejoined != first  # a new worker process, on a new port
+        assert "lost its scheduler" in log.read_text()
+    finally:
+        for proc in (worker, scheduler):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=30)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)

@@ -1,9 +1,10 @@
 """The Met Office scenario and its faults on the testbed: regions as network namespaces joined by shaped links.
 
 Runs as root only (namespaces). One testbed for the module: client + ecmwf (2 workers) + gcp (1 worker), TLS,
-a short worker TTL and no-workers bound so the link-cut test is quick. The client side runs in the client
-namespace through the testbed's agent (``tb_agent.call``); the functions it runs are defined here, at module
-level, so they travel by reference. Link byte counters are read on the host around each call.
+a short worker TTL, no-workers bound and link bound so the cut tests are quick. The client side runs in the
+client namespace through the testbed's agent (``tb_agent.call``); the functions it runs are defined here, at
+module level, so they travel by reference. Link byte counters are read on the host around each call, or inside
+the agent around a ``locality()`` block to compare with its report.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -33,6 +35,9 @@ NLAT, NLON, HEIGHTS = 90, 180, 16
 WORKER_TTL = 10.0
 TCP_TIMEOUT = 12.0
 NO_WORKERS_TIMEOUT = 5.0
+# Below Dask's connect timeout (30 s): a cut link errs once the first fetch attempt has failed.
+LINK_TIMEOUT = 20.0
+CONNECT_TIMEOUT = 30.0
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +50,7 @@ def bed(tmp_path_factory) -> Testbed:
         worker_ttl=WORKER_TTL,
         tcp_timeout=TCP_TIMEOUT,
         no_workers_timeout=NO_WORKERS_TIMEOUT,
+        link_timeout=LINK_TIMEOUT,
         workdir=workdir,
         memory_limit="1GiB",
     )
@@ -74,20 +80,35 @@ def metoffice_routed(height: int = 10) -> dict:
     """The notebook's expression, routed: open in each region, compute, report."""
     import proximate
     from proximate.testing.testbed import connect
+    from proximate.testing.testbed.bed import link_counters
 
     with connect(set_as_default=True) as client:
         pred = proximate.open_dataset("ecmwf", PRED, chunks="auto", client=client)
         obs = proximate.open_dataset("gcp", OBS, chunks="auto", client=client)
+        before = link_counters()  # the report's own window, read from inside the client namespace
         with proximate.propagate_pools(), proximate.locality(client) as report:
             mean = pred.air_temperature.mean("realization").isel(height=height)
             result = (mean - obs.air_temperature).compute()
+        after = link_counters()
     return {
+        "window_links": sum(sum(after[k].values()) - sum(before[k].values()) for k in after),
+        "control_bytes": report.control_bytes,
         "result": result,
         "minimum": min(mean.nbytes, obs.air_temperature.nbytes) + result.nbytes,
         "forecast_bytes": pred.air_temperature.nbytes,
         "cross_region_bytes": report.cross_region_bytes,
         "tasks_by_region": report.tasks_by_region,
     }
+
+
+def metoffice_routed_timed(height: int = 10) -> dict:
+    """:func:`metoffice_routed`, its wall time, and the error it raised (type and message) if any."""
+    start = time.monotonic()
+    try:
+        out = metoffice_routed(height)
+    except Exception as exc:  # the test checks which
+        return {"error": type(exc).__name__, "message": str(exc), "seconds": time.monotonic() - start}
+    return {**out, "error": None, "seconds": time.monotonic() - start}
 
 
 def forecast_reduced_in_place(height: int = 10) -> float:
@@ -222,7 +243,14 @@ def test_metoffice_result_equals_plain_xarray_and_bulk_bytes_never_leave_ecmwf(b
     assert ecmwf < out["forecast_bytes"] / 10, delta
     assert ecmwf <= control + 1.1 * out["minimum"] + 64 * 2**10, (delta, control, out["minimum"])
     assert set(out["tasks_by_region"]) <= {"ecmwf", "gcp"}
-    print(f"\necmwf links {ecmwf:,} B (control {control:,} B, minimum {out['minimum']:,} B); {delta}")
+    # the report's data plus its control bytes account for what the links carried over its window
+    reported = out["cross_region_bytes"] + sum(out["control_bytes"].values())
+    assert set(out["control_bytes"]) == {"ecmwf", "gcp"}, out["control_bytes"]
+    assert abs(reported - out["window_links"]) <= 0.1 * out["window_links"], (reported, out["window_links"])
+    print(
+        f"\necmwf links {ecmwf:,} B (control {control:,} B, minimum {out['minimum']:,} B); {delta}; report: data "
+        f"{out['cross_region_bytes']:,} + control {out['control_bytes']} B vs links {out['window_links']:,} B"
+    )
 
 
 def test_misrouted_read_fails_naming_region_and_path(tb_agent):
@@ -258,23 +286,67 @@ def test_killed_worker_tasks_rerun_in_the_same_region(bed, tb_agent):
     bed.restart_workers("ecmwf", ["ecmwf-0"])
 
 
-def test_region_cut_off_mid_run_errs_naming_it_within_the_bound_then_recovers(bed, tb_agent):
+def _wait_for_log(bed: Testbed, names: list[str], text: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not all(text in Path(bed.processes[n]["log"]).read_text(errors="replace") for n in names):
+        assert time.monotonic() < deadline, f"{text!r} not in the logs of {names} within {timeout} s"
+        time.sleep(0.5)
+
+
+def test_region_cut_off_mid_run_errs_naming_it_within_the_bound_then_its_workers_rejoin(bed, tb_agent):
     ends = [link.end_of("ecmwf") for link in bed.links_of("ecmwf")]
-    started = time.monotonic()
+    names = bed.worker_names("ecmwf")
     try:
         kind, message, seconds = tb_agent.call(cut_region_mid_run, ends, timeout=180)
+        # Each nanny says why it restarts its worker (the worker noticed the dead stream after ~TCP_TIMEOUT).
+        _wait_for_log(bed, names, "lost its scheduler", timeout=3 * TCP_TIMEOUT)
     finally:
         bed.restore("ecmwf")
+    restored = time.monotonic()
     assert kind == "RegionUnavailableError", message
     assert "region 'ecmwf'" in message
     # The scheduler notices a cut region by a message to it timing out (TCP_TIMEOUT) or, when none is in flight,
     # by its workers' missing heartbeats (within 2 TTLs); then the router waits out its bound.
     assert seconds < max(TCP_TIMEOUT, 2 * WORKER_TTL) + NO_WORKERS_TIMEOUT + 10, seconds
-    print(f"\nRegionUnavailableError after {seconds:.1f} s: {message}")
-    bed.restart_workers("ecmwf")  # Dask does not let a dropped worker rejoin: the testbed restarts them
+    # Nobody restarts them: the same processes (nanny kept, worker restarted) register again.
+    bed.wait_for_workers(names)
+    rejoined = time.monotonic() - restored
+    assert rejoined < 60, rejoined
+    print(f"\nRegionUnavailableError after {seconds:.1f} s: {message}; workers rejoined {rejoined:.1f} s after restore")
     out = tb_agent.call(metoffice_routed)
     xr.testing.assert_allclose(out["result"], expected_difference(bed))
-    assert time.monotonic() - started < 150
+
+
+def test_inter_region_link_cut_errs_naming_both_regions_and_the_link_within_the_bound(bed, tb_agent):
+    bed.cut_link("gcp", "ecmwf")  # both regions keep their links to the client namespace, hence the scheduler
+    try:
+        out = tb_agent.call(metoffice_routed_timed, timeout=180)
+    finally:
+        bed.restore_link("gcp", "ecmwf")
+    assert out["error"] == "RegionLinkError", out
+    assert "link ecmwf-gcp broken" in out["message"], out["message"]
+    assert "region 'ecmwf'" in out["message"] and "region 'gcp'" in out["message"], out["message"]
+    # The first failed attempt ends after Dask's connect timeout; the router errs once the path has failed for
+    # LINK_TIMEOUT (whichever is later), checked every 0.5 s.
+    assert out["seconds"] < max(LINK_TIMEOUT, CONNECT_TIMEOUT) + 15, out
+    print(f"\nRegionLinkError after {out['seconds']:.1f} s: {out['message']}")
+
+
+def test_a_10s_inter_region_cut_heals_with_the_same_result_and_cross_region_bytes(bed, tb_agent):
+    uncut = tb_agent.call(metoffice_routed_timed)
+    assert uncut["error"] is None, uncut
+    bed.cut_link("gcp", "ecmwf")
+    restore = threading.Timer(10.0, bed.restore_link, ("gcp", "ecmwf"))
+    restore.start()
+    try:
+        out = tb_agent.call(metoffice_routed_timed, timeout=180)
+    finally:
+        restore.join()
+    assert out["error"] is None, out
+    assert out["seconds"] > 9, out  # the cross-region transfer had to wait for the link
+    xr.testing.assert_allclose(out["result"], uncut["result"])
+    assert out["cross_region_bytes"] == uncut["cross_region_bytes"], (out, uncut)
+    print(f"\n10 s cut: completed in {out['seconds']:.1f} s (uncut {uncut['seconds']:.1f} s)")
 
 
 # -- bad input -----------------------------------------------------------------------------------------------

@@ -148,6 +148,8 @@ class Testbed:
         tcp_timeout: Dask's ``comm.timeouts.tcp`` in every process (keep-alive probes and TCP_USER_TIMEOUT, at
             least 11 s; Dask's default 30 s). A cut-off region is noticed after about ``min(tcp_timeout,
             2 * worker_ttl)``; its tasks then err after ``no_workers_timeout``.
+        link_timeout: Seconds a worker's fetches from a peer may keep failing before the waiting task errs with
+            ``RegionLinkError`` (the router's default, 60 s, when None).
         file_server: Also serve each region's root over HTTP with byte ranges on the region's address,
             reachable over the links (the centralised baseline's remote reads; see ``fileserver``).
         workdir: Where state, logs, certificates and region roots go (default ``DEFAULT_BASE/<name>``).
@@ -173,6 +175,7 @@ class Testbed:
         no_workers_timeout: float = 60.0,
         worker_ttl: float = 30.0,
         tcp_timeout: float = 30.0,
+        link_timeout: float | None = None,
         file_server: bool = False,
         workdir: str | os.PathLike[str] | None = None,
         env: Mapping[str, str] | None = None,
@@ -212,6 +215,7 @@ class Testbed:
                 f"tcp_timeout must be at least 11 s (Dask sends 10 keep-alive probes), got {tcp_timeout}"
             )
         self.tcp_timeout = tcp_timeout
+        self.link_timeout = link_timeout
         self.file_server = file_server
         self.owns_workdir = workdir is None
         self.workdir = Path(workdir) if workdir is not None else DEFAULT_BASE / self.name
@@ -431,7 +435,7 @@ class Testbed:
     def _start_scheduler(self) -> None:
         sched_file = self.workdir / "scheduler.json"
         sched_file.unlink(missing_ok=True)
-        env = scheduler_env(self.regions, self.no_workers_timeout, self._env())
+        env = scheduler_env(self.regions, self.no_workers_timeout, self._env(), link_timeout=self.link_timeout)
         env["DASK_DISTRIBUTED__SCHEDULER__WORKER_TTL"] = f"{self.worker_ttl}s"
         cmd = scheduler_command(
             host=self.address(CLIENT),
@@ -516,9 +520,8 @@ class Testbed:
         """Stop workers of ``region`` (default: all of them), whatever state they are in, start them afresh and
         wait for them.
 
-        After a cut link the scheduler has dropped the region's workers and Dask does not let a dropped worker
-        reconnect (it shuts down once the scheduler answers its heartbeat with "missing"), so the testbed
-        restarts them.
+        Not needed after a cut: ``proximate worker`` rejoins by itself once the links return (see
+        ``proximate.nanny_plugin``); this is for a worker that was killed.
         """
         names = list(names) if names is not None else self.worker_names(region)
         _kill_groups([self.processes[name] for name in names], grace=5)
@@ -536,9 +539,29 @@ class Testbed:
             netns.link_down(link.end_of(region))
 
     def restore(self, region: str) -> None:
-        """Bring the region's links back up, routes included (workers may need :meth:`restart_workers`)."""
+        """Bring the region's links back up, routes included (its workers rejoin by themselves)."""
         for link in self.links_of(region):
             netns.link_up(link.end_a, link.end_b)
+
+    def link(self, a: str, b: str) -> Link:
+        """The link between nodes ``a`` and ``b`` (either order).
+
+        Raises:
+            TestbedError: no such link.
+        """
+        for link in self.links:
+            if {link.a, link.b} == {a, b}:
+                return link
+        raise TestbedError(f"no link between {a!r} and {b!r}: nodes are {self.nodes}")
+
+    def cut_link(self, a: str, b: str) -> None:
+        """Take only the link between ``a`` and ``b`` down (at ``a``'s end); both keep every other link."""
+        netns.link_down(self.link(a, b).end_of(a))
+
+    def restore_link(self, a: str, b: str) -> None:
+        """Bring the link between ``a`` and ``b`` back up, routes included."""
+        link = self.link(a, b)
+        netns.link_up(link.end_a, link.end_b)
 
     def set_rate(self, rate: str) -> None:
         """Re-shape every link, both directions, at ``rate``.
