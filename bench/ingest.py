@@ -25,8 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from deployments.testbed import prefect_agent
 from proximate.testing.testbed import CLIENT, Testbed, bucket_name, netns
-from proximate.testing.testbed.agent import Agent
 
 REGION = "ecmwf"
 PREFECT_PORT = 4200
@@ -58,40 +58,13 @@ def small_netcdf() -> bytes:
 # -- in the client namespace ------------------------------------------------------------------------------------
 
 
-def wait_for_api() -> None:
-    import urllib.request
-
-    from prefect.settings import PREFECT_API_URL
-
-    deadline = time.monotonic() + 230
-    while True:
-        try:
-            urllib.request.urlopen(f"{PREFECT_API_URL.value()}/health", timeout=5).read()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
-
-
-def save_blocks(root: str, endpoint: str, scheduler: str, tls: dict | None, catalog_path: str) -> None:
-    from blocks.catalog import CatalogConfig
-    from blocks.cluster import RegionalCluster
-    from blocks.region import Region
-
-    Region(name=REGION, root=root, source_url=f"s3://{bucket_name(REGION)}/", endpoint_url=endpoint).save(
-        REGION, overwrite=True
-    )
-    fields = {"tls_ca_file": tls["ca_file"], "tls_cert": tls["cert"], "tls_key": tls["key"]} if tls else {}
-    RegionalCluster(address=scheduler, **fields).save("bench-cluster", overwrite=True)
-    CatalogConfig(backend="sqlite", sqlite_path=catalog_path).save("bench-catalog", overwrite=True)
-
-
 def nightly() -> dict:
     from flows.nightly import nightly_region
 
     t0 = time.perf_counter()
-    state = nightly_region(REGION, catalog="bench-catalog", cluster="bench-cluster", return_state=True)
+    from deployments.testbed import CATALOG_BLOCK, CLUSTER_BLOCK
+
+    state = nightly_region(REGION, catalog=CATALOG_BLOCK, cluster=CLUSTER_BLOCK, return_state=True)
     wall = time.perf_counter() - t0
     data = state.result(raise_on_failure=False)
     return {"ok": state.is_completed(), "message": state.message, "wall": wall, "data": data}
@@ -124,21 +97,7 @@ def main() -> int:
         t0 = time.perf_counter()
         put_objects(bed, args.objects, small_netcdf())
         print(f"{args.objects} objects put in {time.perf_counter() - t0:.1f} s")
-        env = {**bed.client_env(), "PREFECT_HOME": str(bed.workdir / "prefect"), "DO_NOT_TRACK": "1",
-               "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_UI_ENABLED": "false",
-               "PREFECT_LOGGING_LEVEL": "WARNING"}  # fmt: skip
-        prefect = str(Path(sys.executable).with_name("prefect"))
-        cmd = [prefect, "server", "start", "--host", bed.address(CLIENT), "--port", str(PREFECT_PORT)]
-        bed._spawn("prefect-server", CLIENT, cmd, env, "prefect")
-        bed._wait_port("prefect-server", CLIENT, bed.address(CLIENT), PREFECT_PORT)
-        api = f"http://{bed.address(CLIENT)}:{PREFECT_PORT}/api"
-        with open(bed.workdir / "logs" / "bench-agent.log", "ab") as log, Agent(
-            bed.namespace(CLIENT), {**env, "PREFECT_API_URL": api}, stderr=log
-        ) as agent:
-            agent.call(wait_for_api, timeout=240)
-            tls = bed.tls and bed.tls.__dict__
-            agent.call(save_blocks, str(bed.root(REGION)), bed.s3_endpoint(REGION), bed.scheduler_address, tls,
-                       str(bed.workdir / "catalog.sqlite"))  # fmt: skip
+        with prefect_agent(bed, "bench-agent") as agent:
             first = agent.call(nightly, timeout=3600)
             assert first["ok"], first["message"]
             print(

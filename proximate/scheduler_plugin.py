@@ -238,19 +238,8 @@ class RegionRouter(SchedulerPlugin):
                 # Forget the paths once they have failed a task: they may be back by the next run, so they must
                 # fail again (a fresh report, which still carries how long they have been failing) to fail more.
                 done.update((worker, holder) for holder in holders)
-                logger.error("%s", error)
                 self.link_errors += 1
-                recommendations.update(
-                    scheduler.transition(
-                        ts.key,
-                        "erred",
-                        exception=pickle.dumps(error),
-                        cause=ts.key,
-                        exception_text=str(error),
-                        worker=worker,
-                        stimulus_id=stimulus_id,
-                    )
-                )
+                recommendations.update(_fail(scheduler, ts, error, stimulus_id, worker=worker))
                 # The worker still waits for the input: make it drop the task, as the scheduler does when it
                 # releases a task that is processing.
                 scheduler.worker_send(worker, {"op": "free-keys", "keys": [ts.key], "stimulus_id": stimulus_id})
@@ -311,18 +300,22 @@ class RegionRouter(SchedulerPlugin):
         for ts, error in failures:
             if ts.state != "no-worker":
                 continue
-            logger.error("%s", error)
-            recommendations.update(
-                scheduler.transition(
-                    ts.key,
-                    "erred",
-                    exception=pickle.dumps(error),
-                    cause=ts.key,
-                    exception_text=str(error),
-                    stimulus_id=stimulus_id,
-                )
-            )
+            recommendations.update(_fail(scheduler, ts, error, stimulus_id))
         scheduler.transitions(recommendations, stimulus_id=stimulus_id)
+
+
+def _fail(scheduler: Any, ts: Any, error: Exception, stimulus_id: str, **kwargs: Any) -> dict[Any, str]:
+    """Log ``error`` and move ``ts`` to erred with it; returns the scheduler's further recommendations."""
+    logger.error("%s", error)
+    return scheduler.transition(
+        ts.key,
+        "erred",
+        exception=pickle.dumps(error),
+        cause=ts.key,
+        exception_text=str(error),
+        stimulus_id=stimulus_id,
+        **kwargs,
+    )
 
 
 def scheduler_regions(dask_scheduler: Any) -> dict[str, Any]:

@@ -9,15 +9,12 @@ would in production. Link byte counters are read on the host around the runs.
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import xarray as xr
 
 from proximate.testing.testbed import CLIENT, Testbed, netns
-from proximate.testing.testbed.agent import Agent
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the testbed needs root (network namespaces)")
 
@@ -66,67 +63,20 @@ def bed(tmp_path_factory):
 @pytest.fixture(scope="module")
 def flow_agent(bed):
     """A Prefect server on the client's address and an agent (the user's Python) in the client namespace."""
-    api = f"http://{bed.address(CLIENT)}:{PREFECT_PORT}/api"
-    env = {
-        **bed.client_env(),
-        "PREFECT_HOME": str(bed.workdir / "prefect"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_UI_ENABLED": "false",
-        "DO_NOT_TRACK": "1",
-    }
-    prefect = str(Path(sys.executable).with_name("prefect"))
-    cmd = [prefect, "server", "start", "--host", bed.address(CLIENT), "--port", str(PREFECT_PORT)]
-    bed._spawn("prefect-server", CLIENT, cmd, env, "prefect")
-    bed._wait_port("prefect-server", CLIENT, bed.address(CLIENT), PREFECT_PORT)
-    with (
-        open(bed.workdir / "logs" / "flow-agent.log", "ab") as log,
-        Agent(bed.namespace(CLIENT), {**env, "PREFECT_API_URL": api}, stderr=log) as agent,
-    ):
-        agent.call(_wait_for_api, timeout=240)
-        roots, endpoints = {r: str(bed.root(r)) for r in REGIONS}, {r: bed.s3_endpoint(r) for r in REGIONS}
-        tls = bed.tls and bed.tls.__dict__
-        agent.call(_save_blocks, roots, endpoints, bed.scheduler_address, tls, str(bed.workdir / "catalog.sqlite"))
+    from deployments.testbed import prefect_agent
+
+    with prefect_agent(bed, "flow-agent") as agent:
         yield agent
 
 
 # -- functions the agent runs in the client namespace ---------------------------------------------------------
 
 
-def _wait_for_api() -> None:
-    import time
-    import urllib.request
-
-    from prefect.settings import PREFECT_API_URL
-
-    deadline = time.monotonic() + 230
-    while True:
-        try:
-            urllib.request.urlopen(f"{PREFECT_API_URL.value()}/health", timeout=5).read()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
-
-
-def _save_blocks(roots, endpoints, scheduler, tls, catalog_path) -> None:
-    from blocks.catalog import CatalogConfig
-    from blocks.cluster import RegionalCluster
-    from blocks.region import Region
-
-    for region, root in roots.items():
-        Region(name=region, root=root, source_url=f"s3://proximate-{region}/", endpoint_url=endpoints[region]).save(
-            region, overwrite=True
-        )
-    tls_fields = {"tls_ca_file": tls["ca_file"], "tls_cert": tls["cert"], "tls_key": tls["key"]} if tls else {}
-    RegionalCluster(address=scheduler, **tls_fields).save("testbed-cluster", overwrite=True)
-    CatalogConfig(backend="sqlite", sqlite_path=catalog_path).save("testbed-catalog", overwrite=True)
-
-
 def _nightly(region: str) -> dict:
+    from deployments.testbed import CATALOG_BLOCK, CLUSTER_BLOCK
     from flows.nightly import nightly_region
 
-    state = nightly_region(region, catalog="testbed-catalog", cluster="testbed-cluster", return_state=True)
+    state = nightly_region(region, catalog=CATALOG_BLOCK, cluster=CLUSTER_BLOCK, return_state=True)
     return {"ok": state.is_completed(), "message": state.message, "data": state.result(raise_on_failure=False)}
 
 
