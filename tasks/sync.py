@@ -111,7 +111,9 @@ def sync_in_region(region: str, delete: bool, max_delete: int | None = None, del
             max_delete=max_delete,
             delete_all=delete_all,
             progress=progress,
-            what=f"of flow run {flow_run.get_name() or '?'} ({flow_run.get_id() or 'outside Prefect'})",
+            # the id only: it comes from the task's context, where the run's name would cost an API call that
+            # Prefect makes through its global loop thread, which on a Dask worker can wait forever
+            what=f"of flow run {flow_run.get_id() or '(outside Prefect)'}",
         )
     finally:
         progress.close()
