@@ -180,7 +180,7 @@ class TransferPipeline:
                 mtime, checked = await fetch(obj)
             except Exception as exc:
                 if isinstance(exc, ExceptionGroup):
-                    exc = exc.exceptions[0]
+                    exc = _telling(exc)
                 if isinstance(exc, ChecksumError) and attempt + 1 < ATTEMPTS:
                     continue
                 if isinstance(exc, ColdObjectError):  # archived where the listing did not say so (Intelligent-Tiering)
@@ -320,3 +320,24 @@ class TransferPipeline:
         if direct:
             return DirectRangeWriter(fd, start, hasher)
         return RangeWriter(fd, start, hasher, writeback=self.settings.fsync)
+
+
+def _telling(group: BaseExceptionGroup) -> BaseException:
+    """The error of a multi-range read to report: the store's own answer (an HTTP status, a checksum, a cold
+    object) over a connection error another range met meanwhile, whichever finished first."""
+    from proximate.sync.sources.s3 import S3ReadError
+
+    leaves = list(_leaves(group))
+    for kind in (ColdObjectError, ChecksumError, S3ReadError):
+        for exc in leaves:
+            if isinstance(exc, kind):
+                return exc
+    return leaves[0]
+
+
+def _leaves(group: BaseExceptionGroup):
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            yield from _leaves(exc)
+        else:
+            yield exc
