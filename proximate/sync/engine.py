@@ -22,7 +22,6 @@ from typing import Any, TypeVar
 
 from proximate.sync.backlog import add_to_backlog
 from proximate.sync.durable import direct_wanted
-from proximate.sync.manifest import Manifest
 from proximate.sync.pipeline import Progress, TransferPipeline, TransferSettings
 from proximate.sync.plan import DEFAULT_MAX_DELETE_SHARE, SyncPlan, finish_sync, plan_from
 from proximate.sync.result import SyncResult
@@ -234,35 +233,10 @@ def sync(
         SyncLockedError: Another sync is running into the root (its message names it); nothing was changed.
         ManifestWriteError: The manifest could not be written (a full disk); what it recorded stays valid.
     """
+    t0 = time.monotonic()
     root = Path(dest_root)
     root.mkdir(parents=True, exist_ok=True)
-    with hold_run(root, what):
-        result = _sync_locked(
-            source_url, root, storage_options, delete, max_delete, delete_all, max_delete_share,
-            TransferSettings(concurrency, block_size, fsync, verify, direct_wanted(direct), progress),
-            retries, backoff,
-        )  # fmt: skip
-        if result.changed or result.deleted_paths:
-            with Manifest(root, source_url) as manifest:
-                written = {r: manifest.entries[r].fingerprint for r in result.changed if r in manifest.entries}
-            add_to_backlog(root, written, result.deleted_paths)
-    return result
-
-
-def _sync_locked(
-    source_url: str,
-    root: Path,
-    storage_options: dict[str, Any] | None,
-    delete: bool,
-    max_delete: int | None,
-    delete_all: bool,
-    max_delete_share: float,
-    settings: TransferSettings,
-    retries: int,
-    backoff: float,
-) -> SyncResult:
-    t0 = time.monotonic()
-    concurrency = settings.concurrency
+    settings = TransferSettings(concurrency, block_size, fsync, verify, direct_wanted(direct), progress)
 
     async def plan_and_fetch(src: Source) -> tuple[SyncPlan, SyncResult]:
         plan = await plan_from(src, root)
@@ -271,14 +245,19 @@ def _sync_locked(
             await TransferPipeline(src, fetched, plan.new, settings).run(plan.fetch)
         return plan, fetched
 
-    plan, fetched = run_with_source(
-        plan_and_fetch, source_url, storage_options, concurrency=concurrency, retries=retries, backoff=backoff
-    )
-    result = plan.result().merge(fetched)
-    result.merge(
-        finish_sync(
-            plan, delete=delete, max_delete=max_delete, delete_all=delete_all, max_delete_share=max_delete_share
+    with hold_run(root, what):
+        plan, fetched = run_with_source(
+            plan_and_fetch, source_url, storage_options, concurrency=concurrency, retries=retries, backoff=backoff
         )
-    )
+        result = plan.result().merge(fetched)
+        result.merge(
+            finish_sync(
+                plan, delete=delete, max_delete=max_delete, delete_all=delete_all, max_delete_share=max_delete_share
+            )
+        )
+        if result.changed or result.deleted_paths:
+            landed = set(result.changed)  # recorded in the manifest with the fingerprint their listing gave
+            written = {o.rel: o.fingerprint for o in plan.fetch if o.rel in landed}
+            add_to_backlog(root, written, result.deleted_paths)
     result.seconds = time.monotonic() - t0
     return result
