@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -71,20 +70,13 @@ def prefect_agent(bed: Any, log_name: str = "prefect-agent") -> Iterator[Any]:
 
 
 def wait_for_api(timeout: float = 230.0) -> None:
-    """Until the Prefect API this process uses answers its health check."""
-    import urllib.request
-
+    """Until the Prefect API this process uses answers its health check (as ``proximate up`` waits for it)."""
     from prefect.settings import PREFECT_API_URL
 
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            urllib.request.urlopen(f"{PREFECT_API_URL.value()}/health", timeout=5).read()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
+    from deployments.up import get_json, wait_until
+
+    url = f"{PREFECT_API_URL.value()}/health"
+    wait_until(lambda: get_json(url) is True, what="the Prefect server", timeout=timeout)
 
 
 def save_blocks(

@@ -97,7 +97,8 @@ def process_group(
             proc.wait(timeout=5)
 
 
-def _get_json(url: str, timeout: float = 5.0) -> Any:
+def get_json(url: str, timeout: float = 5.0) -> Any:
+    """The JSON a URL answers with (a Prefect API endpoint)."""
     with urllib.request.urlopen(url, timeout=timeout) as response:
         return json.loads(response.read())
 
@@ -265,7 +266,7 @@ def _run_up(workdir: Path, workers_per_region: int) -> None:
         )
         _log(t0, f"Dask cluster {cluster.address}: {workers_per_region} worker processes per region")
         wait_until(
-            lambda: _get_json(f"{api}/health") is True,
+            lambda: get_json(f"{api}/health") is True,
             what="Prefect server",
             timeout=SERVER_STARTUP_TIMEOUT,
             proc=server,
@@ -331,7 +332,7 @@ def _run_up(workdir: Path, workers_per_region: int) -> None:
             )
         )
         wait_until(
-            lambda: _get_json(f"{api}/work_pools/{WORK_POOL}")["status"] == "READY",
+            lambda: get_json(f"{api}/work_pools/{WORK_POOL}")["status"] == "READY",
             what="Prefect worker",
             timeout=120,
             proc=worker,

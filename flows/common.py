@@ -224,14 +224,7 @@ def run_regions_on_cluster(block: RegionalCluster, parameter: str, regions: Sequ
     client = _attached_client(block, regions)
     info = cluster_regions(client)
     for region in regions:
-        if region not in info["known"]:
-            raise ParameterError(
-                parameter,
-                f"region {region!r} is not in this cluster (regions: {', '.join(info['known']) or 'none'}):"
-                f" start workers with --region {region}",
-            )
-        if not info["live"].get(region):
-            raise ParameterError(parameter, f"region {region!r} has no live workers right now")
+        _require_live_region(info, parameter, region, "region")
     return client
 
 
@@ -269,16 +262,22 @@ def _require_live_regions(client: Any, references: Mapping[str, Iterable[RegionP
     info = cluster_regions(client)
     for parameter, wheres in references.items():
         for where in wheres:
-            if where.region not in info["known"]:
-                raise ParameterError(
-                    parameter,
-                    f"{where} is in region {where.region!r}, which this cluster does not have (regions:"
-                    f" {', '.join(info['known']) or 'none'})",
-                )
-            if not info["live"].get(where.region):
-                raise ParameterError(
-                    parameter, f"{where} is in region {where.region!r}, which has no live workers right now"
-                )
+            _require_live_region(info, parameter, where.region, f"{where} is in region")
+
+
+def _require_live_region(info: Mapping[str, Any], parameter: str, region: str, subject: str) -> None:
+    """Refuse ``region`` unless the cluster (``cluster_regions``' answer) has it with live workers.
+
+    Raises:
+        ParameterError: naming ``parameter``; the message starts with ``subject`` and the region.
+    """
+    if region not in info["known"]:
+        raise ParameterError(
+            parameter,
+            f"{subject} {region!r}, which this cluster does not have (regions: {', '.join(info['known']) or 'none'})",
+        )
+    if not info["live"].get(region):
+        raise ParameterError(parameter, f"{subject} {region!r}, which has no live workers right now")
 
 
 @contextlib.contextmanager

@@ -83,10 +83,13 @@ class IngestionReport:
 def link_delta(
     before: Mapping[str, Mapping[str, int]] | None, after: Mapping[str, Mapping[str, int]] | None
 ) -> dict[str, dict[str, int]] | None:
-    """Per link and direction, ``after - before`` (None when either is)."""
+    """Per link and direction, ``after - before``, with each link's ``total`` (None when either is: not on the
+    testbed)."""
     if before is None or after is None:
         return None
-    return {link: {d: n - before[link][d] for d, n in dirs.items()} for link, dirs in after.items() if link in before}
+    from proximate.testing.testbed.bed import Testbed
+
+    return Testbed.bytes_delta(before, after)
 
 
 def testbed_link_counters() -> dict[str, dict[str, int]] | None:

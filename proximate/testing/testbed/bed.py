@@ -588,19 +588,7 @@ class Testbed:
         Read from ``/sys/class/net/DEV/statistics/tx_bytes`` of both ends: ground truth, whatever proximate
         reports. Includes Ethernet/IP/TCP/TLS framing, heartbeats and every other packet.
         """
-        devices: dict[str, list[str]] = {}
-        for link in self.links:
-            for end in (link.end_a, link.end_b):
-                devices.setdefault(end.namespace, []).append(end.device)
-        counts = {ns: netns.device_bytes(ns, devs) for ns, devs in devices.items()}
-        out = {}
-        for link in self.links:
-            a, b = link.end_a, link.end_b
-            out[link.name] = {
-                f"{link.a}->{link.b}": counts[a.namespace][a.device]["tx"],
-                f"{link.b}->{link.a}": counts[b.namespace][b.device]["tx"],
-            }
-        return out
+        return _links_bytes((link.name, link.a, link.b, link.end_a, link.end_b) for link in self.links)
 
     @staticmethod
     def bytes_delta(before: Mapping[str, Mapping[str, int]], after: Mapping[str, Mapping[str, int]]) -> dict:
@@ -799,14 +787,28 @@ def link_counters(path: str | os.PathLike[str] | None = None) -> dict[str, dict[
         return None
     try:
         state = load_state(Path(path))
-        out = {}
+        links = []
         for link in state["links"]:
             a, b = LinkEnd(**link["a"]), LinkEnd(**link["b"])
             node_a, node_b = (end.namespace.removeprefix(f"{state['name']}-") for end in (a, b))
-            out[link["name"]] = {
-                f"{node_a}->{node_b}": netns.device_bytes(a.namespace, [a.device])[a.device]["tx"],
-                f"{node_b}->{node_a}": netns.device_bytes(b.namespace, [b.device])[b.device]["tx"],
-            }
-        return out
+            links.append((link["name"], node_a, node_b, a, b))
+        return _links_bytes(links)
     except (TestbedError, NetnsError, OSError, KeyError, ValueError):
         return None
+
+
+def _links_bytes(links: Iterable[tuple[str, str, str, LinkEnd, LinkEnd]]) -> dict[str, dict[str, int]]:
+    """Per link (name, node a, node b, end a, end b), the bytes each end has sent: one read per namespace."""
+    links = list(links)
+    devices: dict[str, list[str]] = {}
+    for _, _, _, a, b in links:
+        for end in (a, b):
+            devices.setdefault(end.namespace, []).append(end.device)
+    counts = {ns: netns.device_bytes(ns, devs) for ns, devs in devices.items()}
+    return {
+        name: {
+            f"{node_a}->{node_b}": counts[a.namespace][a.device]["tx"],
+            f"{node_b}->{node_a}": counts[b.namespace][b.device]["tx"],
+        }
+        for name, node_a, node_b, a, b in links
+    }
