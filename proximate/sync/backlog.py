@@ -9,13 +9,12 @@ fingerprint that was indexed: a file fetched again meanwhile stays in the backlo
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from proximate.sync.manifest import ManifestWriteError, state_dir
+from proximate.sync.manifest import state_dir, write_json_durably
 
 BACKLOG = "index-backlog.json"
 
@@ -45,17 +44,8 @@ def read_backlog(root: str | os.PathLike[str]) -> IndexBacklog:
 def _write(root: str | os.PathLike[str], backlog: IndexBacklog) -> None:
     folder = state_dir(root)
     folder.mkdir(parents=True, exist_ok=True)
-    path, tmp = folder / BACKLOG, folder / f"{BACKLOG}.tmp"
-    try:
-        with open(tmp, "w") as f:
-            json.dump({"changed": dict(sorted(backlog.changed.items())), "deleted": sorted(backlog.deleted)}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:  # the previous backlog stays whole: nothing recorded is lost
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise ManifestWriteError(exc.errno, f"{exc.strerror or exc}: cannot write {path}") from exc
+    payload = {"changed": dict(sorted(backlog.changed.items())), "deleted": sorted(backlog.deleted)}
+    write_json_durably(folder / BACKLOG, payload)  # the previous backlog stays whole if this fails
 
 
 def add_to_backlog(root: str | os.PathLike[str], changed: Mapping[str, str], deleted: Iterable[str]) -> IndexBacklog:

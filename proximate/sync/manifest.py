@@ -62,6 +62,26 @@ class Entry:
     mtime_ns: int
 
 
+def write_json_durably(path: Path, payload: object) -> None:
+    """Replace ``path`` by ``payload`` as JSON, atomically and durably (temporary, fsync, rename, fsync folder).
+
+    Raises:
+        ManifestWriteError: the temporary could not be written (a full disk); ``path`` keeps what it held.
+    """
+    tmp = path.with_name(f"{path.name}.tmp")
+    try:
+        with open(tmp, "w") as f:
+            json.dump(payload, f, separators=(",", ":"))
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:  # only the temporary goes
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise _write_error(exc, tmp, "write") from exc
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
 def state_dir(root: str | os.PathLike[str]) -> Path:
     return Path(root) / STATE_DIR
 
@@ -181,23 +201,13 @@ class Manifest:
 
     def compact(self) -> None:
         """Write a new snapshot atomically (temp, fsync, rename, fsync folder), then empty the journal."""
-        tmp = self.dir / f"{SNAPSHOT}.tmp"
         payload = {
             "format": FORMAT,
             "source": self.source_url,
             "entries": {rel: [e.size, e.fingerprint, e.mtime_ns] for rel, e in self.entries.items()},
         }
-        try:
-            with open(tmp, "w") as f:
-                json.dump(payload, f, separators=(",", ":"))
-                f.flush()
-                os.fsync(f.fileno())
-        except OSError as exc:  # the old snapshot and the journal still hold everything: only the temporary goes
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise _write_error(exc, tmp, "write") from exc
-        os.replace(tmp, self.dir / SNAPSHOT)
-        _fsync_dir(self.dir)
+        # the old snapshot and the journal still hold everything until the new snapshot replaces it
+        write_json_durably(self.dir / SNAPSHOT, payload)
         if self._journal_fd is not None:
             os.ftruncate(self._journal_fd, 0)
         else:
