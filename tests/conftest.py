@@ -32,7 +32,9 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 )
 
 
-REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
+# Real files written by other people, kept in the repository so a clone needs nothing beside it (provenance and
+# licences in its README).
+REAL_DATA = Path(__file__).resolve().parent / "data" / "real"
 
 from proximate.testing.local_s3 import free_port  # noqa: E402, F401 - tests import it from here; after the env setup
 
