@@ -7,6 +7,7 @@ plot in a thread while it writes its result, and no tight-bbox pass (which rende
 from __future__ import annotations
 
 import io
+import textwrap
 
 import numpy as np
 import pandas as pd
@@ -36,53 +37,142 @@ def title_of(da: xr.DataArray) -> str:
     return ", ".join(parts)
 
 
+#: Figure width in inches at :data:`DPI`: 1,000 pixels, legible in a Prefect artifact and on a slide.
+WIDTH_IN = 10.0
+DPI = 100
+
+_LATITUDE_UNITS = {"degrees_north", "degree_north", "degrees_N", "degreeN"}
+_LONGITUDE_UNITS = {"degrees_east", "degree_east", "degrees_E", "degreeE"}
+
+
+def colour_limits(values: np.ndarray) -> tuple[float, float, str, bool]:
+    """Colour limits for ``values``: ``(vmin, vmax, extend, diverging)``.
+
+    Data that straddles zero (a difference, an anomaly) gets a symmetric scale around zero, so white means no
+    difference and equal distances mean equal magnitudes; anything else spans its 2nd to 98th percentile. A few
+    extreme values should not wash out the map, so the scale may clip them: ``extend`` (``"neither"``, ``"min"``,
+    ``"max"`` or ``"both"``, as matplotlib's colour bar takes it) then draws an arrow on the side that was clipped,
+    so a reader knows the data goes beyond the colours.
+    """
+    finite = values[np.isfinite(values)]
+    if not finite.size:
+        return 0.0, 1.0, "neither", False
+    low, high = (float(v) for v in np.percentile(finite, [2, 98]))
+    lowest, highest = float(finite.min()), float(finite.max())
+    diverging = lowest < 0 < highest
+    if diverging:
+        high = max(abs(low), abs(high))
+        low = -high
+    if low == high:  # a constant field: any scale around it
+        low, high = low - 0.5, high + 0.5
+    extend = {(False, False): "neither", (True, False): "min", (False, True): "max", (True, True): "both"}[
+        (lowest < low, highest > high)
+    ]
+    return low, high, extend, diverging
+
+
+def _axis_label(coord: xr.DataArray, name: str) -> tuple[str, object | None]:
+    """An axis's label and, on latitude or longitude, a tick formatter writing degrees (30°N, 150°W)."""
+    from matplotlib.ticker import FuncFormatter
+
+    units = str(coord.attrs.get("units", ""))
+    standard = coord.attrs.get("standard_name", name)
+    if units in _LATITUDE_UNITS or standard == "latitude":
+        return "latitude", FuncFormatter(lambda v, _: f"{abs(v):g}°{'N' if v > 0 else 'S' if v < 0 else ''}")
+    if units in _LONGITUDE_UNITS or standard == "longitude":
+        return "longitude", FuncFormatter(lambda v, _: f"{abs(v):g}°{'E' if 0 < v < 180 else 'W' if v < 0 else ''}")
+    return (f"{name} [{units}]" if units else name), None
+
+
 def plot_png(da: xr.DataArray, title: str | None = None) -> bytes:
-    """A map (2-D), facets (3-D, one panel per entry of the first dimension, e.g. seasons) or a line (1-D) of
-    ``da``; returns PNG bytes. Colour limits are the 2nd and 98th percentiles, shared by every panel."""
+    """:func:`figure` of ``da`` as PNG bytes, 1,000 pixels wide.
+
+    Examples:
+        >>> from pathlib import Path
+        >>> Path("seasonal-mean.png").write_bytes(plot_png(seasonal_mean))  # doctest: +SKIP
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    return _png(FigureCanvasAgg(figure(da, title)))
+
+
+def figure(da: xr.DataArray, title: str | None = None):
+    """A map (2-D), facets (3-D, one panel per entry of the first dimension, e.g. seasons) or a line (1-D) of
+    ``da``, as a matplotlib ``Figure`` (not drawn yet).
+
+    Every panel shares one colour scale (:func:`colour_limits`: symmetric around zero for differences, arrows on
+    the colour bar where values are clipped), labelled with the quantity and its units; latitude and longitude axes
+    are in degrees and keep their true proportions; the title wraps instead of running off the figure.
+    """
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MultipleLocator
 
     da = da.squeeze()
-    title = title or title_of(da)
+    title = textwrap.fill(title or title_of(da), width=95)
+    units = da.attrs.get("units", "")
+    quantity = str(da.attrs.get("long_name") or str(da.name or "").replace("_", " "))
     if da.ndim == 1:
-        fig = Figure(figsize=(8, 3.5), layout="constrained")
+        fig = Figure(figsize=(WIDTH_IN, 4.0), dpi=DPI, layout="constrained")
         ax = fig.add_subplot()
         ax.plot(da[da.dims[0]].values, da.values)
-        ax.set_xlabel(str(da.dims[0]))
-        fig.suptitle(title, fontsize=10)
-        return _png(FigureCanvasAgg(fig))
+        label, formatter = _axis_label(da[da.dims[0]], str(da.dims[0]))
+        ax.set_xlabel(label)
+        if formatter is not None:
+            ax.xaxis.set_major_formatter(formatter)
+        ax.set_ylabel(f"{quantity} [{units}]" if units else quantity)
+        ax.grid(alpha=0.3)
+        fig.suptitle(title, fontsize=11)
+        return fig
     panels = [da] if da.ndim == 2 else [da.isel({da.dims[0]: i}) for i in range(da.sizes[da.dims[0]])]
-    values = np.asarray(da.values, dtype="f8")
-    finite = values[np.isfinite(values)]
-    vmin, vmax = np.percentile(finite, [2, 98]) if finite.size else (0.0, 1.0)
+    vmin, vmax, extend, diverging = colour_limits(np.asarray(da.values, dtype="f8"))
     cols = min(len(panels), 2)
     rows = -(-len(panels) // cols)
-    fig = Figure(figsize=(4.2 * cols + 0.8, 2.4 * rows + 0.6), layout="constrained")
+    ydim, xdim = da.dims[-2], da.dims[-1]
+    x, y = da[xdim].values, da[ydim].values
+    ylabel, yformat = _axis_label(da[ydim], str(ydim))
+    xlabel, xformat = _axis_label(da[xdim], str(xdim))
+    geographic = yformat is not None and xformat is not None
+    # Panel height from the data's own proportions on a lat/lon grid (plate carree), else a 2:1 panel.
+    aspect = (y.max() - y.min()) / max(x.max() - x.min(), 1e-9) if geographic else 0.5
+    panel_width = (WIDTH_IN - 1.2) / cols
+    fig = Figure(figsize=(WIDTH_IN, rows * panel_width * aspect + 0.9 + 0.2 * title.count("\n")), dpi=DPI)
+    fig.set_layout_engine("constrained")
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     image = None
     for ax, panel in zip(axes, panels, strict=False):
-        ydim, xdim = panel.dims[-2], panel.dims[-1]
-        x, y = panel[xdim].values, panel[ydim].values
+        py = panel[ydim].values
         image = ax.imshow(
             panel.values,
-            origin="lower" if y[0] < y[-1] else "upper",
+            origin="lower" if py[0] < py[-1] else "upper",
             extent=(x.min(), x.max(), y.min(), y.max()),
             vmin=vmin,
             vmax=vmax,
-            cmap="RdBu_r" if vmin < 0 < vmax else "viridis",
-            aspect="auto",
+            cmap="RdBu_r" if diverging else "viridis",
+            aspect="equal" if geographic else "auto",
             interpolation="nearest",
         )
-        ax.set_xlabel(xdim, fontsize=8)
-        ax.set_ylabel(ydim, fontsize=8)
-        ax.tick_params(labelsize=7)
+        ax.set_xlabel(xlabel, fontsize=9)
+        ax.set_ylabel(ylabel, fontsize=9)
+        for axis, formatter, span in ((ax.xaxis, xformat, np.ptp(x)), (ax.yaxis, yformat, np.ptp(y))):
+            if formatter is not None:
+                axis.set_major_formatter(formatter)
+                if span >= 90:  # whole-globe axes read best at the parallels and meridians maps use
+                    axis.set_major_locator(MultipleLocator(30 if axis is ax.yaxis else 60))
+        ax.tick_params(labelsize=8)
         if len(panels) > 1:
-            ax.set_title(f"{da.dims[0]} {panel[da.dims[0]].values}", fontsize=9)
+            value = panel[da.dims[0]].values
+            ax.set_title(str(value) if da.dims[0] == "season" else f"{da.dims[0]} {value}", fontsize=10)
     for ax in axes[len(panels) :]:
         ax.set_visible(False)
-    fig.colorbar(image, ax=list(axes[: len(panels)]), shrink=0.9, label=da.attrs.get("units", ""))
-    fig.suptitle(title, fontsize=10)
-    return _png(FigureCanvasAgg(fig))
+    fig.colorbar(
+        image,
+        ax=list(axes[: len(panels)]),
+        shrink=0.9,
+        extend=extend,
+        label=textwrap.fill(f"{quantity} [{units}]" if units else quantity, width=50),
+    )
+    fig.suptitle(title, fontsize=11)
+    return fig
 
 
 def _png(canvas) -> bytes:

@@ -19,18 +19,62 @@ def _grid(nlat: int, nlon: int) -> tuple[np.ndarray, np.ndarray]:
     return lat, lon
 
 
+def _climate(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
+    """Annual-mean near-surface temperature (K) of a plausible planet, on ``lat`` x ``lon`` (degrees).
+
+    Smooth everywhere (no kink at the equator, continuous across the antimeridian): 300 K in the tropics falling
+    to about 250 K at the poles, with a stationary wave of land and sea (warmer west coasts in mid-latitudes). The
+    same function evaluated on two grids gives the same atmosphere, so generated observations and forecasts on
+    different grids describe one truth.
+    """
+    phi, lam = np.deg2rad(lat)[:, None], np.deg2rad(lon)[None, :]
+    zonal = 300.0 - 48.0 * np.sin(phi) ** 2
+    waves = 4.0 * np.cos(phi) ** 2 * np.sin(2 * phi) ** 2 * np.cos(2 * lam + 0.6) + 1.5 * np.cos(phi) * np.cos(lam)
+    return zonal + waves
+
+
+def _smooth_fields(
+    rng: np.random.Generator, lat: np.ndarray, lon: np.ndarray, count: int, amplitude: float, waves: int = 10
+) -> np.ndarray:
+    """``count`` random fields of large-scale structure (count x lat x lon, standard deviation near ``amplitude``).
+
+    Each field is a sum of ``waves`` planetary waves (zonal wavenumbers 1-6, meridional 1-4), periodic in longitude
+    and vanishing towards the poles as real wave patterns do: weather, forecast biases and ensemble spread have
+    structure over thousands of kilometres, never independent values per grid point.
+    """
+    phi, lam = np.deg2rad(lat), np.deg2rad(lon)
+    m = rng.integers(1, 7, (count, waves))
+    n = rng.integers(1, 5, (count, waves))
+    lon_phase = rng.uniform(0, 2 * np.pi, (count, waves))
+    lat_phase = rng.uniform(0, 2 * np.pi, (count, waves))
+    weight = rng.standard_normal((count, waves)) * np.sqrt(2.0 / waves) * amplitude
+    # (count, waves, lat) and (count, waves, lon) factors: the fields are their weighted outer products.
+    along_lat = np.cos(phi)[None, None, :] * np.sin(n[..., None] * phi[None, None, :] + lat_phase[..., None])
+    along_lon = np.cos(m[..., None] * lam[None, None, :] + lon_phase[..., None])
+    return np.einsum("cw,cwy,cwx->cyx", weight, along_lat, along_lon) * np.sqrt(2.0)
+
+
 def forecast(*, realizations: int = 4, heights: int = 16, nlat: int = 90, nlon: int = 180, seed: int = 0) -> xr.Dataset:
-    """Air temperature ensemble: realization x height x latitude x longitude, float32."""
+    """Air temperature ensemble: realization x height x latitude x longitude, float32.
+
+    The truth (:func:`_climate`, with a lapse rate of 6.5 K/km) plus the model's own error: a systematic bias of
+    about 1 K with large-scale structure, shared by every member, and each member's perturbation (about 1 K,
+    also smooth), so the ensemble mean minus observations is a map of the model's bias a forecaster would recognise.
+    """
     rng = np.random.default_rng(seed)
     lat, lon = _grid(nlat, nlon)
     height = np.linspace(10.0, 10_000.0, heights)
-    base = 288.0 - 30.0 * np.abs(np.sin(np.deg2rad(lat)))[None, :, None] - 0.0065 * height[:, None, None]
-    data = base[None] + rng.standard_normal((realizations, heights, nlat, nlon), dtype=np.float32)
+    truth = _climate(lat, lon)[None] - 0.0065 * height[:, None, None]
+    bias = 0.2 + _smooth_fields(rng, lat, lon, 1, amplitude=1.0)[0]
+    members = _smooth_fields(rng, lat, lon, realizations, amplitude=1.0)
+    data = np.empty((realizations, heights, nlat, nlon), dtype=np.float32)
+    for r in range(realizations):  # one member at a time: the demo's forecast is 12 x 16 x 180 x 360
+        data[r] = truth + (bias + members[r])[None]
     ds = xr.Dataset(
         {
             "air_temperature": (
                 ("realization", "height", "latitude", "longitude"),
-                data.astype(np.float32),
+                data,
                 {"standard_name": "air_temperature", "units": "K", "long_name": "Air temperature"},
             )
         },
@@ -54,16 +98,17 @@ def forecast(*, realizations: int = 4, heights: int = 16, nlat: int = 90, nlon: 
 def observations(*, nlat: int = 90, nlon: int = 180, seed: int = 1, height: float | None = None) -> xr.Dataset:
     """Near-surface air temperature observations on a latitude x longitude grid, float32.
 
-    With ``height`` (metres), the observations are of the same atmosphere as :func:`forecast` at that height
-    (its lapse rate applied) and say so with a scalar ``height`` coordinate, as CF data does; a forecast minus
-    them is then the forecast's error, not the temperature difference between two levels.
+    The same truth as :func:`forecast` plus an observation error of 0.3 K per grid box. With ``height``
+    (metres), the observations are of the same atmosphere as :func:`forecast` at that height (its lapse rate
+    applied) and say so with a scalar ``height`` coordinate, as CF data does; a forecast minus them is then the
+    forecast's error, not the temperature difference between two levels.
     """
     rng = np.random.default_rng(seed)
     lat, lon = _grid(nlat, nlon)
-    base = 288.0 - 30.0 * np.abs(np.sin(np.deg2rad(lat)))[:, None] + np.zeros((1, nlon))
+    base = _climate(lat, lon)
     if height is not None:
         base = base - 0.0065 * height
-    data = (base + rng.standard_normal((nlat, nlon))).astype(np.float32)
+    data = (base + 0.3 * rng.standard_normal((nlat, nlon))).astype(np.float32)
     coords = {
         "latitude": ("latitude", lat, {"standard_name": "latitude", "units": "degrees_north"}),
         "longitude": ("longitude", lon, {"standard_name": "longitude", "units": "degrees_east"}),
@@ -118,9 +163,19 @@ def daily_temperature(
     lat, lon = _grid(nlat, nlon)
     time = pd.date_range(start, periods=days, freq="D")
     doy = time.dayofyear.values
-    cycle = 10.0 * np.cos(2 * np.pi * (doy - 200) / 365.25)[:, None, None] * np.sign(lat)[None, :, None]
-    base = 288.0 - 30.0 * np.abs(np.sin(np.deg2rad(lat)))[None, :, None]
-    data = (base + cycle + rng.standard_normal((days, nlat, nlon))).astype(np.float32)
+    # The seasonal cycle's amplitude grows with latitude and changes sign across the equator through zero, so the
+    # hemispheres' seasons are opposite without a jump between 4 S and 4 N; it peaks about 20 July in the north.
+    amplitude = 14.0 * np.sin(np.deg2rad(lat))
+    cycle = np.cos(2 * np.pi * (doy - 200) / 365.25)[:, None, None] * amplitude[None, :, None]
+    # Weather: a few travelling large-scale patterns whose amplitudes persist from day to day (AR(1), 0.8 a day).
+    patterns = _smooth_fields(rng, lat, lon, 8, amplitude=1.0)
+    shocks = rng.standard_normal((days, len(patterns)))
+    amplitudes = np.empty_like(shocks)
+    amplitudes[0] = shocks[0]
+    for day in range(1, days):
+        amplitudes[day] = 0.8 * amplitudes[day - 1] + 0.6 * shocks[day]
+    weather = np.einsum("tk,kyx->tyx", amplitudes, patterns) * (2.0 / np.sqrt(len(patterns)))
+    data = (_climate(lat, lon)[None] + cycle + weather).astype(np.float32)
     return xr.Dataset(
         {
             "tas": (
