@@ -9,10 +9,10 @@ The user's Python runs in the client namespace through an agent whose ``PREFECT_
 from __future__ import annotations
 
 import contextlib
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
+
+from deployments import prefect_server
 
 PREFECT_PORT = 4200
 CLUSTER_BLOCK = "testbed-cluster"
@@ -41,15 +41,8 @@ def prefect_agent(bed: Any, log_name: str = "prefect-agent") -> Iterator[Any]:
         "DO_NOT_TRACK": "1",
         "PREFECT_LOGGING_LEVEL": "WARNING",
     }
-    cmd = [
-        str(Path(sys.executable).with_name("prefect")),
-        "server",
-        "start",
-        "--host",
-        host,
-        "--port",
-        str(PREFECT_PORT),
-    ]
+    # Prefect's server with write transactions that queue instead of failing (deployments/prefect_server.py).
+    cmd = prefect_server.command("--host", host, "--port", str(PREFECT_PORT))
     bed._spawn("prefect-server", CLIENT, cmd, env, "prefect")
     bed._wait_port("prefect-server", CLIENT, host, PREFECT_PORT)
     with (

@@ -33,6 +33,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from deployments import prefect_server
+
 #: The project folder: prefect.yaml, and the flows' code that flow runs import (PROXIMATE_HOME).
 PROJECT = Path(__file__).resolve().parents[1]
 #: The work pool prefect.yaml deploys to.
@@ -246,7 +248,7 @@ def _run_up(workdir: Path, workers_per_region: int) -> None:
         server_log = logs / "prefect-server.log"
         server = stack.enter_context(
             process_group(
-                prefect_command("server", "start", "--host", "127.0.0.1", "--port", env["PREFECT_SERVER_API_PORT"]),
+                prefect_server.command("--host", "127.0.0.1", "--port", env["PREFECT_SERVER_API_PORT"]),
                 env=env,
                 log=server_log,
                 stop=signal.SIGTERM,

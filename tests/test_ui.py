@@ -227,19 +227,11 @@ def custom_run(page: Any, up: Up, deployment: str, fill: Callable[[Any], None]) 
     submitted = time.monotonic()
     listed = page.get_by_role("link", name=name, exact=True).first  # the deployment's Runs tab lists it
     oops = page.get_by_text("Something went wrong").first
-    for attempt in range(3):
-        seen = len(page.errors)
-        page.get_by_role("button", name="Submit", exact=True).click()
-        listed.or_(oops).wait_for()
-        if listed.is_visible():
-            break
-        # Prefect's SQLite server answers 503 (retry) when a write finds the database busy; the UI shows
-        # "Something went wrong" and a user submits again, as Prefect's own clients retry such answers.
-        busy = page.errors[seen:] and all(e.startswith("503 ") for e in page.errors[seen:])
-        if not busy or attempt == 2:
-            _shot(page, f"{deployment}-2-not-created")
-            pytest.fail(f"the UI could not create the {deployment} run: {page.errors}\n{up.logs()}")
-        oops.wait_for(state="hidden", timeout=15_000)
+    page.get_by_role("button", name="Submit", exact=True).click()
+    listed.or_(oops).wait_for()
+    if not listed.is_visible():  # one click must do: the server queues concurrent writes (prefect_server.py)
+        _shot(page, f"{deployment}-2-not-created")
+        pytest.fail(f"the UI could not create the {deployment} run: {page.errors}\n{up.logs()}")
     listed.click()
     page.wait_for_url("**/runs/flow-run/**")
     badge = page.locator(".state-badge").first
@@ -321,6 +313,63 @@ def test_compare_custom_run_given_catalog_ids_completes_and_shows_its_locality(u
     # The forecast (most bytes) stays in ecmwf; the observations' side is the smaller operand that moves.
     assert figures["tasks"].get("ecmwf") and figures["tasks"].get("gcp"), figures
     assert figures["run_mib"] <= 1.1 * figures["minimum_mib"] < figures["centralised_mib"], figures
+
+
+@pytest.mark.parametrize("deployment", ["describe-table", "fit-linear-regression"])
+def test_table_flow_custom_run_from_its_defaults_completes(up, page, deployment, record_property):
+    """The form opens filled in with the demo's tables, columns and derived duration (prefect.yaml): Submit as is."""
+    url, seconds = custom_run(page, up, deployment, lambda page: None)
+    record_property("submit_to_completed_s", round(seconds, 1))
+    print(f"{deployment}: Submit -> Completed in {seconds:.1f} s ({url})")
+    key = {"describe-table": "describe-table-locality", "fit-linear-regression": "linear-regression-locality"}
+    figures = locality_figures(page, key[deployment])
+    assert set(figures["tasks"]) == {"ecmwf", "gcp"}, figures  # each region reduced its own month of trips
+    assert figures["run_mib"] < figures["centralised_mib"] / 100, figures
+
+
+def test_twelve_runs_created_at_once_through_the_api_are_all_accepted_and_complete(up):
+    """A handful of users at once: twelve seasonal-mean runs created in one burst through the REST API (as the UI
+    and Prefect's clients call it), each writing its own output; every create is accepted (no 503) and every run
+    completes."""
+    import asyncio
+
+    import httpx
+
+    api = f"{up.ui}/api"
+    deployment = httpx.get(f"{api}/deployments/name/seasonal-mean/seasonal-mean", timeout=60).json()
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=180) as client:
+            return await asyncio.gather(
+                *(
+                    client.post(
+                        f"{api}/deployments/{deployment['id']}/create_flow_run",
+                        json={
+                            "name": f"burst-{i}",
+                            "parameters": {
+                                "query": {"text": "synthetic daily temperature"},
+                                "variable": "tas",
+                                "output": f"burst/seasonal-mean-{i}.nc",
+                            },
+                        },
+                    )
+                    for i in range(12)
+                )
+            )
+
+    created = asyncio.run(burst())
+    assert [r.status_code for r in created] == [201] * 12, [r.text[:200] for r in created]
+    ids = [r.json()["id"] for r in created]
+    deadline = time.monotonic() + 12 * RUN_TIMEOUT / 4  # twelve flow-run processes share two cores
+    while True:
+        runs = httpx.post(f"{api}/flow_runs/filter", json={"flow_runs": {"id": {"any_": ids}}}, timeout=60).json()
+        states = sorted(r["state_type"] for r in runs)
+        if states == ["COMPLETED"] * 12:
+            break
+        failed = [r["name"] for r in runs if r["state_type"] in ("FAILED", "CRASHED", "CANCELLED")]
+        assert not failed and time.monotonic() < deadline, f"{states}; failed {failed}\n{up.logs()}"
+        time.sleep(2)
+    assert all((up.workdir / "results" / "burst" / f"seasonal-mean-{i}.nc").is_file() for i in range(12))
 
 
 def test_ctrl_c_stops_everything_up_started(up):
