@@ -540,13 +540,14 @@ class TableQuestion:
         Raises:
             TableInputError: the partial passed a limit; the message names the derived columns' expressions.
         """
+        limits = self.limits or Limits.from_env()
         try:
-            return run_bounded(self.partial, df, limits=self.limits)
+            return run_bounded(self.partial, df, limits=limits)
         except (LimitExceeded, MemoryError) as exc:
             what = (
                 f"derived column(s) {self.derive.expressions}" if self.derive.expressions else f"a {self.kind} partial"
             )
-            reason = str(exc) if isinstance(exc, LimitExceeded) else "ran out of its memory limit"
+            reason = str(exc) if isinstance(exc, LimitExceeded) else f"ran out of its {limits.memory_bytes} B memory"
             raise TableInputError(f"computing {what} on {len(df)} rows {reason}") from None
 
 

@@ -14,7 +14,15 @@ from typing import Any
 
 from proximate.catalog.base import Catalog, CatalogError, Fingerprint, check_facet_fields
 from proximate.catalog.geo import bbox_shapes
-from proximate.catalog.query import FACET_FIELDS, CatalogQuery, SearchResult, empty_result, iso, search_text
+from proximate.catalog.query import (
+    FACET_FIELDS,
+    CatalogQuery,
+    SearchResult,
+    check_facet_size,
+    empty_result,
+    iso,
+    search_text,
+)
 from proximate.catalog.records import DatasetRecord
 
 MAPPING: dict[str, Any] = {
@@ -304,7 +312,7 @@ class OpenSearchCatalog(Catalog):
     def facets(
         self, query: CatalogQuery | None = None, fields: Sequence[str] = FACET_FIELDS, size: int = 50
     ) -> dict[str, dict[str, int]]:
-        fields = check_facet_fields(fields)
+        fields, size = check_facet_fields(fields), check_facet_size(size)
         q = build_query(query)
         if q is None:
             return {f: {} for f in fields}
