@@ -39,8 +39,9 @@ MAX_QUERY_CHARS = 1_000
 MAX_QUERY_WORDS = 32
 #: The largest size filter: sizes are stored as signed 64-bit integers by both backends.
 MAX_SIZE_BYTES = 2**63 - 1
-#: The most values :meth:`Catalog.facets` returns per field.
-MAX_FACET_SIZE = 1_000
+#: The most values :meth:`Catalog.facets` returns per field (as deep as a page goes; the STAC catalog asks for
+#: every region this way).
+MAX_FACET_SIZE = MAX_WINDOW
 
 
 def tokens(text: str | None) -> list[str]:
