@@ -84,3 +84,4 @@ def open_from_catalog(record_or_id: DatasetRecord | str, *, catalog: Catalog | N
     with CatalogSettings.from_env().open() as own:
         where = locate(CatalogId(record_or_id), own)
     return open_dataset(where, **xarray_kwargs)
+
