@@ -154,3 +154,32 @@ def _sandbox_cpu(worker_pids) -> dict[int, float]:
         except (psutil.NoSuchProcess, psutil.ZombieProcess):
             continue
     return found
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # a Prefect server and a cluster to start on a loaded machine, then two flow runs
+def test_the_describe_table_flow_fails_naming_a_runaway_expression_and_the_next_run_completes(
+    prefect_server, cluster, client, region_roots, tmp_path
+):
+    """The flow path, with the workers' own limits (the environment's defaults): the runaway's flow run fails
+    with a TableInputError naming the expression; region a's workers are the same processes afterwards, and a
+    run over both regions completes."""
+    from flows.tabular import describe_table
+
+    runaway_csv = region_roots["a"] / "runaway-flow" / "text.csv"
+    runaway_csv.parent.mkdir(parents=True, exist_ok=True)
+    runaway_csv.write_text("s\n" + "\n".join(f"row {i:04d} of a harmless text col" for i in range(20)) + "\n")
+    trips = synthetic.trips(4_000, seed=22)
+    synthetic.write_parquet(trips, region_roots["b"] / "runaway-flow" / "trips.parquet")
+    workers_a = sorted(w for w, r in worker_regions(client).items() if r == "a")
+    pids_a = client.run(lambda: __import__("os").getpid(), workers=workers_a)
+
+    with pytest.raises(tables.TableInputError, match=r"'w': 'z \* 99'.*on 20 rows ran out of its \d+ B memory"):
+        describe_table(datasets=["a:runaway-flow/text.csv"], columns=["w"], derive=RUNAWAY,
+                       output=str(tmp_path / "runaway.json"), scheduler_address=cluster.address)  # fmt: skip
+    assert not (tmp_path / "runaway.json").exists()
+    assert client.run(lambda: __import__("os").getpid(), workers=workers_a) == pids_a
+    res = describe_table(datasets=["b:runaway-flow/trips.parquet"], columns=["fare_amount"],
+                         output=str(tmp_path / "b.json"), scheduler_address=cluster.address)  # fmt: skip
+    assert res["columns"]["fare_amount"]["count"] == len(trips)
+    np.testing.assert_allclose(res["columns"]["fare_amount"]["mean"], trips.fare_amount.mean(), rtol=1e-9)
