@@ -382,7 +382,8 @@ def cmd_catalog_export_stac(args: argparse.Namespace) -> int:
     from proximate.catalog.settings import CATALOG_ENV
     from proximate.catalog.stac import export_stac
 
-    environ = None if args.catalog is None else {CATALOG_ENV: args.catalog}
+    # --catalog replaces only the URL: the credentials variables (PROXIMATE_CATALOG_USERNAME...) still apply.
+    environ = None if args.catalog is None else {**os.environ, CATALOG_ENV: args.catalog}
     with CatalogSettings.from_env(environ).open() as catalog:
         path = export_stac(catalog, args.dir)
     print(path)

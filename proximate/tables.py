@@ -24,6 +24,7 @@ import pandas as pd
 
 from proximate.datasets import RegionPath
 from proximate.regions import pool_resource, resolve
+from proximate.sandbox import LimitExceeded, Limits, run_bounded
 
 PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
 CSV_SUFFIXES = (".csv", ".csv.gz")
@@ -191,20 +192,105 @@ _BINARY = {
 _UNARY = {ast.USub: lambda a: -a, ast.UAdd: lambda a: a}
 
 
-def _compile(name: str, text: str) -> Callable[[pd.DataFrame], Any]:
-    """Check an expression and turn it into a function of a frame; refuse anything but the allowed forms."""
+#: What an expression may cost, checked before any work: its length in characters, its syntax-tree nodes, the
+#: nesting depth of that tree, the magnitude of any integer constant (literal or folded), and the magnitude of a
+#: constant exponent. Python integers grow without bound (``10**10**10`` holds the GIL for hours), so constant
+#: subexpressions are folded here under these limits and never reach a worker.
+MAX_EXPRESSION_CHARS = 1_000
+MAX_EXPRESSION_NODES = 200
+MAX_EXPRESSION_DEPTH = 32
+MAX_CONSTANT = 2**63
+MAX_EXPONENT = 100
+#: Derived columns one question may add.
+MAX_DERIVED_COLUMNS = 64
+
+
+def _refuse(name: str, text: str, why: str) -> TableInputError:
+    shown = text if len(text) <= 80 else f"{text[:60]}...({len(text)} characters)"
+    return TableInputError(f"derived column {name!r}: {shown!r} {why}")
+
+
+def _check_cost(name: str, text: Any) -> ast.Expression:
+    """Parse an expression, refusing it (naming it and the limit) if it is too long, too big or too deep."""
+    if not isinstance(text, str):
+        raise TableInputError(f"derived column {name!r}: {text!r} is not an expression (give it as text)")
+    if len(text) > MAX_EXPRESSION_CHARS:
+        raise _refuse(name, text, f"is longer than {MAX_EXPRESSION_CHARS} characters")
     try:
         tree = ast.parse(text, mode="eval")
     except SyntaxError as exc:
-        raise TableInputError(f"derived column {name!r}: {text!r} is not an expression ({exc.msg})") from None
+        raise _refuse(name, text, f"is not an expression ({exc.msg})") from None
+    except (RecursionError, MemoryError):
+        raise _refuse(name, text, f"is nested deeper than {MAX_EXPRESSION_DEPTH} levels") from None
+    nodes = 0
+    stack: list[tuple[ast.AST, int]] = [(tree.body, 1)]
+    while stack:  # iterative: a recursive walk would itself overflow on the trees this refuses
+        node, depth = stack.pop()
+        nodes += 1
+        if nodes > MAX_EXPRESSION_NODES:
+            raise _refuse(name, text, f"has more than {MAX_EXPRESSION_NODES} parts")
+        if depth > MAX_EXPRESSION_DEPTH:
+            raise _refuse(name, text, f"is nested deeper than {MAX_EXPRESSION_DEPTH} levels")
+        if isinstance(node, ast.Constant) and isinstance(node.value, int) and abs(node.value) > MAX_CONSTANT:
+            raise _refuse(name, text, f"holds a number larger than 2**63 ({MAX_CONSTANT})")
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+    return tree
+
+
+def _fold(name: str, text: str, node: ast.AST) -> int | float | None:
+    """The value of a constant subexpression (``None`` if it reads a column), computed only when its cost is
+    bounded: a constant exponent at most :data:`MAX_EXPONENT`, every integer at most :data:`MAX_CONSTANT`."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, int | float) and not isinstance(node.value, bool):
+        return node.value
+    if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
+        value = _fold(name, text, node.operand)
+        return None if value is None else _UNARY[type(node.op)](value)
+    if not (isinstance(node, ast.BinOp) and type(node.op) in _BINARY):
+        return None
+    left, right = _fold(name, text, node.left), _fold(name, text, node.right)
+    if isinstance(node.op, ast.Pow) and right is not None and abs(right) > MAX_EXPONENT:
+        raise _refuse(name, text, f"raises to the power {_short(right)}, beyond the limit of {MAX_EXPONENT}")
+    if left is None or right is None:
+        return None
+    if isinstance(left, int) and isinstance(right, int):
+        # Refuse before computing: a power has about right * log2|left| bits, a product the sum of both sizes.
+        bits = 0
+        if isinstance(node.op, ast.Pow) and right > 0 and left:
+            bits = (abs(left).bit_length() - 1) * right
+        elif isinstance(node.op, ast.Mult):
+            bits = abs(left).bit_length() + abs(right).bit_length() - 1
+        if bits > MAX_CONSTANT.bit_length():
+            raise _refuse(name, text, f"computes {ast.unparse(node)!r}, larger than 2**63 ({MAX_CONSTANT})")
+    try:
+        value = _BINARY[type(node.op)](left, right)
+    except ZeroDivisionError:
+        raise _refuse(name, text, f"divides by zero in {ast.unparse(node)!r}") from None
+    except OverflowError:
+        raise _refuse(name, text, f"computes a number too large for a float in {ast.unparse(node)!r}") from None
+    if isinstance(value, complex):
+        raise _refuse(name, text, f"computes a complex number in {ast.unparse(node)!r}")
+    if isinstance(value, int) and abs(value) > MAX_CONSTANT:
+        raise _refuse(name, text, f"computes a number larger than 2**63 ({MAX_CONSTANT})")
+    return value
+
+
+def _short(value: int | float) -> str:
+    shown = repr(value)
+    return shown if len(shown) <= 30 else f"{shown[:20]}...({len(shown)} digits)"
+
+
+def _compile(name: str, text: str) -> Callable[[pd.DataFrame], Any]:
+    """Check an expression and turn it into a function of a frame; refuse anything but the allowed forms, and any
+    expression whose cost is not bounded (see :data:`MAX_EXPRESSION_CHARS` and the limits beside it)."""
+    tree = _check_cost(name, text)
 
     def build(node: ast.AST) -> Callable[[pd.DataFrame], Any]:
+        constant = _fold(name, text, node)
+        if constant is not None:
+            return lambda df: constant
         if isinstance(node, ast.Name):
             column = node.id
             return lambda df: df[column]
-        if isinstance(node, ast.Constant) and isinstance(node.value, int | float) and not isinstance(node.value, bool):
-            value = node.value
-            return lambda df: value
         if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
             op, left, right = _BINARY[type(node.op)], build(node.left), build(node.right)
             return lambda df: op(left(df), right(df))
@@ -248,8 +334,12 @@ class Derivations:
     expressions: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if len(self.expressions) > MAX_DERIVED_COLUMNS:
+            raise TableInputError(
+                f"{len(self.expressions)} derived columns: at most {MAX_DERIVED_COLUMNS} are allowed in one question"
+            )
         for name, text in self.expressions.items():
-            if not name.isidentifier():
+            if not isinstance(name, str) or not name.isidentifier():
                 raise TableInputError(f"derived column name {name!r} is not an identifier")
             _compile(name, text)
 
@@ -417,6 +507,9 @@ class TableQuestion:
     group_by: str | None = None
     target: str | None = None
     derive: Derivations = field(default_factory=Derivations)
+    #: What one partition's partial may use on a worker; ``None`` takes the worker's environment
+    #: (:meth:`proximate.sandbox.Limits.from_env`).
+    limits: Limits | None = None
 
     def needed(self, available: Sequence[str]) -> list[str]:
         """The table columns to read; a column that does not exist is refused, naming the ones that do."""
@@ -439,6 +532,23 @@ class TableQuestion:
             return Reduced(NormalEquations.of(df, self.target or "", columns), nbytes)
         groups = GroupSums.of(df, self.group_by, columns) if self.group_by else None
         return Reduced(Moments.of(df[columns]), nbytes, groups)
+
+    def bounded_partial(self, df: pd.DataFrame) -> Reduced:
+        """:meth:`partial` in a child process within :attr:`limits`, so that a runaway computation (an expression
+        whose values grow without bound) fails this task and never stalls the worker's event loop or heartbeats.
+
+        Raises:
+            TableInputError: the partial passed a limit; the message names the derived columns' expressions.
+        """
+        limits = self.limits or Limits.from_env()
+        try:
+            return run_bounded(self.partial, df, limits=limits)
+        except (LimitExceeded, MemoryError) as exc:
+            what = (
+                f"derived column(s) {self.derive.expressions}" if self.derive.expressions else f"a {self.kind} partial"
+            )
+            reason = str(exc) if isinstance(exc, LimitExceeded) else f"ran out of its {limits.memory_bytes} B memory"
+            raise TableInputError(f"computing {what} on {len(df)} rows {reason}") from None
 
 
 @dataclass
@@ -482,7 +592,7 @@ def region_partial(client: Any, tables: Sequence[RegionPath], question: TableQue
     for where in tables:
         frame = open_table(where, client=client)
         frame = frame[question.needed(list(frame.columns))]
-        partials += [dask.delayed(question.partial)(p) for p in frame.to_delayed()]
+        partials += [dask.delayed(question.bounded_partial)(p) for p in frame.to_delayed()]
     return compute(dask.delayed(combine)(partials), region=region, client=client)
 
 

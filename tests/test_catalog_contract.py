@@ -273,3 +273,61 @@ def test_error_records_are_searchable(loaded):
     assert [r.path for r in res.records] == ["broken/corrupt.nc"]
     assert "HDF error" in res.records[0].error
     assert found_paths(catalog, text="corrupt") == ["broken/corrupt.nc"]
+
+
+# -- queries past a limit: refused the same way by every backend, before the backend does any work --------------
+
+
+def test_search_text_past_the_word_or_length_cap_is_refused_and_the_cap_itself_is_served(loaded):
+    import time
+
+    from proximate.catalog import CatalogError
+    from proximate.catalog.query import MAX_QUERY_CHARS, MAX_QUERY_WORDS
+
+    catalog, records = loaded
+    flood = " ".join(f"w{i}" for i in range(200_000))  # 24 s under SQLite's catalog lock before the cap
+    started = time.monotonic()
+    with pytest.raises(CatalogError, match=f"search text of {len(flood)} characters: at most {MAX_QUERY_CHARS}"):
+        catalog.search(CatalogQuery(text=flood))
+    many = " ".join(f"w{i}" for i in range(MAX_QUERY_WORDS + 1))
+    with pytest.raises(CatalogError, match=f"{MAX_QUERY_WORDS + 1} distinct words: at most {MAX_QUERY_WORDS}"):
+        catalog.search(CatalogQuery(text=many))
+    assert time.monotonic() - started < 10  # refused, not searched
+    # At the cap (repeated words count once), the backend answers as the reference does.
+    text = " ".join(["temperature"] * 40 + [f"s{i}" for i in range(MAX_QUERY_WORDS - 1)])
+    assert found_paths(catalog, text=text) == expected_paths(records, text=text) == []
+    assert found_paths(catalog, text="temperature " * 80) == expected_paths(records, text="temperature")
+    assert catalog.count() == len(records)
+
+
+@pytest.mark.parametrize("field", ["min_size", "max_size"])
+def test_size_bounds_past_64_bits_are_refused_and_the_largest_is_served(loaded, field):
+    from proximate.catalog import CatalogError
+    from proximate.catalog.query import MAX_SIZE_BYTES
+
+    catalog, records = loaded
+    with pytest.raises(CatalogError, match=f"{field}={2**70} is larger than the largest size, {MAX_SIZE_BYTES}"):
+        catalog.search(CatalogQuery(**{field: 2**70}))
+    q = {field: MAX_SIZE_BYTES}
+    assert found_paths(catalog, **q) == expected_paths(records, **q)
+
+
+@pytest.mark.parametrize("size", [-1, 0, 10_001, 2**70, 2.5, "5", True, None])
+def test_facet_sizes_out_of_range_are_refused_the_same_by_every_backend(loaded, size):
+    from proximate.catalog import CatalogError
+
+    catalog, _ = loaded
+    with pytest.raises(CatalogError, match=f"facet size {size!r}: give a whole number from 1 to 10000"):
+        catalog.facets(None, fields=["region"], size=size)
+    with pytest.raises(CatalogError, match="facet size"):
+        catalog.facets(CatalogQuery(region="a"), fields=["region"], size=size)
+
+
+def test_facet_sizes_at_the_bounds_are_served(loaded):
+    catalog, records = loaded
+    regions: dict[str, int] = {}
+    for r in records:
+        regions[r.region] = regions.get(r.region, 0) + 1
+    top = max(regions.items(), key=lambda kv: (kv[1], [-ord(c) for c in kv[0]]))
+    assert catalog.facets(None, fields=["region"], size=10_000) == {"region": regions}
+    assert catalog.facets(None, fields=["region"], size=1)["region"] == dict([top])

@@ -127,6 +127,8 @@ def test_fit_linear_regression_flow_equals_numpy_lstsq(prefect_server, cluster, 
         ("__import__('os').system('true')", "is not allowed"),
         ("fare_amount.__class__", "is not allowed"),
         ("fare_amount +", "is not an expression"),
+        ("fare_amount + 10**10**10", "raises to the power 10000000000, beyond the limit of 100"),
+        ("9**9**8", "raises to the power 43046721, beyond the limit of 100"),
     ],
 )
 def test_derived_columns_outside_the_language_are_refused_before_any_cluster_work(

@@ -6,12 +6,11 @@ import abc
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
+from proximate.catalog.errors import CatalogError
 from proximate.catalog.query import FACET_FIELDS, CatalogQuery, SearchResult
 from proximate.catalog.records import DatasetRecord
 
-
-class CatalogError(RuntimeError):
-    """The catalog cannot be used (unreachable server, unreadable database...); the message names it."""
+__all__ = ["Catalog", "CatalogError", "Fingerprint", "check_facet_fields"]
 
 
 class Fingerprint(NamedTuple):

@@ -14,8 +14,17 @@ from typing import Any
 
 from proximate.catalog.base import Catalog, CatalogError, Fingerprint, check_facet_fields
 from proximate.catalog.geo import bbox_shapes
-from proximate.catalog.query import FACET_FIELDS, CatalogQuery, SearchResult, empty_result, iso, search_text
+from proximate.catalog.query import (
+    FACET_FIELDS,
+    CatalogQuery,
+    SearchResult,
+    check_facet_size,
+    empty_result,
+    iso,
+    search_text,
+)
 from proximate.catalog.records import DatasetRecord
+from proximate.redaction import redact_url, split_credentials
 
 MAPPING: dict[str, Any] = {
     "dynamic": False,
@@ -131,7 +140,7 @@ class OpenSearchCatalog(Catalog):
     def __init__(self, client: Any, index: str = "proximate-datasets", *, url: str = "") -> None:
         self.client = client
         self.alias = index
-        self.url = url or "OpenSearch"
+        self.url = redact_url(url) or "OpenSearch"
         self._ensure()
 
     @classmethod
@@ -147,8 +156,13 @@ class OpenSearchCatalog(Catalog):
         ca_certs: str | None = None,
         timeout: float = 30.0,
     ) -> OpenSearchCatalog:
-        """Connect with basic auth, SigV4 (boto3's default credential chain) or nothing."""
+        """Connect with basic auth, SigV4 (boto3's default credential chain) or nothing. Credentials inside ``url``
+        are used as basic auth (unless ``username`` is given) and never kept in the URL the catalog shows."""
         from opensearchpy import OpenSearch
+
+        url, url_username, url_password = split_credentials(url)
+        if username is None and url_username is not None:
+            username, password = url_username, url_password
 
         kwargs: dict[str, Any] = {"hosts": [url], "timeout": timeout, "max_retries": 2, "retry_on_timeout": True}
         if url.startswith("https://"):
@@ -304,7 +318,7 @@ class OpenSearchCatalog(Catalog):
     def facets(
         self, query: CatalogQuery | None = None, fields: Sequence[str] = FACET_FIELDS, size: int = 50
     ) -> dict[str, dict[str, int]]:
-        fields = check_facet_fields(fields)
+        fields, size = check_facet_fields(fields), check_facet_size(size)
         q = build_query(query)
         if q is None:
             return {f: {} for f in fields}

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
+from proximate.catalog.errors import CatalogError
 from proximate.catalog.geo import check_bbox
 from proximate.catalog.records import DatasetRecord
 
@@ -32,6 +33,15 @@ FACET_FIELDS = ("region", "format", "status", "variables", "standard_names")
 _WORD = re.compile(r"[^\W_]+")
 #: Search text of one record is capped: the record's attrs can be long and the index need not hold it all.
 MAX_TEXT_CHARS = 20_000
+#: What a query's free text may hold. Every word is one more set to intersect (SQLite) or clause to match
+#: (OpenSearch): 200,000 words held SQLite's catalog lock for 24 s. A real search names a few words.
+MAX_QUERY_CHARS = 1_000
+MAX_QUERY_WORDS = 32
+#: The largest size filter: sizes are stored as signed 64-bit integers by both backends.
+MAX_SIZE_BYTES = 2**63 - 1
+#: The most values :meth:`Catalog.facets` returns per field (as deep as a page goes; the STAC catalog asks for
+#: every region this way).
+MAX_FACET_SIZE = MAX_WINDOW
 
 
 def tokens(text: str | None) -> list[str]:
@@ -50,6 +60,42 @@ def search_text(record: DatasetRecord) -> str:
         parts.append(key)
         parts.append(" ".join(map(str, value)) if isinstance(value, list) else str(value))
     return " ".join(tokens(" ".join(parts)))[:MAX_TEXT_CHARS]
+
+
+def check_query_text(text: str | None) -> str | None:
+    """The free text of a query, refused when longer than :data:`MAX_QUERY_CHARS` or holding more than
+    :data:`MAX_QUERY_WORDS` distinct words.
+
+    Raises:
+        CatalogError: naming the limit passed.
+
+    Examples:
+        >>> check_query_text("surface air temperature")
+        'surface air temperature'
+    """
+    if text is None:
+        return None
+    if len(text) > MAX_QUERY_CHARS:
+        raise CatalogError(f"search text of {len(text)} characters: at most {MAX_QUERY_CHARS} are allowed")
+    words = len(set(tokens(text)))
+    if words > MAX_QUERY_WORDS:
+        raise CatalogError(f"search text of {words} distinct words: at most {MAX_QUERY_WORDS} are allowed")
+    return text
+
+
+def check_facet_size(size: Any) -> int:
+    """The number of values per facet field, between 1 and :data:`MAX_FACET_SIZE`: what every backend takes.
+
+    Raises:
+        CatalogError: a size that is not an integer in range.
+
+    Examples:
+        >>> check_facet_size(50)
+        50
+    """
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_FACET_SIZE:
+        raise CatalogError(f"facet size {size!r}: give a whole number from 1 to {MAX_FACET_SIZE}")
+    return size
 
 
 def iso(value: _dt.datetime | _dt.date | str | None) -> str | None:
@@ -90,6 +136,20 @@ class CatalogQuery(BaseModel):
     @classmethod
     def _bbox(cls, value: list[float] | None) -> list[float] | None:
         return None if value is None else check_bbox(value)
+
+    # These raise CatalogError (not ValueError, which pydantic would fold into a ValidationError): a query past
+    # a limit is refused the same way whichever backend it is sent to.
+    @field_validator("text")
+    @classmethod
+    def _text(cls, value: str | None) -> str | None:
+        return check_query_text(value)
+
+    @field_validator("min_size", "max_size")
+    @classmethod
+    def _size(cls, value: int | None, info: Any) -> int | None:
+        if value is not None and value > MAX_SIZE_BYTES:
+            raise CatalogError(f"{info.field_name}={value} is larger than the largest size, {MAX_SIZE_BYTES}")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> CatalogQuery:

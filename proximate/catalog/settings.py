@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import SecretStr
 
+from proximate.catalog.errors import CatalogError
+from proximate.redaction import redact_url, split_credentials
+
 if TYPE_CHECKING:
     from proximate.catalog.base import Catalog
 
@@ -23,6 +26,11 @@ DEFAULT_SQLITE_PATH = "catalog/proximate.sqlite"
 DEFAULT_INDEX = "proximate-datasets"
 #: Environment variable naming the default catalog: a SQLite file path or an http(s):// OpenSearch URL.
 CATALOG_ENV = "PROXIMATE_CATALOG"
+#: Environment variables with the OpenSearch basic-auth credentials, kept out of the URL (which is shown in logs
+#: and artifacts); the password may instead be in a file (a mounted secret) named by ``..._PASSWORD_FILE``.
+USERNAME_ENV = "PROXIMATE_CATALOG_USERNAME"
+PASSWORD_ENV = "PROXIMATE_CATALOG_PASSWORD"
+PASSWORD_FILE_ENV = "PROXIMATE_CATALOG_PASSWORD_FILE"
 
 
 @dataclass(frozen=True)
@@ -43,21 +51,60 @@ class CatalogSettings:
     def __post_init__(self) -> None:
         if self.backend == "sqlite":
             object.__setattr__(self, "sqlite_path", str(Path(self.sqlite_path).expanduser().absolute()))
+        if self.opensearch_url:
+            # Credentials inside the URL (accepted for compatibility) move to the fields, so that the URL this
+            # object holds, shows and passes on never carries them; explicit fields win.
+            bare, username, password = split_credentials(self.opensearch_url)
+            object.__setattr__(self, "opensearch_url", bare)
+            if self.username is None and username is not None:
+                object.__setattr__(self, "username", username)
+            if self.password is None and password is not None:
+                object.__setattr__(self, "password", SecretStr(password))
+        if isinstance(self.password, str):
+            object.__setattr__(self, "password", SecretStr(self.password))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> CatalogSettings:
         """The default catalog: ``PROXIMATE_CATALOG`` (a SQLite file or an OpenSearch URL), else
-        :data:`DEFAULT_SQLITE_PATH` under the working directory."""
-        where = (os.environ if environ is None else environ).get(CATALOG_ENV) or DEFAULT_SQLITE_PATH
-        if where.startswith(("http://", "https://")):
-            return cls(backend="opensearch", opensearch_url=where)
-        return cls(backend="sqlite", sqlite_path=where)
+        :data:`DEFAULT_SQLITE_PATH` under the working directory; for OpenSearch, basic-auth credentials from
+        ``PROXIMATE_CATALOG_USERNAME`` and ``PROXIMATE_CATALOG_PASSWORD`` (or ``PROXIMATE_CATALOG_PASSWORD_FILE``).
+
+        Raises:
+            CatalogError: a password file that cannot be read, or both a password and a password file.
+
+        Examples:
+            >>> s = CatalogSettings.from_env({"PROXIMATE_CATALOG": "https://search.example:9200",
+            ...                               "PROXIMATE_CATALOG_USERNAME": "proximate",
+            ...                               "PROXIMATE_CATALOG_PASSWORD": "hunter22"})
+            >>> s.describe(), s.username, s.password
+            ('opensearch: https://search.example:9200 (proximate-datasets)', 'proximate', SecretStr('**********'))
+        """
+        env = os.environ if environ is None else environ
+        where = env.get(CATALOG_ENV) or DEFAULT_SQLITE_PATH
+        if not where.startswith(("http://", "https://")):
+            return cls(backend="sqlite", sqlite_path=where)
+        password = env.get(PASSWORD_ENV) or None
+        password_file = env.get(PASSWORD_FILE_ENV) or None
+        if password and password_file:
+            raise CatalogError(f"set {PASSWORD_ENV} or {PASSWORD_FILE_ENV}, not both")
+        if password_file:
+            try:
+                password = Path(password_file).read_text().rstrip("\r\n")
+            except (OSError, UnicodeDecodeError) as exc:
+                why = getattr(exc, "strerror", None) or exc
+                raise CatalogError(f"{PASSWORD_FILE_ENV}={password_file}: cannot read it ({why})") from None
+        return cls(
+            backend="opensearch",
+            opensearch_url=where,
+            username=env.get(USERNAME_ENV) or None,
+            password=SecretStr(password) if password else None,
+        )
 
     def describe(self) -> str:
-        """Where the catalog is, for logs and artifacts (never the password)."""
+        """Where the catalog is, for logs and artifacts (never a user name or password)."""
         if self.backend == "sqlite":
             return f"sqlite: {self.sqlite_path}"
-        return f"opensearch: {self.opensearch_url} ({self.index})"
+        return f"opensearch: {redact_url(self.opensearch_url)} ({self.index})"
 
     def open(self) -> Catalog:
         """The backend, connected; close it (or use it as a context manager) when done."""

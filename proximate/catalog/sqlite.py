@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from proximate.catalog.base import Catalog, CatalogError, Fingerprint, check_facet_fields
-from proximate.catalog.query import FACET_FIELDS, CatalogQuery, SearchResult, empty_result, iso, search_text
+from proximate.catalog.query import (
+    FACET_FIELDS,
+    CatalogQuery,
+    SearchResult,
+    check_facet_size,
+    empty_result,
+    iso,
+    search_text,
+)
 from proximate.catalog.records import DatasetRecord
 
 SCHEMA = """
@@ -358,7 +366,7 @@ class SQLiteCatalog(Catalog):
     def facets(
         self, query: CatalogQuery | None = None, fields: Sequence[str] = FACET_FIELDS, size: int = 50
     ) -> dict[str, dict[str, int]]:
-        fields = check_facet_fields(fields)
+        fields, size = check_facet_fields(fields), check_facet_size(size)
         where = _where(query)
         if where is None:
             return {f: {} for f in fields}

@@ -16,11 +16,14 @@ import contextlib
 import gc
 import inspect
 import itertools
+import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from botocore import UNSIGNED
 from botocore.credentials import ReadOnlyCredentials
+
+from proximate.redaction import install_log_redaction, storage_secrets
 
 #: Options translated here; any other one sends the source through s3fs itself.
 BOTOCORE_OPTIONS = frozenset(
@@ -206,7 +209,11 @@ def _aio_session() -> Any:
 
 async def open_client(options: Mapping[str, Any]) -> S3Client:
     """The client for s3fs-style ``options``: botocore's where every option is one :func:`client_arguments`
-    translates, else s3fs's."""
+    translates, else s3fs's. Before either exists, the AWS libraries' log records are set to be scrubbed of the
+    options' secrets (SSE-C key, secret key, token) and the environment's, which botocore prints at DEBUG."""
+    install_log_redaction(
+        [*storage_secrets(options), os.environ.get("AWS_SECRET_ACCESS_KEY"), os.environ.get("AWS_SESSION_TOKEN")]
+    )
     if set(options) <= BOTOCORE_OPTIONS:
         profile, kwargs, config = client_arguments(options)
         with gc_paused():
