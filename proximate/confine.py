@@ -34,9 +34,13 @@ class ExternalReferenceError(RegionPathError):
     """
 
     def __init__(self, dataset: str, kind: str, target: str, where: str = "") -> None:
-        self.dataset, self.kind, self.target = dataset, kind, target
+        self.dataset, self.kind, self.target, self.where = dataset, kind, target, where
         at = f" (object {where!r})" if where else ""
         super().__init__(f"{dataset}: {kind}{at} points at {target!r}, outside the dataset: refused")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Raised on a worker and re-raised on the client: pickled with its fields, not its message.
+        return type(self), (self.dataset, self.kind, self.target, self.where)
 
 
 # -- HDF5 / NetCDF-4 ------------------------------------------------------------------------------------------

@@ -25,12 +25,17 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from proximate.regions import REGION_ENV, ROOT_ENV
+
 #: Seconds one file may take (environment variable; default :data:`DEFAULT_TIMEOUT`).
 TIMEOUT_ENV = "PROXIMATE_EXTRACT_TIMEOUT"
 #: Address space of an extraction process, in MiB (environment variable; default :data:`DEFAULT_MEMORY_MIB`).
 MEMORY_ENV = "PROXIMATE_EXTRACT_MEMORY_MB"
 DEFAULT_TIMEOUT = 120.0
 DEFAULT_MEMORY_MIB = 4096
+
+#: Seconds a new extraction process may take to import its libraries.
+BOOT_SECONDS = 120.0
 
 _HEADER = struct.Struct("!Q")
 
@@ -44,6 +49,9 @@ header = struct.Struct("!Q")
 inp, out = sys.stdin.buffer, sys.stdout.buffer
 sys.stdout = sys.stderr  # a library printing must not corrupt the replies
 from proximate.catalog.sandbox import serve_one
+import proximate.catalog.extract  # the imports are paid before the first file's clock starts
+out.write(header.pack(0))  # ready
+out.flush()
 while True:
     raw = inp.read(header.size)
     if len(raw) < header.size:
@@ -101,6 +109,8 @@ class Sandbox:
 
     def __init__(self) -> None:
         self.proc: subprocess.Popen[bytes] | None = None
+        #: What the child was started with: a change (another region's root, other limits) starts a new one.
+        self.started_with: tuple[Any, ...] = ()
 
     def _start(self, memory: int) -> subprocess.Popen[bytes]:
         env = dict(os.environ)
@@ -122,8 +132,16 @@ class Sandbox:
             ExtractionTimeout: The child took longer than the bound, or died (out of memory in C code).
         """
         seconds, memory = limits()
-        if self.proc is None or self.proc.poll() is not None:
-            self.proc = self._start(memory)
+        started_with = (memory, os.environ.get(REGION_ENV), os.environ.get(ROOT_ENV), tuple(sys.path))
+        if self.proc is not None and (self.proc.poll() is not None or started_with != self.started_with):
+            self.close()
+        if self.proc is None:
+            self.proc, self.started_with = self._start(memory), started_with
+            try:  # the imports, bounded apart from the file's time (a busy machine may take seconds)
+                self._read(_HEADER.size, time.monotonic() + max(BOOT_SECONDS, seconds))
+            except ExtractionTimeout as exc:
+                self.close()
+                raise ExtractionTimeout(f"the extraction process did not start: {exc}") from None
         request = pickle.dumps((region, path, etag, seconds), protocol=5)
         try:
             assert self.proc.stdin is not None and self.proc.stdout is not None

@@ -139,13 +139,17 @@ def read_limited(var: Any, read_all: Callable[[Any], Any] | None = None, chunks:
     if len(shape) == 1:
         return _blocks(var, shape[0], chunk_shape[0])
     step = max(1, int(np.ceil((_size(shape) / MAX_COORD_VALUES) ** (1 / len(shape)))))
-    while _strided_chunks(shape, chunk_shape, step) > MAX_CHUNKS_READ // 2:
+    # A (1, 5e8) grid is not square: the values a step gives are bounded, not the step (with slack for rounding).
+    while (
+        _strided_chunks(shape, chunk_shape, step) > MAX_CHUNKS_READ // 2
+        or _strided_values(shape, step) > MAX_COORD_VALUES * 1.05
+    ):
         step *= 2
     parts = [np.ma.ravel(var[(slice(None, None, step),) * len(shape)])]
     if len(shape) == 2:
         ny, nx = shape
         cy, cx = chunk_shape
-        full_edges = 2 * (-(-nx // cx) + -(-ny // cy)) <= MAX_CHUNKS_READ // 2
+        full_edges = 2 * (-(-nx // cx) + -(-ny // cy)) <= MAX_CHUNKS_READ // 2 and 2 * (nx + ny) <= MAX_COORD_VALUES
         edge = slice(None) if full_edges else slice(None, None, step)
         parts += [np.ma.ravel(var[0, edge]), np.ma.ravel(var[-1, edge]), np.ma.ravel(var[edge, 0])]
         parts += [np.ma.ravel(var[edge, -1])]
@@ -184,6 +188,11 @@ def _strided_chunks(shape: tuple[int, ...], chunks: tuple[int, ...], step: int) 
     """Chunks a ``[::step, ::step...]`` read touches."""
     per_dim = [min(-(-n // c), -(-n // step)) for n, c in zip(shape, chunks, strict=True)]
     return int(np.prod(per_dim, dtype=np.int64))
+
+
+def _strided_values(shape: tuple[int, ...], step: int) -> int:
+    """Values a ``[::step, ::step...]`` read returns."""
+    return int(np.prod([-(-n // step) for n in shape], dtype=np.int64))
 
 
 def _blocks(var: Any, n: int, chunk: int) -> Any:
