@@ -73,6 +73,7 @@ def _extract(client, region: str, paths: list[str]):
     return client.submit(extract_batch, region, paths, resources={pool_resource(region): 0}, pure=False).result()
 
 
+@pytest.mark.slow
 def test_hdf5_references_out_of_the_file_are_refused_by_open_dataset_and_extraction(client, folders):
     name, dirs = folders
     secret_bin = dirs["b"] / "secret.bin"
@@ -106,6 +107,7 @@ def test_hdf5_references_out_of_the_file_are_refused_by_open_dataset_and_extract
         assert _leaks(record.model_dump_json()) == []
 
 
+@pytest.mark.slow
 def test_zarr_chunk_and_metadata_symlinks_into_another_region_are_refused(client, folders):
     name, dirs = folders
     theirs = dirs["b"] / "theirs.zarr"
@@ -141,6 +143,7 @@ def test_zarr_chunk_and_metadata_symlinks_into_another_region_are_refused(client
         assert _leaks(record.model_dump_json()) == [] and record.bbox is None
 
 
+@pytest.mark.slow
 def test_a_region_of_hostile_paths_lists_and_extracts_each_as_its_own_record(client, folders):
     """A FIFO, a symlink loop, a symlink into region b, a dangling symlink, a 5e8-latitude NetCDF, a Zarr of 1e8
     chunks and a 20,000-attribute file beside a good one: one listing, one batch, a record for each."""
@@ -156,7 +159,7 @@ def test_a_region_of_hostile_paths_lists_and_extracts_each_as_its_own_record(cli
     many_attributes(a / "attrs.nc")
     good_netcdf(a / "good.nc")
     assert (a / "huge.nc").stat().st_size < 2000
-    assert sum(f.stat().st_size for f in (a / "chunks.zarr").rglob("*")) < 1000
+    assert sum(f.stat().st_size for f in (a / "chunks.zarr").rglob("*") if f.is_file()) < 1000
 
     listing = client.submit(list_region, "a", resources={pool_resource("a"): 0}, pure=False).result()
     mine = sorted(p for p in listing if p.startswith(name + "/"))
@@ -208,6 +211,7 @@ def worker_env(tmp_path, monkeypatch):
     return root, monkeypatch
 
 
+@pytest.mark.slow
 def test_each_file_is_bounded_in_memory_and_time_and_the_batch_goes_on(worker_env):
     """With 1 GiB per extraction, the 5e8-latitude file (7.9 GB before sampling) and the 1e8-chunk store are
     indexed; a file needing gigabytes another way, and one slower than the time limit, become error records,
