@@ -37,8 +37,8 @@ import proximate
 from proximate.catalog.extract import extract_in_region
 from proximate.catalog.indexing import extract_batch, list_datasets, list_region
 from proximate.catalog.sandbox import MEMORY_ENV, TIMEOUT_ENV
-from proximate.confine import ExternalReferenceError
-from proximate.regions import REGION_ENV, ROOT_ENV, pool_resource
+from proximate.confine import ExternalReferenceError, NotRegularFileError
+from proximate.regions import REGION_ENV, ROOT_ENV, RegionPathError, pool_resource
 
 PASSWD = Path("/etc/passwd").read_bytes()
 
@@ -185,6 +185,12 @@ def test_a_region_of_hostile_paths_lists_and_extracts_each_as_its_own_record(cli
     attrs = records["attrs.nc"]
     assert attrs.status == "ok" and len(attrs.attrs) == 200 and len(attrs.model_dump_json()) < 1_000_000
     assert any("20000 attributes" in w for w in attrs.warnings)
+
+    # open_dataset refuses the FIFO (it used to block the worker's thread forever) and the symlink into region b.
+    with pytest.raises(NotRegularFileError, match=r"pipe\.nc is a FIFO"):
+        proximate.open_dataset("a", f"{name}/pipe.nc")
+    with pytest.raises(RegionPathError, match="outside the root"):
+        proximate.open_dataset("a", f"{name}/to-b.nc")
 
     # Fingerprints of the listing match the records': a hostile path is not extracted again every night.
     for rel, record in records.items():

@@ -364,36 +364,22 @@ def run_index(
     return report
 
 
-def index_region(
-    client: Any,
-    catalog: Catalog,
-    region: str,
-    *,
-    changed: Sequence[str] | None = None,
-    deleted: Sequence[str] | None = None,
-    etags: Mapping[str, str] | None = None,
-    batch_size: int = 50,
-) -> IndexReport:
+def index_region(client: Any, catalog: Catalog, region: str, **options: Any) -> IndexReport:
     """The whole incremental run, without Prefect: :func:`run_index` through plain :class:`IndexStages`.
 
     Args:
         client: A Dask client of the cluster holding the region's workers.
         catalog: The catalog to bring up to date.
         region: The region to index.
-        changed: See :func:`run_index`.
-        deleted: See :func:`run_index`.
-        etags: See :func:`run_index`.
-        batch_size: Datasets per Dask task.
+        **options: ``changed``, ``deleted``, ``etags``, ``batch_size``: see :func:`run_index`.
 
     Returns:
         The run's :class:`IndexReport`.
 
     Examples:
-        >>> report = index_region(client, catalog, "eu-west-2")  # doctest: +SKIP
+        >>> report = index_region(client, catalog, "eu-west-2", batch_size=100)  # doctest: +SKIP
     """
-    return run_index(
-        client, region, IndexStages(catalog), changed=changed, deleted=deleted, etags=etags, batch_size=batch_size
-    )
+    return run_index(client, region, IndexStages(catalog), **options)
 
 
 def _cell(text: str, limit: int = 200) -> str:
