@@ -93,6 +93,7 @@ def test_a_hostile_night_indexes_every_good_file_and_records_each_hostile_path(
     state = nightly_region("hostile-r", catalog="hostile-catalog", scheduler_address=cluster.address,
                            return_state=True)  # fmt: skip
     seconds = time.monotonic() - start
+    print(f"the hostile night took {seconds:.1f} s")  # for the record (pytest -s)
     assert seconds < NIGHT_SECONDS, f"the night took {seconds:.0f} s"
     assert state.is_completed(), state.message
     data = state.result()
