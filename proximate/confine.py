@@ -119,10 +119,12 @@ def check_netcdf_file(full: Path, shown: str | None = None) -> None:
 
     Raises:
         ExternalReferenceError: See :func:`check_hdf5_references`.
+        NotRegularFileError: ``full`` is a FIFO, socket or device.
 
     Examples:
         >>> check_netcdf_file(Path("/data/a/classic.nc"))  # doctest: +SKIP
     """
+    check_regular(full, shown)  # a file swapped for a FIFO since it was opened first would block the open below
     if is_hdf5(full):
         check_hdf5_references(full, shown)
 
