@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from proximate.errors import ProximateError, ProximateInputError
 from proximate.regions import REGION_ENV, ROOT_ENV, RegionError, pool_resource, validate_region_name
 from proximate.scheduler_plugin import (
     DEFAULT_NO_WORKERS_TIMEOUT,
@@ -44,7 +45,7 @@ WORKER_ENV = {
 }
 
 
-class ClusterError(RuntimeError):
+class ClusterError(ProximateError, RuntimeError):
     """The cluster could not start or lost a process while starting."""
 
 
@@ -267,7 +268,7 @@ class LocalRegionalCluster:
         router: bool = True,
     ) -> None:
         if threads_per_worker < 1:
-            raise ValueError("threads_per_worker must be >= 1")
+            raise ProximateInputError("threads_per_worker must be >= 1")
         self.regions = validate_regions(regions)
         if isinstance(workers_per_region, Mapping):
             unknown = set(workers_per_region) - set(self.region_names)
@@ -277,7 +278,7 @@ class LocalRegionalCluster:
         else:
             self.workers = dict.fromkeys(self.region_names, int(workers_per_region))
         if any(n < 0 for n in self.workers.values()):
-            raise ValueError("worker counts must be >= 0")
+            raise ProximateInputError("worker counts must be >= 0")
         self.threads_per_worker = threads_per_worker
         self.host = host
         self.scheduler_port = scheduler_port

@@ -8,9 +8,10 @@ from typing import NamedTuple
 
 from proximate.catalog.query import FACET_FIELDS, CatalogQuery, SearchResult
 from proximate.catalog.records import DatasetRecord
+from proximate.errors import ProximateError
 
 
-class CatalogError(RuntimeError):
+class CatalogError(ProximateError, RuntimeError):
     """The catalog cannot be used (unreachable server, unreadable database...); the message names it."""
 
 

@@ -25,10 +25,12 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from proximate.errors import ProximateError
+
 _HEADER = struct.Struct("!Q")
 
 
-class AgentError(RuntimeError):
+class AgentError(ProximateError, RuntimeError):
     """The agent died or did not answer within the timeout (it is killed then: nothing is left hanging)."""
 
 

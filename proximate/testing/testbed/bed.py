@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from proximate.cluster import TLSFiles, scheduler_command, scheduler_env
+from proximate.errors import ProximateError
 from proximate.regions import validate_region_name
 from proximate.testing.testbed import netns
 from proximate.testing.testbed.netns import LinkEnd, NetnsError
@@ -56,7 +57,7 @@ _ADDRESS = "10.77.255.{}"
 _MAX_REGIONS = 9
 
 
-class TestbedError(RuntimeError):
+class TestbedError(ProximateError, RuntimeError):
     """The testbed cannot start here, or a part of it failed; the message names the part."""
 
     __test__ = False  # not a pytest test class, despite the name
