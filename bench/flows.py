@@ -53,7 +53,7 @@ def main() -> None:
 
         from blocks.catalog import CatalogConfig
         from flows.analysis import compare_forecast_to_observations, seasonal_mean, summarize
-        from flows.demo import FORECAST_REGION, OBSERVATIONS_REGION, run_demo
+        from deployments.demo import FORECAST_REGION, OBSERVATIONS_REGION, run_demo
         from proximate.catalog.query import DatasetQuery
         from proximate.cluster import LocalRegionalCluster
 

@@ -73,7 +73,7 @@ def wait_for_api(timeout: float = 230.0) -> None:
     """Until the Prefect API this process uses answers its health check (as ``proximate up`` waits for it)."""
     from prefect.settings import PREFECT_API_URL
 
-    from deployments.up import get_json, wait_until
+    from deployments.stages import get_json, wait_until
 
     url = f"{PREFECT_API_URL.value()}/health"
     wait_until(lambda: get_json(url) is True, what="the Prefect server", timeout=timeout)

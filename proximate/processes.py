@@ -163,8 +163,9 @@ class Supervised:
         self.send(sig)
         self.reap(reap_timeout)
 
-    def reap(self, timeout: float = KILL_REAP_SECONDS) -> int | None:
-        """Wait up to ``timeout`` s for it to exit and collect its status (our child) or see it gone (a record).
+    def reap(self, timeout: float | None = KILL_REAP_SECONDS) -> int | None:
+        """Wait up to ``timeout`` s (None: as long as it takes) for it to exit and collect its status (our child)
+        or see it gone (a record).
 
         Returns:
             Its exit status, or None (still running, or not our child).
@@ -173,7 +174,7 @@ class Supervised:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 return self.popen.wait(timeout=timeout)
             return None
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + (float("inf") if timeout is None else timeout)
         while self.running() and time.monotonic() < deadline:
             time.sleep(0.05)
         return None
