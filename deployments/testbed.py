@@ -50,8 +50,8 @@ def prefect_agent(bed: Any, log_name: str = "prefect-agent") -> Iterator[Any]:
         "--port",
         str(PREFECT_PORT),
     ]
-    bed._spawn("prefect-server", CLIENT, cmd, env, "prefect")
-    bed._wait_port("prefect-server", CLIENT, host, PREFECT_PORT)
+    bed.roster.spawn("prefect-server", CLIENT, cmd, env, "prefect")
+    bed.roster.wait_port("prefect-server", CLIENT, host, PREFECT_PORT)
     with (
         open(bed.workdir / "logs" / f"{log_name}.log", "ab") as log,
         Agent(
