@@ -361,12 +361,13 @@ class Testbed:
 
     def cut_link(self, a: str, b: str) -> None:
         """Take only the link between ``a`` and ``b`` down (at ``a``'s end); both keep every other link."""
-        netns.link_down(self.link(a, b).end_of(a))
+        self.link(a, b)  # a TestbedError naming the nodes, if there is no such link
+        self.network.cut_link(a, b)
 
     def restore_link(self, a: str, b: str) -> None:
         """Bring the link between ``a`` and ``b`` back up, routes included."""
-        link = self.link(a, b)
-        netns.link_up(link.end_a, link.end_b)
+        self.link(a, b)
+        self.network.restore_link(a, b)
 
     def set_rate(self, rate: str) -> None:
         """Re-shape every link, both directions, at ``rate``.
