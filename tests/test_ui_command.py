@@ -8,6 +8,7 @@ import tomllib
 from importlib.metadata import EntryPoint
 from pathlib import Path
 
+import pytest
 import yaml
 
 from deployments import up
@@ -70,6 +71,7 @@ def test_flow_runs_default_to_the_demo_catalog_and_results_under_the_workdir(tmp
     assert env["PREFECT_API_URL"] == "http://127.0.0.1:1/api"
 
 
+@pytest.mark.slow
 def test_the_work_pool_is_created_through_prefects_client_and_again_without_error(prefect_server):
     """What the shell one-liner ``prefect work-pool create ... --overwrite`` did, through Prefect's client."""
     import json
