@@ -52,8 +52,8 @@ def main() -> None:
         from prefect_dask import DaskTaskRunner
 
         from blocks.catalog import CatalogConfig
+        from deployments.demo import FORECAST_REGION, OBSERVATIONS_REGION, run_demo
         from flows.analysis import compare_forecast_to_observations, seasonal_mean, summarize
-        from flows.demo import FORECAST_REGION, OBSERVATIONS_REGION, run_demo
         from proximate.catalog.query import DatasetQuery
         from proximate.cluster import LocalRegionalCluster
 

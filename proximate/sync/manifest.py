@@ -17,6 +17,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from proximate.errors import ProximateError
 from proximate.sync.keys import STATE_DIR
 
 SNAPSHOT = "manifest.json"
@@ -25,11 +26,11 @@ LOCK = "lock"
 FORMAT = 1
 
 
-class SyncLockedError(RuntimeError):
+class SyncLockedError(ProximateError, RuntimeError):
     """Another sync holds this destination root."""
 
 
-class ManifestWriteError(OSError):
+class ManifestWriteError(ProximateError, OSError):
     """The manifest could not be written (a full disk, a quota): the message names the file. What was recorded
     before stays valid; a file placed but not recorded is fetched again by the next run."""
 
