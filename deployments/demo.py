@@ -1,8 +1,8 @@
 """The end-to-end demo on the embedded defaults (README command (a)), offline.
 
 1. generate a small realistic multi-region dataset: an ensemble forecast and a year of daily temperature in
-   region ``ecmwf``, observations and the next year in region ``gcp``, plus the real files of
-   ../shared/data/real (when present) in ``ecmwf``;
+   region ``ecmwf``, observations and the next year in region ``gcp``, plus real Met Office files from the
+   ``iris-sample-data`` package (HadCM3 scenario runs over North America, OSTIA SST, ocean and rotated grids) in both;
 2. put it in an S3 server started on loopback (moto), one bucket per region;
 3. run the nightly flow per region: sync the bucket into the region's file system, index what changed into
    the embedded SQLite catalog (extraction on the region's workers);
@@ -29,7 +29,13 @@ FORECAST_REGION = "ecmwf"
 OBSERVATIONS_REGION = "gcp"
 #: The CatalogConfig block naming the demo's embedded catalog.
 DEMO_CATALOG = "demo-catalog"
-REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
+#: Real files from the ``iris-sample-data`` package (Met Office sample data, UK Open Government Licence) and the
+#: region holding each: the two HadCM3 scenario runs over North America (A1B and E1) in different regions, so the
+#: catalog finds one scenario in each; real grids of every kind beside them (regular, rotated pole, ORCA2 ocean).
+REAL_FILES = {
+    FORECAST_REGION: ["A1B_north_america.nc", "ostia_monthly.nc", "rotated_pole.nc", "orca2_votemper.nc"],
+    OBSERVATIONS_REGION: ["E1_north_america.nc", "SOI_Darwin.nc", "atlantic_profiles.nc", "hybrid_height.nc"],
+}
 #: The taxi-trips table of each region (a month each, the New York yellow-cab schema) and its rows: enough to be
 #: megabytes against the kilobytes of partials that cross, little enough to add only seconds to the demo.
 TRIPS = {FORECAST_REGION: ("trips/yellow_tripdata_2024-01.parquet", "2024-01-01", 11),
@@ -66,8 +72,10 @@ def generate(staging: Path) -> dict[str, list[Path]]:
             synthetic.write_parquet(synthetic.trips(TRIPS_ROWS, start=start, days=29, seed=seed), table)
     for region in files:
         files[region] = sorted(p for p in (staging / region).rglob("*") if p.is_file())
-    if REAL_DATA.is_dir():
-        files[FORECAST_REGION] += sorted(REAL_DATA.glob("*.nc"))
+    import iris_sample_data  # the [demo] extra installs it: real data, no download at run time
+
+    for region, names in REAL_FILES.items():
+        files[region] += [Path(iris_sample_data.path) / name for name in names]
     return files
 
 
