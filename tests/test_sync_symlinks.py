@@ -120,3 +120,24 @@ def test_a_data_folder_replaced_by_a_link_to_a_look_alike_copy_is_never_deleted_
     assert result.deleted == 0 and result.changed == []
     assert _tree(victim) == before  # nothing outside deleted, written or left behind (no temporaries)
     assert (root / "keep.bin").read_bytes() == b"k"
+
+
+def test_a_folder_swapped_for_a_link_mid_run_never_receives_a_placed_file(tmp_path, victim):
+    from proximate.sync.durable import Writer
+
+    root = tmp_path / "root"
+    root.mkdir()
+    writer = Writer(root, fsync=False)
+    writer.parent("data/sub/x.bin")  # checked and remembered for the run: a real folder now
+    os.rename(root / "data", tmp_path / "moved-away")
+    (root / "data").symlink_to(victim, target_is_directory=True)
+    (victim / "sub").mkdir()
+    before = _tree(victim)
+    tmp = root / "data" / "sub" / ".tmp-not-through-the-link"  # where a temporary made by path would now sit
+    tmp.write_bytes(b"payload")
+    with pytest.raises(SymlinkRefusedError, match=r"root/data is a symbolic link"):
+        writer.rename(tmp, "data/sub/x.bin")
+    outcomes = writer.rename_all([(tmp, "data/sub/x.bin")])  # a group's rename: fails this file only, discards it
+    assert isinstance(outcomes[0], SymlinkRefusedError)
+    assert not (victim / "sub" / "x.bin").exists()
+    assert _tree(victim) == before  # the temporary discarded, nothing placed
