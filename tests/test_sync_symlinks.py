@@ -141,3 +141,20 @@ def test_a_folder_swapped_for_a_link_mid_run_never_receives_a_placed_file(tmp_pa
     assert isinstance(outcomes[0], SymlinkRefusedError)
     assert not (victim / "sub" / "x.bin").exists()
     assert _tree(victim) == before  # the temporary discarded, nothing placed
+
+
+def test_the_command_refuses_a_linked_state_folder_in_one_line(tmp_path, victim):
+    from test_sync_cli import run
+
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    (staging / "a.txt").write_bytes(b"aaa")
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / STATE_DIR).symlink_to(victim, target_is_directory=True)
+    before = _tree(victim)
+    done = run(staging.as_uri(), str(root))
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().count("\n") == 0, done.stderr  # one line, no traceback
+    assert f"{root / STATE_DIR} is a symbolic link" in done.stderr
+    assert _tree(victim) == before and sorted(os.listdir(root)) == [STATE_DIR]
