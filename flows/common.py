@@ -169,13 +169,17 @@ def output_policy() -> OutputPolicy:
 def _saved_regions() -> list[tuple[str, dict[str, Any]]]:
     """Every saved Region block's name and fields, in one API call (none when the type is not registered)."""
     from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectNotFound
+    from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 
     try:
         with get_client(sync_client=True) as client:
             documents = client.read_block_documents_by_type(Region.get_block_type_slug(), include_secrets=False)
     except ObjectNotFound:
         return []
+    except PrefectHTTPStatusError as exc:  # "Block type not found": no Region block was ever saved here
+        if exc.response.status_code == 404:
+            return []
+        raise
     return [(doc.data.get("name") or doc.name or "?", dict(doc.data)) for doc in documents]
 
 
