@@ -94,8 +94,8 @@ def upload(endpoint: str, files: dict[str, list[Path]], staging: Path) -> None:
 def demo_environment(workdir: Path, current: Mapping[str, str]) -> dict[str, str]:
     """The environment variables the demo sets, given the current environment (which it leaves unchanged).
 
-    Prefect state under the workdir unless PREFECT_HOME is set, never telemetry, and credentials for the local
-    S3 server unless some are set already.
+    Prefect state under the workdir unless PREFECT_HOME is set, never telemetry, results under the workdir's
+    ``results/``, and credentials for the local S3 server unless some are set already.
 
     Args:
         workdir: the demo's folder (resolved).
@@ -112,7 +112,12 @@ def demo_environment(workdir: Path, current: Mapping[str, str]) -> dict[str, str
         "AWS_SECRET_ACCESS_KEY": "demo-secret",
         "AWS_DEFAULT_REGION": "us-east-1",
     }
-    forced = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+    # the flows' relative outputs land in the demo's results/ (outputs may not leave the results root)
+    forced = {
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "PROXIMATE_RESULTS": str(workdir / "results"),
+    }
     return {**{k: v for k, v in defaults.items() if k not in current}, **forced}
 
 
@@ -252,14 +257,14 @@ def _run_demo(workdir: Path, workers_per_region: int) -> dict:
             results["compare"] = compare_forecast_to_observations(
                 forecast=f"{FORECAST_REGION}:forecast/air_temperature.nc",
                 observations=f"{OBSERVATIONS_REGION}:observations/air_temperature.nc",
-                output=str(workdir / "results" / "forecast-minus-observations.nc"),
+                output="forecast-minus-observations.nc",  # under results/ (PROXIMATE_RESULTS)
                 scheduler_address=cluster.address,
             )
             results["seasonal"] = seasonal_mean(
                 query=DatasetQuery(text="synthetic daily temperature", standard_name="air_temperature"),
                 variable="tas",
                 valid_min=150.0,
-                output=str(workdir / "results" / "seasonal-mean.nc"),
+                output="seasonal-mean.nc",
                 catalog=DEMO_CATALOG,
                 scheduler_address=cluster.address,
             )
@@ -308,13 +313,13 @@ def run_tables(workdir: Path, scheduler_address: str, t0: float) -> dict[str, di
     describe = describe_table(
         columns=["passenger_count", "trip_distance", "fare_amount", "trip_dur_secs"],
         group_by="VendorID",
-        output=str(workdir / "results" / "trips-describe.json"),
+        output="trips-describe.json",
         **common,
     )
     regression = fit_linear_regression(
         target="trip_dur_secs",
         features=["trip_distance", "passenger_count"],
-        output=str(workdir / "results" / "trips-regression.json"),
+        output="trips-regression.json",
         **common,
     )
     print(f"[{time.perf_counter() - t0:5.1f}s] describe-table and fit-linear-regression done")

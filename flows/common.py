@@ -24,6 +24,7 @@ from blocks.region import Region
 from proximate.analysis import ParameterError
 from proximate.catalog import CatalogSettings
 from proximate.datasets import CatalogId, DatasetRefError, RegionPath, locate, parse_reference
+from proximate.outputs import OutputPolicy
 
 __all__ = [
     "DEFAULT_CATALOG_BLOCK",
@@ -31,6 +32,7 @@ __all__ = [
     "RegionalTaskRunner",
     "catalog_settings",
     "cluster_block",
+    "output_policy",
     "parse_references",
     "run_on_cluster",
     "run_regions_on_cluster",
@@ -139,6 +141,46 @@ def locate_parameters(
             if check_records is not None:
                 check_records([cat.get(ref.id) for ref in refs_ if isinstance(ref, CatalogId)])
     return out
+
+
+def output_policy() -> OutputPolicy:
+    """Where this run's outputs may go: the results root and ``PROXIMATE_OUTPUT_ROOTS`` of the flow's process,
+    never inside the data root or the source prefix of any saved Region block (nor this process's own region).
+
+    Read once per run, in the flow's process, before any work: a deployment's ``output`` parameter is whatever its
+    author typed, and the regions' data lives on the same file systems as the results.
+
+    Returns:
+        The policy :func:`proximate.outputs.resolve_output` and the writers check.
+
+    Examples:
+        >>> output_policy().allowed  # doctest: +SKIP
+        ()
+    """
+    forbidden: dict[str, str] = {}
+    for name, data in _saved_regions():
+        if data.get("root"):
+            forbidden[f"region {name}"] = str(data["root"])
+        if str(data.get("source_url") or "").startswith("s3://"):
+            forbidden[f"the source of region {name}"] = str(data["source_url"])
+    return OutputPolicy.from_env(forbidden=forbidden)
+
+
+def _saved_regions() -> list[tuple[str, dict[str, Any]]]:
+    """Every saved Region block's name and fields, in one API call (none when the type is not registered)."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
+
+    try:
+        with get_client(sync_client=True) as client:
+            documents = client.read_block_documents_by_type(Region.get_block_type_slug(), include_secrets=False)
+    except ObjectNotFound:
+        return []
+    except PrefectHTTPStatusError as exc:  # "Block type not found": no Region block was ever saved here
+        if exc.response.status_code == 404:
+            return []
+        raise
+    return [(doc.data.get("name") or doc.name or "?", dict(doc.data)) for doc in documents]
 
 
 class RegionalTaskRunner(DaskTaskRunner):

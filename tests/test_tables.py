@@ -17,6 +17,12 @@ TRIPS_B = "tables/trips_b"  # a folder: one Parquet file and one CSV file
 DURATION = {"trip_dur_secs": "(tpep_dropoff_datetime - tpep_pickup_datetime).dt.total_seconds()"}
 
 
+@pytest.fixture(autouse=True)
+def outputs_under_tmp_path(tmp_path, monkeypatch):
+    """These tests write their results to absolute paths under ``tmp_path``: allow that root (empty by default)."""
+    monkeypatch.setenv("PROXIMATE_OUTPUT_ROOTS", str(tmp_path))
+
+
 @pytest.fixture(scope="module")
 def trips(region_roots):
     """80,000 trips in region a (4 row groups) and 60,000 in region b (Parquet + CSV); returns all rows."""
