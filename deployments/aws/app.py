@@ -23,8 +23,8 @@ from deployments.aws.region import RegionStack
 # and OpenSearch's log policies): their roles and runtimes are CDK's, not this app's.
 _CDK_PROVIDERS = ("AWS679f53fac002430cb0da5b7982bd2287", "CustomResourceProvider", "LogRetention")
 _PROVIDER_REASONS = {
-    "IAM4": "a CDK-provided custom resource's Lambda role uses AWSLambdaBasicExecutionRole",
-    "IAM5": "a CDK-provided custom resource's own policy",
+    "IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]": "a CDK-provided "
+    "custom resource's Lambda role (logs only)",
     "L1": "the Lambda runtime is chosen by aws-cdk-lib for its own custom resources",
 }
 

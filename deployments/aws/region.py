@@ -180,18 +180,27 @@ class RegionStack(cdk.Stack):
             min_capacity=0,
             max_capacity=site.max_workers,
         )
+        group_id = self.get_logical_id(group.node.default_child)
+        hook = "aws-cdk-lib's instance drain hook (a Lambda and a topic it creates with every ECS capacity group)"
         suppress(
             group,
-            {"AS3": "ECS's capacity provider scales this group; its events are in the ECS service's event log"},
+            {
+                "AS3": "ECS's capacity provider scales this group; its events are in the ECS service's event log",
+                "IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]": hook,
+                "IAM5[Resource::*]": hook,
+                f"IAM5[Resource::arn:<AWS::Partition>:autoscaling:{site.aws_region}:{config.account}:autoScalingGroup:"
+                f"*:autoScalingGroupName/<{group_id}>]": hook,
+                "L1": hook,
+                "SNS3": hook + ": only the Auto Scaling service publishes to it",
+            },
         )
-        # ECS's managed draining moves tasks off an instance before it goes; no Lambda drain hook (task_drain_time 0).
+        # ECS's managed draining moves tasks off an instance before it goes.
         capacity = ecs.AsgCapacityProvider(
             self,
             "CapacityProvider",
             auto_scaling_group=group,
             enable_managed_termination_protection=False,
             enable_managed_draining=True,
-            task_drain_time=cdk.Duration.seconds(0),
         )
         self.cluster.add_asg_capacity_provider(capacity)
         suppress(
