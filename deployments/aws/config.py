@@ -94,9 +94,12 @@ class RegionConfig(_Site):
     worker_memory_mib: int = Field(14336, ge=512)
     fsx_storage_gib: int = 1200
     fsx_throughput_mbps_per_tib: int = 125
-    # The nightly sync's schedule for this region (a cron in UTC), or null for auto-import from the bucket only.
-    nightly_cron: str | None = "0 2 * * *"
+    # How the bucket reaches /fsx. "link": a data repository association imports it (objects load on first read;
+    # with auto_import, new and changed objects appear as they land). "sync": no association; the nightly sync
+    # (`nightly_cron`, UTC, on the region's Region block) mirrors it with its manifest and run lock (flock).
+    ingest: Literal["link", "sync"] = "link"
     auto_import: bool = True
+    nightly_cron: str | None = None
 
     @field_validator("source_url")
     @classmethod
@@ -119,6 +122,15 @@ class RegionConfig(_Site):
         if value not in _FSX_THROUGHPUTS:
             raise ValueError(f"{value}: PERSISTENT_2 throughput is one of {_FSX_THROUGHPUTS} MB/s per TiB")
         return value
+
+    @model_validator(mode="after")
+    def _nightly_only_for_sync(self):
+        if self.ingest == "sync" and not self.nightly_cron:
+            raise ValueError("ingest 'sync' needs nightly_cron (when the nightly sync runs)")
+        if self.ingest == "link" and self.nightly_cron:
+            # the sync would rewrite what the association imports, at the same paths
+            raise ValueError("nightly_cron is for ingest 'sync'; with 'link' the association imports the bucket")
+        return self
 
     @model_validator(mode="after")
     def _bounds(self):

@@ -109,24 +109,10 @@ class RegionStack(cdk.Stack):
             tags=[cdk.CfnTag(key="proximate:region", value=region)],
         )
         self.file_system.apply_removal_policy(cdk.RemovalPolicy.DESTROY)
-        # The bucket's prefix appears under /fsx; new and changed objects are imported as they land (auto-import),
-        # or only by the nightly sync when auto_import is off.
-        fsx.CfnDataRepositoryAssociation(
-            self,
-            "SourceLink",
-            file_system_id=self.file_system.ref,
-            file_system_path="/",
-            data_repository_path=site.source_url,
-            batch_import_meta_data_on_create=True,
-            imported_file_chunk_size=1024,
-            s3=fsx.CfnDataRepositoryAssociation.S3Property(
-                auto_import_policy=fsx.CfnDataRepositoryAssociation.AutoImportPolicyProperty(
-                    events=["NEW", "CHANGED", "DELETED"]
-                )
-            )
-            if site.auto_import
-            else None,
-        )
+        # "link": the bucket's prefix appears under /fsx; with auto-import, new and changed objects as they land.
+        # "sync": nothing linked; the nightly sync mirrors the bucket into /fsx.
+        if site.ingest == "link":
+            self._link(site)
 
         self.cluster = ecs.Cluster(
             self,
@@ -264,4 +250,23 @@ class RegionStack(cdk.Stack):
                 ecs.CapacityProviderStrategy(capacity_provider=capacity.capacity_provider_name, weight=1)
             ],
             circuit_breaker=ecs.DeploymentCircuitBreaker(rollback=True),
+        )
+
+    def _link(self, site: RegionConfig) -> None:
+        """The data repository association of the file system's root with the region's source prefix."""
+        fsx.CfnDataRepositoryAssociation(
+            self,
+            "SourceLink",
+            file_system_id=self.file_system.ref,
+            file_system_path="/",
+            data_repository_path=site.source_url,
+            batch_import_meta_data_on_create=True,
+            imported_file_chunk_size=1024,
+            s3=fsx.CfnDataRepositoryAssociation.S3Property(
+                auto_import_policy=fsx.CfnDataRepositoryAssociation.AutoImportPolicyProperty(
+                    events=["NEW", "CHANGED", "DELETED"]
+                )
+            )
+            if site.auto_import
+            else None,
         )
