@@ -503,3 +503,38 @@ def test_config_errors_keep_going_after_the_first(tmp_path):
     data["regions"]["cmip6"].pop("source_url")
     message = _refused(data)
     assert "region 'era5', field 'aws_region'" in message and "region 'cmip6', field 'source_url'" in message
+
+
+def test_healthcheck_follows_the_service_health_endpoint(tmp_path):
+    import http.server
+    import threading
+
+    from conftest import free_port
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200 if self.path == "/health" else 503)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_port}"
+    check = [sys.executable, str(ROOT / "docker" / "healthcheck.py")]
+    try:
+
+        def status(url: str | None) -> int:
+            env = {k: v for k, v in os.environ.items() if k != "PROXIMATE_HEALTH_URL"}
+            if url:
+                env["PROXIMATE_HEALTH_URL"] = url
+            return subprocess.run(check, env=env, timeout=30).returncode
+
+        assert status(f"{base}/health") == 0
+        assert status(f"{base}/other") == 1
+        assert status(f"http://127.0.0.1:{free_port()}/health") == 1  # nothing listening
+        assert status(None) == 0  # no endpoint: this machine's PID 1 is alive
+    finally:
+        server.shutdown()
+        server.server_close()
