@@ -30,6 +30,9 @@ VENV_BIN = Path(sys.executable).parent
 WORKER_REGIONS = {"era5": "us-east-1", "cmip6": "us-west-2", "sentinel": "eu-central-1"}
 CIDRS = {"client": "10.0.0.0/16", "era5": "10.1.0.0/16", "cmip6": "10.2.0.0/16", "sentinel": "10.3.0.0/16"}
 SCHEDULER = "tls://scheduler.proximate.internal:8786"
+# Synthesis of the example takes about 1 min alone and 4+ min on a loaded 2-core machine (measured): the first test
+# to use the module's synthesis pays for it, well past the suite's 300 s default.
+SYNTH_TIMEOUT = 1500
 
 
 def _example() -> dict:
@@ -193,6 +196,7 @@ def _plain(value):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(SYNTH_TIMEOUT)
 def test_synth_writes_every_stack(assembly):
     names = set(_templates(assembly))
     expected = {"proximate-client"} | {f"proximate-{r}" for r in WORKER_REGIONS}
@@ -212,6 +216,7 @@ def test_synth_writes_every_stack(assembly):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(SYNTH_TIMEOUT)
 def test_cfn_lint_finds_no_error_in_any_template(assembly):
     cfn_lint = shutil.which("cfn-lint") or str(VENV_BIN / "cfn-lint")
     templates = sorted(str(p) for p in assembly.glob("*.template.json"))
@@ -223,6 +228,7 @@ def test_cfn_lint_finds_no_error_in_any_template(assembly):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(SYNTH_TIMEOUT)
 def test_every_cdk_nag_acknowledgment_carries_a_reason(assembly):
     acknowledged = []
     for template in _templates(assembly).values():
@@ -234,6 +240,7 @@ def test_every_cdk_nag_acknowledgment_carries_a_reason(assembly):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(SYNTH_TIMEOUT)
 def test_cdk_nag_fails_synthesis_on_an_unacknowledged_finding(tmp_path):
     """The check bites: of two topics breaking AwsSolutions-SNS3, only the unacknowledged one stops synthesis."""
     pytest.importorskip("aws_cdk")
@@ -261,6 +268,7 @@ def test_cdk_nag_fails_synthesis_on_an_unacknowledged_finding(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(SYNTH_TIMEOUT)
 def test_each_worker_region_runs_proximate_worker_with_its_region_and_a_tls_scheduler(assembly):
     templates = _templates(assembly)
     for region in WORKER_REGIONS:
@@ -285,6 +293,7 @@ def test_each_worker_region_runs_proximate_worker_with_its_region_and_a_tls_sche
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(SYNTH_TIMEOUT)
 def test_each_worker_region_has_lustre_persistent_2_linked_to_its_source_or_synced(assembly):
     templates = _templates(assembly)
     config = _example()
@@ -307,6 +316,7 @@ def test_each_worker_region_has_lustre_persistent_2_linked_to_its_source_or_sync
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(SYNTH_TIMEOUT)
 def test_no_security_group_admits_the_internet(assembly):
     rules = []
     for template in _templates(assembly).values():
@@ -320,6 +330,7 @@ def test_no_security_group_admits_the_internet(assembly):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(SYNTH_TIMEOUT)
 def test_workers_admit_only_the_deployment_cidrs_on_the_dask_ports(assembly):
     templates = _templates(assembly)
     for region in WORKER_REGIONS:
@@ -335,6 +346,7 @@ def test_workers_admit_only_the_deployment_cidrs_on_the_dask_ports(assembly):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(SYNTH_TIMEOUT)
 def test_opensearch_domain_is_in_the_vpc_encrypted_and_https_only(assembly):
     (domain,) = _resources(_templates(assembly)["proximate-client"], "AWS::OpenSearchService::Domain").values()
     props = domain["Properties"]
@@ -347,6 +359,7 @@ def test_opensearch_domain_is_in_the_vpc_encrypted_and_https_only(assembly):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(SYNTH_TIMEOUT)
 def test_autoscaler_may_only_read_and_resize_the_worker_services(assembly):
     template = _templates(assembly)["proximate-client"]
     tasks = _resources(template, "AWS::ECS::TaskDefinition")
@@ -379,6 +392,7 @@ def test_autoscaler_may_only_read_and_resize_the_worker_services(assembly):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(SYNTH_TIMEOUT)
 def test_scheduler_runs_the_routing_preload_behind_cloud_map(assembly):
     template = _templates(assembly)["proximate-client"]
     tasks = _resources(template, "AWS::ECS::TaskDefinition")
@@ -394,6 +408,7 @@ def test_scheduler_runs_the_routing_preload_behind_cloud_map(assembly):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(SYNTH_TIMEOUT)
 def test_worker_tasks_read_only_their_source_prefix(assembly):
     templates = _templates(assembly)
     for region in WORKER_REGIONS:
@@ -415,6 +430,7 @@ def test_worker_tasks_read_only_their_source_prefix(assembly):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(SYNTH_TIMEOUT)
 def test_every_service_logs_to_cloudwatch(assembly):
     for name, template in _templates(assembly).items():
         for task in _resources(template, "AWS::ECS::TaskDefinition").values():
@@ -423,6 +439,7 @@ def test_every_service_logs_to_cloudwatch(assembly):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(SYNTH_TIMEOUT)
 def test_every_pair_of_vpcs_is_peered_with_routes_both_ways(assembly):
     templates = _templates(assembly)
     peerings = [p for t in templates.values() for p in _resources(t, "AWS::EC2::VPCPeeringConnection").values()]
