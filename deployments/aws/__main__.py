@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from deployments.aws.config import ConfigError, load_config
 
 
-def nag_errors(assembly) -> list[str]:
-    """The error annotations (cdk-nag's unsuppressed findings among them) of a synthesized cloud assembly.
+def error_annotations(assembly) -> list[str]:
+    """The error annotations of a synthesized cloud assembly (a construct's own refusal, e.g. a bad property).
 
     Args:
         assembly: what ``app.synth()`` returned.
@@ -22,7 +22,7 @@ def nag_errors(assembly) -> list[str]:
         One line per error: the construct path and the message.
 
     Examples:
-        >>> nag_errors(build_app(cfg).synth())  # doctest: +SKIP
+        >>> error_annotations(build_app(cfg).synth())  # doctest: +SKIP
         []
     """
     errors = []
@@ -40,7 +40,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: the arguments (default: the process's).
 
     Returns:
-        0 when every template was written without cdk-nag errors; 1 with errors (listed); 2 for a refused config.
+        0 when every template was written; 1 when cdk-nag or an annotation refused the stacks (each finding
+        listed); 2 for a refused config.
 
     Examples:
         >>> main(["synth", "--config", "deployments/aws/example.yaml", "--out", "cdk.out"])  # doctest: +SKIP
@@ -62,8 +63,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from deployments.aws.app import build_app  # aws_cdk starts Node: only once the config is known to be good
 
-    assembly = build_app(config, getattr(args, "out", None)).synth()
-    errors = nag_errors(assembly)
+    try:
+        assembly = build_app(config, getattr(args, "out", None)).synth()
+    except RuntimeError as exc:
+        # cdk-nag (and CDK's own template validation) stop synthesis on a finding nobody acknowledged; the report
+        # above names each construct and rule, and a copy is in the cloud assembly's validation-report.json.
+        if "ValidationFailed" not in str(exc):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    errors = error_annotations(assembly)
     for line in errors:
         print(f"error: {line}", file=sys.stderr)
     if args.command == "synth":
