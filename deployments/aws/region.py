@@ -83,12 +83,14 @@ class RegionStack(cdk.Stack):
         for cidr in [str(site.cidr), *peer_cidrs]:
             self.worker_sg.add_ingress_rule(ec2.Peer.ipv4(cidr), ec2.Port.tcp_range(low, high), f"Dask from {cidr}")
 
-        # The instances mount Lustre; nothing connects to them (tasks have their own interfaces and the worker group).
+        # The instances mount Lustre; only the file servers connect to them (tasks have their own interfaces).
         instance_sg = ec2.SecurityGroup(self, "InstanceSg", vpc=vpc, description=f"{region} ECS container instances")
         fsx_sg = ec2.SecurityGroup(self, "FsxSg", vpc=vpc, description=f"{region} FSx for Lustre")
         for first, last in _LUSTRE_PORTS:
             fsx_sg.add_ingress_rule(fsx_sg, ec2.Port.tcp_range(first, last), "Lustre between file servers")
             fsx_sg.add_ingress_rule(instance_sg, ec2.Port.tcp_range(first, last), "Lustre from the instances")
+            # Lustre servers also call their clients back (AWS's client security group rules for FSx for Lustre).
+            instance_sg.add_ingress_rule(fsx_sg, ec2.Port.tcp_range(first, last), "Lustre from the file servers")
 
         self.file_system = fsx.CfnFileSystem(
             self,
@@ -136,7 +138,8 @@ class RegionStack(cdk.Stack):
             "mkdir -p /fsx",
             f"echo '{mount} /fsx lustre defaults,relatime,flock,_netdev,x-systemd.automount,"
             "x-systemd.requires=network.service 0 0' >> /etc/fstab",
-            # ECS must not place a worker before the mount: retry until the file system answers.
+            # ECS must not place a worker before the mount (the worker would write to the instance's disk): the
+            # ECS agent starts after user data (it reads the cluster name user data writes), so wait here.
             "until mount /fsx; do sleep 10; done",
             "chown 10001:10001 /fsx",
         )
