@@ -480,6 +480,8 @@ class Testbed:
         ]
         if self.tls:
             cmd += self.tls.cli_args()
+        else:  # --no-tls asked for plaintext between the namespaces, which `proximate worker` refuses by default
+            cmd.append("--allow-plaintext")
         env = self._env()
         env["AWS_ENDPOINT_URL_S3"] = self.s3_endpoint(region)  # the region's own bucket, as in production
         self._spawn(name, region, cmd, env, "worker")
