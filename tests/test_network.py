@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import signal
 import socket
@@ -90,22 +91,19 @@ def _worker_args(region_root: Path, scheduler: str, name: str) -> list[str]:
     return [PROXIMATE, "worker", "--region", "a", "--root", str(region_root), "--scheduler", scheduler]
 
 
-def _leave_mark(path: str) -> str:
-    """What an attacker runs on a worker it reaches: proof of code execution, a file written."""
-    Path(path).write_text("ran")
-    return "ran"
-
-
 def _attack_run(address: str, marker: Path) -> object:
-    """``rpc(worker).run(_leave_mark)`` at ``address``, as anyone who reaches a Dask port can do."""
+    """``rpc(worker).run(...)`` at ``address``, as anyone who reaches a Dask port can do: the function sent
+    writes ``marker`` (made of the standard library only, so any worker can unpickle it)."""
     import dask
     from distributed.core import rpc
     from distributed.protocol.pickle import dumps
 
+    leave_mark = functools.partial(Path.write_text, marker, "ran")
+
     async def attack() -> object:
         with dask.config.set({"distributed.comm.timeouts.connect": "5s"}):
             async with rpc(address) as worker:
-                return await worker.run(function=dumps(_leave_mark), args=dumps((str(marker),)))
+                return await worker.run(function=dumps(leave_mark))
 
     return asyncio.run(attack())
 
@@ -180,7 +178,7 @@ def test_worker_without_host_binds_loopback_toward_a_loopback_scheduler_and_refu
         assert not outside.exists()  # nothing ran
         # The same call over loopback (the machine's own users, the cluster) does run: Dask's RPC is code
         # execution, which is why only the cluster may reach it.
-        assert _attack_run(address, inside) == {"status": "OK", "result": "ran"}
+        assert _attack_run(address, inside) == {"status": "OK", "result": 3}  # write_text: 3 characters
         assert inside.read_text() == "ran"
 
 
