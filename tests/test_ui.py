@@ -23,6 +23,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from proximate.testing.listeners import tree_listeners
+
 PROJECT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 # A fresh profile and nothing that calls out: CI has no network for the browser to use.
@@ -321,6 +323,16 @@ def test_compare_custom_run_given_catalog_ids_completes_and_shows_its_locality(u
     # The forecast (most bytes) stays in ecmwf; the observations' side is the smaller operand that moves.
     assert figures["tasks"].get("ecmwf") and figures["tasks"].get("gcp"), figures
     assert figures["run_mib"] <= 1.1 * figures["minimum_mib"] < figures["centralised_mib"], figures
+
+
+def test_up_listens_on_loopback_only(up):
+    """What ``ss -ltnp`` shows while up runs: the Prefect server, S3, the Dask scheduler and its dashboard, the
+    workers' /health and /metrics, the Prefect worker and flow runs - every socket on loopback."""
+    bound = tree_listeners(up.proc.pid)
+    assert bound and all(s.loopback for s in bound), [str(s) for s in bound]
+    ports = {s.port for s in bound}
+    for url in (up.ui, up.state["s3"], up.state["scheduler"], up.state["dashboard"]):
+        assert urlsplit(url).port in ports, (url, sorted(ports))  # those of up.json among them
 
 
 def test_ctrl_c_stops_everything_up_started(up):
