@@ -108,6 +108,27 @@ def _attack_run(address: str, marker: Path) -> object:
     return asyncio.run(attack())
 
 
+def test_listeners_reads_every_bound_address_as_ss_does():
+    """The oracle of the tests below: sockets bound here, each found with its address, wildcards flagged."""
+    binds = [
+        (socket.AF_INET, "127.0.0.1"),
+        (socket.AF_INET, "0.0.0.0"),
+        (socket.AF_INET6, "::1"),
+        (socket.AF_INET6, "::"),
+    ]
+    with contextlib.ExitStack() as stack:
+        expected = set()
+        for family, ip in binds:
+            sock = stack.enter_context(socket.socket(family))
+            sock.bind((ip, 0))
+            sock.listen()
+            expected.add((ip, sock.getsockname()[1]))
+        stack.enter_context(socket.socket()).bind(("127.0.0.1", 0))  # bound, not listening: not a listener
+        found = {(s.ip, s.port): s.wildcard for s in listeners([os.getpid()])}
+    assert {k: v for k, v in found.items() if k in expected} == {k: k[0] in ("0.0.0.0", "::") for k in expected}
+    assert set(found) == expected  # nothing else, nothing missing
+
+
 # -- the checks on addresses, on their own --------------------------------------------------------------------
 
 

@@ -3,9 +3,12 @@ acceptance tests: no process of ours may listen on a wildcard address (0.0.0.0 o
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import psutil
 
@@ -46,11 +49,35 @@ def process_tree(pid: int) -> list[psutil.Process]:
         return []
 
 
+#: The state column of ``/proc/net/tcp`` for a listening socket.
+_TCP_LISTEN = "0A"
+
+
+def _decode_address(hex_address: str) -> tuple[str, int]:
+    """``/proc/net/tcp``'s ``0100007F:1F90`` as ``("127.0.0.1", 8080)`` (tcp6's 32 hex digits likewise): the
+    address is the kernel's in-memory words, each 32-bit word in host (little-endian) order."""
+    host, port = hex_address.split(":")
+    raw = bytes.fromhex(host)
+    packed = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    return str(ipaddress.ip_address(packed)), int(port, 16)
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):  # a descriptor closed meanwhile
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    return inodes
+
+
 def listeners(pids: Iterable[int]) -> list[Listener]:
     """Every TCP socket in LISTEN state that the processes ``pids`` hold, over IPv4 and IPv6.
 
-    psutil reads ``/proc/<pid>/net/tcp`` and ``tcp6`` and matches their inodes with the process's open file
-    descriptors, as ``ss -ltnp`` does.
+    Read as ``ss -ltnp`` does: each process's own ``/proc/<pid>/net/tcp`` and ``tcp6`` (the tables of the
+    network namespace it is in, so a testbed's processes are seen too), matched by inode with the sockets among
+    its open file descriptors.
 
     Args:
         pids: the processes to inspect (those that exited meanwhile are skipped).
@@ -66,14 +93,17 @@ def listeners(pids: Iterable[int]) -> list[Listener]:
     found = set()
     for pid in pids:
         try:
-            proc = psutil.Process(pid)
-            name = proc.name()
-            sockets = proc.net_connections(kind="tcp")
-        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            name = Path(f"/proc/{pid}/comm").read_text().strip()
+            inodes = _socket_inodes(pid)
+            tables = [Path(f"/proc/{pid}/net/{table}").read_text() for table in ("tcp", "tcp6")]
+        except (FileNotFoundError, ProcessLookupError):  # exited meanwhile
             continue
-        for sock in sockets:
-            if sock.status == psutil.CONN_LISTEN:
-                found.add(Listener(pid, name, sock.laddr.ip, sock.laddr.port))
+        for table in tables:
+            for line in table.splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == _TCP_LISTEN and fields[9] in inodes:
+                    ip, port = _decode_address(fields[1])
+                    found.add(Listener(pid, name, ip, port))
     return sorted(found, key=lambda s: (s.pid, s.port, s.ip))
 
 
