@@ -125,9 +125,10 @@ def test_listeners_reads_every_bound_address_as_ss_does():
             expected.add((ip, sock.getsockname()[1]))
         idle = stack.enter_context(socket.socket())
         idle.bind(("127.0.0.1", 0))  # bound, not listening: not a listener
+        idle_port = idle.getsockname()[1]
         found = {(s.ip, s.port): s.wildcard for s in listeners([os.getpid()])}
     assert {k: v for k, v in found.items() if k in expected} == {k: k[0] in ("0.0.0.0", "::") for k in expected}
-    assert ("127.0.0.1", idle.getsockname()[1]) not in found
+    assert ("127.0.0.1", idle_port) not in found
 
 
 # -- the checks on addresses, on their own --------------------------------------------------------------------
