@@ -215,15 +215,15 @@ def test_worker_allowed_plaintext_binds_its_interface_toward_the_scheduler_not_a
         assert refused.returncode == 2 and "refusing plaintext scheduler" in refused.stderr
         log = tmp_path / "worker.log"
         with (
-            _process([*cmd, "--allow-plaintext", "--no-nanny"], log) as proc,
+            _process([*cmd, "--allow-plaintext", "--no-nanny", "--http-address", "none"], log) as proc,
             Client(scheduler, timeout=60, set_as_default=False) as client,
         ):
             address = _wait_for_worker(client, "a-lan", proc, log)
             assert address.startswith(f"tcp://{external}:")
             bound = {(s.ip, s.port) for s in tree_listeners(proc.pid)}
-            worker_port = int(address.rsplit(":", 1)[1])
-            assert (external, worker_port) in bound  # its Dask port on the interface it advertises
-            assert {ip for ip, _ in bound} == {external, "127.0.0.1"}, bound  # and /health on loopback only
+            # its Dask port on the interface it advertises, and nothing else (--http-address none: no HTTP server)
+            assert bound == {(external, int(address.rsplit(":", 1)[1]))}, bound
+            assert client.scheduler_info(n_workers=-1)["workers"][address]["services"] == {}
 
 
 @pytest.mark.slow
