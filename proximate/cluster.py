@@ -98,9 +98,19 @@ def _dask_executable() -> str:
 NO_HTTP_PRELOAD = "proximate.no_http"
 
 
+#: Where an HTTP server that the no_http preload closes at start-up listens meanwhile.
+CLOSED_HTTP_ADDRESS = "127.0.0.1:0"
+
+
 def _bracketed(host: str) -> str:
-    """An IPv6 address in brackets, as ``HOST:PORT`` needs it; other hosts as they are."""
+    """An IPv6 address in brackets, as Dask's ``--host`` needs it; other hosts as they are."""
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _http_host(host: str) -> str:
+    """The host of the HTTP server next to a node on ``host``: the same, except that Dask's dashboard address
+    cannot hold an IPv6 literal, so an IPv6 host gets ``localhost`` (loopback: the safe side)."""
+    return "localhost" if ":" in host else host
 
 
 def scheduler_command(
@@ -136,7 +146,7 @@ def scheduler_command(
         _dask_executable(),
         "scheduler",
         "--host",
-        host,
+        _bracketed(host),
         "--port",
         str(port),
         "--scheduler-file",
@@ -147,7 +157,7 @@ def scheduler_command(
     if dashboard_address:
         cmd += ["--dashboard-address", dashboard_address]
     else:  # Dask's default would be :8787 on every interface, closed only once the preload runs
-        cmd += ["--no-dashboard", "--dashboard-address", f"{_bracketed(host)}:0", "--preload", NO_HTTP_PRELOAD]
+        cmd += ["--no-dashboard", "--dashboard-address", CLOSED_HTTP_ADDRESS, "--preload", NO_HTTP_PRELOAD]
     if tls:
         cmd += ["--protocol", "tls", *tls.cli_args()]
     return cmd
@@ -219,12 +229,12 @@ def worker_command(
         memory_limit,
         "--no-dashboard",
         "--dashboard-address",
-        http_address or f"{_bracketed(host or '127.0.0.1')}:0",
+        http_address or CLOSED_HTTP_ADDRESS,
     ]
     if not http_address:
         cmd += ["--preload", NO_HTTP_PRELOAD]
     if host:
-        cmd += ["--host", host]
+        cmd += ["--host", _bracketed(host)]  # Dask takes an IPv6 address in brackets only
     if local_directory:
         cmd += ["--local-directory", local_directory]
     if not nanny:
@@ -401,7 +411,7 @@ class LocalRegionalCluster:
             host=self.host,
             port=self.scheduler_port,
             scheduler_file=sched_file,
-            dashboard_address=f"{_bracketed(self.host)}:0" if self.dashboard else None,
+            dashboard_address=f"{_http_host(self.host)}:0" if self.dashboard else None,
             tls=self.tls,
             preload=self.router,
         )
@@ -426,7 +436,7 @@ class LocalRegionalCluster:
             self._check_router()
         dash = info.get("services", {}).get("dashboard")
         if dash and self.dashboard:
-            self.dashboard_link = f"http://{_bracketed(self.host)}:{dash}/status"
+            self.dashboard_link = f"http://{_http_host(self.host)}:{dash}/status"
 
     def _check_router(self) -> None:
         """Dask only logs a failing preload; a scheduler without the router would misroute silently."""
@@ -463,7 +473,7 @@ class LocalRegionalCluster:
             tls=self.tls,
             memory_limit=self.memory_limit,
             # With the dashboard, the workers' pages it links to; without, no HTTP server anywhere.
-            http_address=f"{_bracketed(self.host)}:0" if self.dashboard else None,
+            http_address=f"{_http_host(self.host)}:0" if self.dashboard else None,
         )
         env = worker_env(region, spec.root, self.base_env)
         if not self.router:
