@@ -161,6 +161,19 @@ def cmd_autoscale(args: argparse.Namespace) -> int:
     return 0
 
 
+def _worker_network(args: argparse.Namespace) -> tuple[str, str | None]:
+    """The address ``proximate worker`` binds (and advertises) and where its HTTP server listens (None: none).
+
+    A plaintext scheduler off loopback is refused unless ``--allow-plaintext``; without ``--host`` the worker
+    binds the interface on the route to the scheduler, never Dask's default of every interface.
+    """
+    from proximate.network import check_scheduler_transport, local_address_toward
+
+    check_scheduler_transport(args.scheduler, allow_plaintext=args.allow_plaintext)
+    host = args.host or local_address_toward(args.scheduler)
+    return host, None if args.http_address.lower() == "none" else args.http_address
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from proximate.cluster import worker_command, worker_env
 
@@ -171,13 +184,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
     tls = _tls_from_args(args)
     if tls is None and args.scheduler.startswith("tls://"):
         raise RegionError("a tls:// scheduler needs --tls-ca-file, --tls-cert and --tls-key")
+    host, http_address = _worker_network(args)
     name = args.name or f"{args.region}-{socket.gethostname()}-{os.getpid()}"
     cmd = worker_command(
         scheduler=args.scheduler,
         region=args.region,
         name=name,
         nthreads=args.nthreads,
-        host=args.host,
+        host=host,
+        http_address=http_address,
         nanny=not args.no_nanny,
         tls=tls,
         memory_limit=args.memory_limit,
@@ -457,7 +472,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--scale-interval", type=float, default=1.0, help=argparse.SUPPRESS)
     up.add_argument("--threads-per-worker", type=int, default=1)
     up.add_argument("--port", type=int, default=0, help="scheduler port (0: any free port)")
-    up.add_argument("--dashboard", action="store_true", help="serve the Dask dashboard on loopback")
+    up.add_argument(
+        "--dashboard",
+        action="store_true",
+        help="serve the Dask dashboard (and /health, /metrics) on loopback; without it no process serves HTTP",
+    )
     up.add_argument(
         "--no-workers-timeout",
         type=float,
@@ -473,7 +492,20 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--scheduler", required=True, help="scheduler address, tcp:// or tls://")
     worker.add_argument("--nthreads", type=int, default=os.cpu_count() or 1)
     worker.add_argument("--name", help="worker name (default: <region>-<host>-<pid>)")
-    worker.add_argument("--host", help="interface or address to listen on")
+    worker.add_argument(
+        "--host", help="the address to listen on and advertise (default: this machine's address toward the scheduler)"
+    )
+    worker.add_argument(
+        "--allow-plaintext",
+        action="store_true",
+        help="accept a tcp:// scheduler off loopback: unencrypted, unauthenticated; only on a network the cluster owns",
+    )
+    worker.add_argument(
+        "--http-address",
+        default="127.0.0.1:0",
+        metavar="HOST:PORT|none",
+        help="where the worker serves /health and /metrics (default: loopback, any port; none: no HTTP server)",
+    )
     worker.add_argument("--memory-limit", default="auto")
     worker.add_argument("--no-nanny", action="store_true")
     worker.add_argument(

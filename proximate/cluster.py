@@ -94,6 +94,25 @@ def _dask_executable() -> str:
     return found
 
 
+#: The preload that closes a scheduler's or worker's HTTP server (see :mod:`proximate.no_http`).
+NO_HTTP_PRELOAD = "proximate.no_http"
+
+
+#: Where an HTTP server that the no_http preload closes at start-up listens meanwhile.
+CLOSED_HTTP_ADDRESS = "127.0.0.1:0"
+
+
+def _bracketed(host: str) -> str:
+    """An IPv6 address in brackets, as Dask's ``--host`` needs it; other hosts as they are."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _http_host(host: str) -> str:
+    """The host of the HTTP server next to a node on ``host``: the same, except that Dask's dashboard address
+    cannot hold an IPv6 literal, so an IPv6 host gets ``localhost`` (loopback: the safe side)."""
+    return "localhost" if ":" in host else host
+
+
 def scheduler_command(
     *,
     host: str,
@@ -103,12 +122,31 @@ def scheduler_command(
     tls: TLSFiles | None = None,
     preload: bool = True,
 ) -> list[str]:
-    """The scheduler command line, with the routing preload."""
+    """The scheduler command line, with the routing preload.
+
+    Args:
+        host: the address it binds and advertises.
+        port: its port (0: any free one).
+        scheduler_file: where it writes its address.
+        dashboard_address: ``HOST:PORT`` of its dashboard (and HTTP endpoints); None for no HTTP server at all
+            (Dask would otherwise serve ``/health`` and ``/metrics`` on every interface, even with
+            ``--no-dashboard``: :mod:`proximate.no_http` closes it at start-up).
+        tls: certificates, for ``tls://``.
+        preload: load the routing preload (False: a plain Dask scheduler).
+
+    Returns:
+        The command line.
+
+    Examples:
+        >>> cmd = scheduler_command(host="127.0.0.1", port=0, scheduler_file=Path("s.json"), dashboard_address=None)
+        >>> cmd[cmd.index("--dashboard-address") + 1], "proximate.no_http" in cmd
+        ('127.0.0.1:0', True)
+    """
     cmd = [
         _dask_executable(),
         "scheduler",
         "--host",
-        host,
+        _bracketed(host),
         "--port",
         str(port),
         "--scheduler-file",
@@ -116,7 +154,10 @@ def scheduler_command(
     ]
     if preload:
         cmd += ["--preload", "proximate.scheduler_plugin"]
-    cmd += ["--dashboard-address", dashboard_address] if dashboard_address else ["--no-dashboard"]
+    if dashboard_address:
+        cmd += ["--dashboard-address", dashboard_address]
+    else:  # Dask's default would be :8787 on every interface, closed only once the preload runs
+        cmd += ["--no-dashboard", "--dashboard-address", CLOSED_HTTP_ADDRESS, "--preload", NO_HTTP_PRELOAD]
     if tls:
         cmd += ["--protocol", "tls", *tls.cli_args()]
     return cmd
@@ -153,11 +194,22 @@ def worker_command(
     tls: TLSFiles | None = None,
     memory_limit: str = "auto",
     rejoin: bool = False,
+    http_address: str | None = None,
 ) -> list[str]:
     """One regional worker, with the conventions every region shares.
 
     ``rejoin`` (with the nanny) loads ``proximate.nanny_plugin`` into the nanny, so a worker that lost its
     scheduler is restarted and rejoins instead of shutting down (the production ``proximate worker``).
+
+    Without ``host``, Dask would listen on every interface (0.0.0.0 and ::) while advertising one address:
+    callers pass the address to bind (``proximate worker`` finds the interface toward the scheduler).
+    ``http_address`` is where the worker's HTTP server (``/health``, ``/metrics``) listens; None (the default)
+    means no HTTP server at all (Dask's own default is every interface).
+
+    Examples:
+        >>> cmd = worker_command(scheduler="tcp://127.0.0.1:8786", region="a", name="a-0", host="127.0.0.1")
+        >>> cmd[cmd.index("--host") + 1], "proximate.no_http" in cmd
+        ('127.0.0.1', True)
     """
     cmd = [
         _dask_executable(),
@@ -176,9 +228,13 @@ def worker_command(
         "--memory-limit",
         memory_limit,
         "--no-dashboard",
+        "--dashboard-address",
+        http_address or CLOSED_HTTP_ADDRESS,
     ]
+    if not http_address:
+        cmd += ["--preload", NO_HTTP_PRELOAD]
     if host:
-        cmd += ["--host", host]
+        cmd += ["--host", _bracketed(host)]  # Dask takes an IPv6 address in brackets only
     if local_directory:
         cmd += ["--local-directory", local_directory]
     if not nanny:
@@ -333,7 +389,7 @@ class LocalRegionalCluster:
             host=self.host,
             port=self.scheduler_port,
             scheduler_file=sched_file,
-            dashboard_address=f"{self.host}:0" if self.dashboard else None,
+            dashboard_address=f"{_http_host(self.host)}:0" if self.dashboard else None,
             tls=self.tls,
             preload=self.router,
         )
@@ -351,7 +407,7 @@ class LocalRegionalCluster:
             self._check_router()
         dash = info.get("services", {}).get("dashboard")
         if dash and self.dashboard:
-            self.dashboard_link = f"http://{self.host}:{dash}/status"
+            self.dashboard_link = f"http://{_http_host(self.host)}:{dash}/status"
 
     def _check_router(self) -> None:
         """Dask only logs a failing preload; a scheduler without the router would misroute silently."""
@@ -387,6 +443,8 @@ class LocalRegionalCluster:
             nanny=self.nanny,
             tls=self.tls,
             memory_limit=self.memory_limit,
+            # With the dashboard, the workers' pages it links to; without, no HTTP server anywhere.
+            http_address=f"{_http_host(self.host)}:0" if self.dashboard else None,
         )
         env = worker_env(region, spec.root, self.base_env)
         if not self.router:

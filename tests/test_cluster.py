@@ -16,6 +16,7 @@ from distributed import Client
 
 from proximate.cluster import LocalRegionalCluster, validate_regions
 from proximate.regions import RegionError
+from proximate.testing.listeners import tree_listeners
 from proximate.worker_plugin import SecedeWhileClientsBlock
 
 PROXIMATE = str(Path(sys.executable).with_name("proximate"))
@@ -106,6 +107,11 @@ def test_cluster_up_cli_serves_two_regions_and_sigterm_reaps_everything(tmp_path
         assert line.startswith("tcp://"), (line, proc.stderr.read() if proc.poll() is not None else "")
         started = _descendants(proc.pid)
         assert len(started) >= 3  # scheduler + 2 workers (+ nannies' children)
+        # What `ss -ltnp` shows: every socket on loopback, and no HTTP server (no --dashboard) - only the
+        # scheduler's RPC port and each nanny's and worker's (Dask alone had 0.0.0.0:8787 and worker HTTP ports).
+        bound = tree_listeners(proc.pid)
+        assert all(s.ip == "127.0.0.1" for s in bound), [str(s) for s in bound]
+        assert len(bound) == 1 + 2 * 2, [str(s) for s in bound]
         with Client(line, timeout=30) as c:
             workers = c.scheduler_info(n_workers=-1)["workers"].values()
             assert sorted(tuple(w["resources"]) for w in workers) == [("pool-a",), ("pool-b",)]

@@ -22,6 +22,7 @@ import pytest
 import xarray as xr
 
 from proximate.testing import synthetic
+from proximate.testing.listeners import tree_listeners
 from proximate.testing.testbed import Testbed, TestbedError, netns
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the testbed needs root (network namespaces)")
@@ -273,6 +274,17 @@ def test_tls_cluster_works_and_plaintext_is_refused(bed, tb_agent):
     address, total = tb_agent.call(tls_cluster_works)
     assert address.startswith("tls://") and total == 6
     assert tb_agent.call(plaintext_and_foreign_ca_refused, bed.scheduler_address) == ["plaintext", "foreign CA"]
+
+
+def test_no_testbed_process_listens_on_a_wildcard(bed):
+    """Each process binds its namespace's address (or loopback there); the scheduler serves no HTTP at all."""
+    bound = {name: tree_listeners(record["pid"]) for name, record in bed.processes.items()}
+    assert any(bound.values()) and not [str(s) for found in bound.values() for s in found if s.wildcard], bound
+    port = int(bed.scheduler_address.rsplit(":", 1)[1])
+    assert [(s.ip, s.port) for s in bound["scheduler"]] == [(bed.address("client"), port)]
+    for name in bed.worker_names():  # nanny and worker on the region's address, /health on its loopback
+        region = bed.processes[name]["node"]
+        assert {s.ip for s in bound[name]} == {bed.address(region), "127.0.0.1"}, (name, bound[name])
 
 
 # -- faults --------------------------------------------------------------------------------------------------

@@ -23,6 +23,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from proximate.testing.listeners import tree_listeners
+
 PROJECT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 # A fresh profile and nothing that calls out: CI has no network for the browser to use.
@@ -370,6 +372,16 @@ def test_twelve_runs_created_at_once_through_the_api_are_all_accepted_and_comple
         assert not failed and time.monotonic() < deadline, f"{states}; failed {failed}\n{up.logs()}"
         time.sleep(2)
     assert all((up.workdir / "results" / "burst" / f"seasonal-mean-{i}.nc").is_file() for i in range(12))
+
+
+def test_up_listens_on_loopback_only(up):
+    """What ``ss -ltnp`` shows while up runs: the Prefect server, S3, the Dask scheduler and its dashboard, the
+    workers' /health and /metrics, the Prefect worker and flow runs - every socket on loopback."""
+    bound = tree_listeners(up.proc.pid)
+    assert bound and all(s.loopback for s in bound), [str(s) for s in bound]
+    ports = {s.port for s in bound}
+    for url in (up.ui, up.state["s3"], up.state["scheduler"], up.state["dashboard"]):
+        assert urlsplit(url).port in ports, (url, sorted(ports))  # those of up.json among them
 
 
 def test_ctrl_c_stops_everything_up_started(up):

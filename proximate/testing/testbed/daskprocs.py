@@ -113,6 +113,8 @@ class DaskProcesses:
         cmd += ["--nthreads", str(self.options.nthreads), "--name", name, "--memory-limit", self.options.memory_limit]
         if self.tls:
             cmd += self.tls.cli_args()
+        else:  # --no-tls asked for plaintext between the namespaces, which `proximate worker` refuses by default
+            cmd.append("--allow-plaintext")
         env = self.env()
         env["AWS_ENDPOINT_URL_S3"] = s3_endpoint(region)  # the region's own bucket, as in production
         self.roster.spawn(name, region, cmd, env, "worker")
