@@ -40,6 +40,7 @@ def orchestrate(path: str) -> float:
         return float(ds.air_temperature.mean().compute())
 
 
+@pytest.mark.slow  # over 10 s under load (DEVELOPERS.md, "The fast tier")
 def test_prefect_task_submitted_inside_pool_runs_in_that_region(prefect_server, cluster):
     @flow(task_runner=DaskTaskRunner(address=cluster.address))
     def routed() -> tuple[list[str], list[str]]:
