@@ -145,6 +145,7 @@ def test_manifest_drops_a_torn_journal_line_and_keeps_the_rest(tmp_path):
 # -- against the moto server -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # over 10 s under load (DEVELOPERS.md, "The fast tier")
 def test_mirror_1000_objects_and_a_multipart_one_then_incremental_and_delete(s3, tmp_path):
     c = client(s3["endpoint_url"])
     c.create_bucket(Bucket=BUCKET)
@@ -211,6 +212,7 @@ sync(sys.argv[1], sys.argv[2], storage_options=json.loads(sys.argv[3]), block_si
 """
 
 
+@pytest.mark.slow  # over 10 s under load (DEVELOPERS.md, "The fast tier")
 def test_killed_sync_leaves_no_partial_files_and_resumes_without_refetching(s3, tmp_path):
     c = client(s3["endpoint_url"])
     c.create_bucket(Bucket=BUCKET)
@@ -320,6 +322,7 @@ def test_files_land_whole_through_direct_writes_and_through_the_page_cache(s3, t
     assert not [p for p in tmp_path.rglob("*") if p.name.startswith(TEMP_PREFIX)]
 
 
+@pytest.mark.slow  # over 10 s under load (DEVELOPERS.md, "The fast tier")
 def test_a_multipart_object_smaller_than_a_block_is_checked_part_by_part(s3, tmp_path):
     """An object under one block is read in one GET and held; a part-wise checksum (its multipart ETag or a
     COMPOSITE one) first needs the part size, asked on the loop, so the held bytes are copied out of the reading
