@@ -30,6 +30,7 @@ def trips(region_roots):
     return both
 
 
+@pytest.mark.slow  # over 10 s under load (DEVELOPERS.md, "The fast tier")
 def test_region_partials_read_in_their_region_and_combine_to_pandas(client, trips):
     question = tables.TableQuestion("describe", ("trip_distance", "fare_amount", "trip_dur_secs"), "VendorID",
                                     derive=tables.Derivations(DURATION))  # fmt: skip
@@ -77,6 +78,7 @@ def test_a_read_outside_its_region_fails_naming_region_and_path(client, trips):
         future.result()
 
 
+@pytest.mark.slow  # over 10 s under load (DEVELOPERS.md, "The fast tier")
 def test_describe_table_flow_equals_pandas_and_moves_only_partials(prefect_server, cluster, trips, tmp_path):
     from flows.tabular import describe_table
 
@@ -100,6 +102,7 @@ def test_describe_table_flow_equals_pandas_and_moves_only_partials(prefect_serve
     assert (tmp_path / "describe.json").stat().st_size > 100
 
 
+@pytest.mark.slow  # over 10 s under load (DEVELOPERS.md, "The fast tier")
 def test_fit_linear_regression_flow_equals_numpy_lstsq(prefect_server, cluster, trips, tmp_path):
     from flows.tabular import fit_linear_regression
 
