@@ -258,6 +258,7 @@ def test_killed_sync_leaves_no_partial_files_and_resumes_without_refetching(s3, 
     assert not any(p.name.startswith(TEMP_PREFIX) for p in root.rglob("*"))
 
 
+@pytest.mark.slow  # over 10 s under load (DEVELOPERS.md, "The fast tier")
 def test_big_objects_stream_in_bounded_memory_and_are_checked_part_by_part(s3, tmp_path):
     """A 24 MiB single-part object comes in one streamed GET and a multipart one in one ranged GET per part,
     each hashed as it arrives (no read-back): Python never holds more than a few blocks."""
@@ -290,6 +291,7 @@ def test_big_objects_stream_in_bounded_memory_and_are_checked_part_by_part(s3, t
     assert peak < 12 * MiB, f"peak Python memory {peak / MiB:.1f} MiB above a 1-byte sync for 24 + 21 MiB objects"
 
 
+@pytest.mark.slow  # over 10 s under load (DEVELOPERS.md, "The fast tier")
 def test_files_land_whole_through_direct_writes_and_through_the_page_cache(s3, tmp_path):
     """Durable files are written with O_DIRECT: small ones from the buffer they were received into, big ones
     when every range starts on an aligned offset; odd sizes are padded to a block, then truncated back, also
