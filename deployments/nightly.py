@@ -42,7 +42,7 @@ async def _sync_deployments(pool: str, project: Path, cluster: str) -> dict[str,
         except ObjectNotFound:
             raise ValueError(
                 f"no RegionalCluster block named {cluster!r}: every nightly run would fail for lack of it; save one"
-                " (see README, Configuration) or name another with --cluster"
+                " (see docs/configuration.md) or name another with --cluster"
             ) from None
         try:
             await client.read_work_pool(pool)

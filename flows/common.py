@@ -66,7 +66,8 @@ def catalog_settings(name: str | None, *, must_exist: bool = False) -> CatalogSe
         block = _load_block(CatalogConfig, name)
         if block is None:
             raise ParameterError(
-                "catalog", f"no CatalogConfig block named {name!r}: save one (see README) or leave it empty"
+                "catalog",
+                f"no CatalogConfig block named {name!r}: save one (see docs/configuration.md) or leave it empty",
             )
         settings = block.settings()
     else:
@@ -98,7 +99,8 @@ def cluster_block(cluster: str = DEFAULT_CLUSTER_BLOCK, scheduler_address: str |
     block = _load_block(RegionalCluster, cluster)
     if block is None:
         raise ParameterError(
-            "cluster", f"no RegionalCluster block named {cluster!r}: save one (see README) or pass scheduler_address"
+            "cluster",
+            f"no RegionalCluster block named {cluster!r}: save one (docs/configuration.md) or pass scheduler_address",
         )
     return block
 

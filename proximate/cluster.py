@@ -293,6 +293,26 @@ class LocalRegionalCluster:
     """Start a scheduler and ``workers_per_region`` workers per region as separate OS processes.
 
     Use as a context manager; closing it terminates every process group it started and reaps them.
+
+    Args:
+        regions: Region name to its root folder (or a list of :class:`RegionSpec`).
+        workers_per_region: Worker processes per region, or region name to its own count.
+        threads_per_worker: Threads of each worker.
+        host: The address every process binds.
+        scheduler_port: The scheduler's port (0: a free one).
+        dashboard: Serve the scheduler's dashboard.
+        no_workers_timeout: Seconds a task waits for a region with no live worker before it errs.
+        nanny: Run each worker under a nanny (restarted if it dies).
+        startup_timeout: Seconds to wait for the scheduler and every worker.
+        memory_limit: Each worker's memory limit (Dask's syntax).
+        env: The processes' environment (this process's otherwise).
+        tls: Certificates for a ``tls://`` cluster.
+        router: False gives a plain Dask scheduler, the baseline routing is measured against.
+
+    Examples:
+        >>> regions = {"ecmwf": "proximate-demo/regions/ecmwf", "gcp": "proximate-demo/regions/gcp"}
+        >>> with proximate.LocalRegionalCluster(regions, workers_per_region=2) as cluster, cluster.client():
+        ...     print(cluster.address)
     """
 
     def __init__(

@@ -25,7 +25,19 @@ class DatasetRefError(ProximateInputError):
 
 @dataclass(frozen=True)
 class RegionPath:
-    """Where a dataset lives: the region holding it and its path under that region's root (validated)."""
+    """Where a dataset lives: the region holding it and its path under that region's root (validated).
+
+    Raises:
+        RegionError: An invalid region name.
+        RegionPathError: A path that is absolute or would escape the root (``..``, backslashes, NUL).
+
+    Examples:
+        >>> str(RegionPath("gcp", "observations/air_temperature.nc"))
+        'gcp:observations/air_temperature.nc'
+        >>> RegionPath("ecmwf", "../etc/passwd")
+        Traceback (most recent call last):
+        RegionPathError: region path '../etc/passwd' contains '..' and would escape the region root
+    """
 
     region: str
     path: str
@@ -40,7 +52,11 @@ class RegionPath:
 
 @dataclass(frozen=True)
 class CatalogId:
-    """A dataset named by its catalog record id; :func:`locate` finds where it lives."""
+    """A dataset named by its catalog record id; :func:`locate` finds where it lives.
+
+    Examples:
+        >>> locate(CatalogId("3f2a9c"), catalog)  # the RegionPath of record 3f2a9c
+    """
 
     id: str
 
@@ -68,6 +84,12 @@ def parse_reference(ref: str | RegionPath | CatalogId) -> DatasetRef:
     Raises:
         RegionError, RegionPathError: ``region:path`` with an invalid region name or an escaping path.
         DatasetRefError: an empty reference.
+
+    Examples:
+        >>> parse_reference("ecmwf:forecast/air_temperature.nc")
+        RegionPath(region='ecmwf', path='forecast/air_temperature.nc')
+        >>> parse_reference("3f2a9c")
+        CatalogId(id='3f2a9c')
     """
     if isinstance(ref, RegionPath | CatalogId):
         return ref

@@ -190,6 +190,11 @@ def open_dataset(
 
     Returns:
         The lazy Dataset; ``proximate.datasets.location_of(ds)`` is ``where``.
+
+    Examples:
+        >>> with proximate.LocalRegionalCluster({"ecmwf": "/fsx/ecmwf"}) as cluster, cluster.client():
+        ...     forecast = proximate.open_dataset("ecmwf", "forecast/air_temperature.nc", chunks={"realization": 1})
+        ...     same = proximate.open_dataset(proximate.RegionPath("ecmwf", "forecast/air_temperature.nc"))
     """
     from proximate.client import client_context, require_region
 

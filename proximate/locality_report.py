@@ -97,6 +97,17 @@ def locality(client: Any = None) -> Iterator[LocalityReport]:
     """Measure what the computations inside the block moved between regions and where their tasks ran.
 
     The report is filled in when the block exits.
+
+    Args:
+        client: The Dask client; the default one otherwise.
+
+    Yields:
+        A :class:`LocalityReport`, empty until the block exits.
+
+    Examples:
+        >>> with proximate.locality() as report:
+        ...     error = error.compute()
+        >>> report.cross_region_bytes, report.tasks_by_region, report.egress_cost(usd_per_gb=0.02)
     """
     from distributed import get_task_stream
 

@@ -152,6 +152,10 @@ def open_table(where: RegionPath | str, path: str | None = None, *, client: Any 
     Returns:
         A ``dask.dataframe.DataFrame`` (lazy unless persisted). Compute it with
         ``proximate.compute(..., region=where.region)``, which pins its whole graph to the region.
+
+    Examples:
+        >>> trips = proximate.open_table("gcp", "trips/yellow_tripdata.parquet")
+        >>> by_vendor = proximate.compute(trips.groupby("VendorID").trip_distance.mean(), region="gcp")
     """
     import dask.dataframe as dd
 

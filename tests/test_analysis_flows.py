@@ -48,6 +48,7 @@ def _artifacts(prefix: str) -> dict[str, object]:
     return asyncio.run(read())
 
 
+@pytest.mark.slow  # over 10 s under load (DEVELOPERS.md, "The fast tier")
 def test_compare_flow_matches_plain_xarray_publishes_artifacts_and_moves_the_minimum(
     prefect_server, cluster, flow_data, tmp_path
 ):
@@ -78,6 +79,7 @@ def test_compare_flow_matches_plain_xarray_publishes_artifacts_and_moves_the_min
     assert "data:image/png;base64," in arts["compare-plot"].data
 
 
+@pytest.mark.slow  # over 10 s under load (DEVELOPERS.md, "The fast tier")
 def test_compare_flow_interpolates_observations_on_a_different_grid(prefect_server, cluster, flow_data, tmp_path):
     out = tmp_path / "diff_coarse.nc"
     res = compare_forecast_to_observations(
@@ -162,6 +164,7 @@ def seasonal_catalog(prefect_server, cluster, region_roots, tmp_path_factory):
     return region_roots
 
 
+@pytest.mark.slow  # over 10 s under load (DEVELOPERS.md, "The fast tier")
 def test_seasonal_mean_flow_combines_regions_with_count_weights(cluster, seasonal_catalog, tmp_path):
     from flows.analysis import seasonal_mean
     from proximate.catalog.query import DatasetQuery
@@ -244,6 +247,7 @@ def test_query_flows_fail_clearly_before_heavy_work(cluster, seasonal_catalog, t
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow  # over 10 s under load (DEVELOPERS.md, "The fast tier")
 def test_compare_flow_takes_catalog_ids_and_looks_them_up_in_the_flow_process(
     cluster, flow_data, seasonal_catalog, tmp_path
 ):
@@ -286,6 +290,7 @@ def _values(path) -> np.ndarray:
         return ds[next(iter(ds.data_vars))].values
 
 
+@pytest.mark.slow  # over 10 s under load (DEVELOPERS.md, "The fast tier")
 def test_each_analysis_flow_gets_the_same_result_from_catalog_ids_and_region_paths(
     cluster, flow_data, seasonal_catalog, tmp_path
 ):

@@ -281,6 +281,7 @@ def test_the_loop_survives_a_scheduler_that_cannot_be_reached():
 # -- the RegionalCluster block ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # over 10 s under load (DEVELOPERS.md, "The fast tier")
 def test_regional_cluster_block_carries_the_same_bounds():
     from blocks import RegionalCluster
 
@@ -342,6 +343,7 @@ def test_a_real_schedulers_backlog_in_a_becomes_an_update_service_call_on_as_ser
     assert backend.errors == [] and scaler.errors == []
 
 
+@pytest.mark.slow  # over 10 s under load (DEVELOPERS.md, "The fast tier")
 def test_the_autoscale_command_drives_each_regions_ecs_service_from_a_real_scheduler(ecs, s3_server, cluster, client):
     """`proximate autoscale`, the production runner, as its own process: a backlog pinned to a raises a's service
     to its maximum, b's stays at its minimum; SIGTERM stops it cleanly, reporting its updates."""

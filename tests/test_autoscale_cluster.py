@@ -10,11 +10,15 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from distributed import Client, wait
 
 import proximate
 from proximate.locality_report import workers_markdown
 from proximate.scheduler_plugin import retire_in_region, scheduler_backlog
+
+# slow: its one test runs `proximate cluster up` with autoscaling through two bursts (about 100 s under load)
+pytestmark = pytest.mark.slow
 
 PROXIMATE = str(Path(sys.executable).with_name("proximate"))
 TASKS = 40

@@ -67,6 +67,7 @@ def test_blocks_save_and_load_through_the_server(prefect_server, tmp_path):
     assert Region.load("test-region-a").source_url == "s3://bucket/a/"
 
 
+@pytest.mark.slow  # over 10 s under load (DEVELOPERS.md, "The fast tier")
 def test_local_regional_cluster_block_gives_a_working_task_runner(prefect_server, tmp_path):
     import os
 
@@ -88,6 +89,7 @@ def test_local_regional_cluster_block_gives_a_working_task_runner(prefect_server
         assert probe.with_options(task_runner=runner)() == "r"
 
 
+@pytest.mark.slow  # over 10 s under load (DEVELOPERS.md, "The fast tier")
 def test_blocks_register_from_module(prefect_server):
     import os
     import subprocess

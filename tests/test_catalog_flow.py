@@ -12,6 +12,7 @@ import sys
 
 import netCDF4
 import numpy as np
+import pytest
 import xarray as xr
 from conftest import REAL_DATA
 
@@ -32,6 +33,7 @@ def _mine(catalog, region: str, folder: str) -> dict[str, object]:
     return {r.path: r for r in res.records if r.path.startswith(folder + "/")}
 
 
+@pytest.mark.slow  # over 10 s under load (DEVELOPERS.md, "The fast tier")
 def test_index_region_flow_incremental_errors_and_artifact(prefect_server, cluster, region_roots, tmp_path):
     import httpx
 

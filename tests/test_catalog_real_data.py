@@ -383,6 +383,7 @@ def mixed_region(region_roots, tmp_path):
     return folder
 
 
+@pytest.mark.slow  # over 10 s under load (DEVELOPERS.md, "The fast tier")
 def test_every_file_of_a_region_gets_a_record(client, tmp_path, mixed_region, region_roots):
     with open_catalog("sqlite", sqlite_path=tmp_path / "c.sqlite") as cat:
         report = index_region(client, cat, "a")
@@ -425,6 +426,7 @@ def test_every_file_of_a_region_gets_a_record(client, tmp_path, mixed_region, re
         assert anti & set(found) == {"tm-antimeridian.nc"}
 
 
+@pytest.mark.slow  # over 10 s under load (DEVELOPERS.md, "The fast tier")
 def test_grib_and_geotiff_open_in_their_region(client, mixed_region):
     import proximate
 

@@ -83,6 +83,7 @@ def _descendants(pid: int) -> set[int]:
         return set()
 
 
+@pytest.mark.slow  # over 10 s under load (DEVELOPERS.md, "The fast tier")
 def test_cluster_up_cli_serves_two_regions_and_sigterm_reaps_everything(tmp_path):
     (tmp_path / "A").mkdir()
     (tmp_path / "B").mkdir()
@@ -222,6 +223,7 @@ def _heartbeat_ms(dask_worker) -> float:
     return dask_worker.periodic_callbacks["heartbeat"].callback_time
 
 
+@pytest.mark.slow  # over 10 s under load (DEVELOPERS.md, "The fast tier")
 def test_production_worker_rejoins_a_restarted_scheduler_and_heeds_its_heartbeat_floor(tmp_path, region_roots):
     from proximate.cluster import scheduler_command, scheduler_env
 

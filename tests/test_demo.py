@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 import pandas as pd
+import pytest
 import xarray as xr
 
 
@@ -26,6 +27,7 @@ def _expected_minimum(name: str, regions, result: xr.DataArray) -> int:
     return min(partials) + result.nbytes
 
 
+@pytest.mark.slow  # the whole demo: data, S3, a two-region cluster, every flow (about 2 min)
 def test_end_to_end_demo(prefect_server, tmp_path, capsys):
     from flows.demo import run_demo
 

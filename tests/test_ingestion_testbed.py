@@ -16,7 +16,11 @@ import xarray as xr
 
 from proximate.testing.testbed import CLIENT, Testbed, netns
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the testbed needs root (network namespaces)")
+# slow: a testbed and a Prefect server in its client namespace, two nightly runs (about 0.6 min at load 1-3)
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="the testbed needs root (network namespaces)"),
+    pytest.mark.slow,
+]
 
 REGIONS = ("ecmwf", "gcp")
 PREFECT_PORT = 4200

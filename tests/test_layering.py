@@ -18,6 +18,7 @@ from proximate import cli
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 
 
+@pytest.mark.slow  # over 10 s under load (DEVELOPERS.md, "The fast tier")
 def test_importing_every_core_module_imports_no_prefect_layer_and_no_moto():
     code = """
 import pkgutil, importlib, sys
@@ -74,6 +75,7 @@ def test_the_demo_without_the_demo_extra_says_how_to_get_it(monkeypatch, tmp_pat
     assert not workdir.exists()  # it stopped before doing anything
 
 
+@pytest.mark.slow  # over 10 s under load (DEVELOPERS.md, "The fast tier")
 def test_processes_that_load_sqlite_and_proj_first_survive_xarray_listing_its_backends(tmp_path):
     """With the grib extra, ecCodes' wheel shadows SQLite and PROJ loaded after it (proximate.native); in the
     order proximate loads them, a process lists xarray's backends, uses PROJ and SQLite, and exits cleanly."""

@@ -48,6 +48,7 @@ def test_prefect_yaml_schedules_nothing_and_its_parameters_are_the_flows():
         assert set(d.get("parameters") or {}) <= set(inspect.signature(flow.fn).parameters)
 
 
+@pytest.mark.slow  # over 10 s under load (DEVELOPERS.md, "The fast tier")
 def test_deploy_nightly_follows_the_region_blocks(prefect_server, tmp_path):
     from blocks.cluster import RegionalCluster
     from blocks.region import Region

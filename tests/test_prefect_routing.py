@@ -41,6 +41,7 @@ def orchestrate(path: str) -> float:
         return float(ds.air_temperature.mean().compute())
 
 
+@pytest.mark.slow  # over 10 s under load (DEVELOPERS.md, "The fast tier")
 def test_prefect_task_submitted_inside_pool_runs_in_that_region(prefect_server, cluster):
     @flow(task_runner=DaskTaskRunner(address=cluster.address))
     def routed() -> tuple[list[str], list[str]]:
@@ -54,6 +55,7 @@ def test_prefect_task_submitted_inside_pool_runs_in_that_region(prefect_server, 
     assert in_a == ["a"] * 3 and in_b == ["b"] * 3
 
 
+@pytest.mark.slow  # over 10 s under load (DEVELOPERS.md, "The fast tier")
 def test_orchestrating_tasks_do_not_deadlock_even_when_pinned(prefect_server, cluster, small_forecast):
     """Two pinned orchestrators hold both single-thread workers of region a while they wait for work that
     only region a can do: with a slot-consuming requirement this deadlocks; with ours it completes."""

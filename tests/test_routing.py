@@ -94,6 +94,7 @@ def reads_by_region(client, name: str, recorder=_proximate_opens) -> dict[str, i
     return out
 
 
+@pytest.mark.slow  # over 10 s under load (DEVELOPERS.md, "The fast tier")
 def test_metoffice_scenario_reads_in_place_and_moves_only_the_minimum(client, metoffice):
     client.run(_clear_opens)
     predictions = proximate.open_dataset("a", PRED, chunks={"realization": 1, "height": 4})
@@ -116,6 +117,7 @@ def test_metoffice_scenario_reads_in_place_and_moves_only_the_minimum(client, me
     assert report.egress_cost(usd_per_gb=0.02) == pytest.approx(report.cross_region_bytes / 1e9 * 0.02)
 
 
+@pytest.mark.slow  # over 10 s under load (DEVELOPERS.md, "The fast tier")
 def test_plain_dask_annotate_on_default_scheduler_misroutes_reads(region_roots, metoffice):
     """The 2022 recipe (dask.annotate + client-side fusion off) on a default scheduler: reads stray."""
     with LocalRegionalCluster(region_roots, workers_per_region=2, router=False) as plain, plain.client() as c:
@@ -229,6 +231,7 @@ def _inc(x: int) -> int:
     return x + 1
 
 
+@pytest.mark.slow  # over 10 s under load (DEVELOPERS.md, "The fast tier")
 def test_region_without_workers_errs_within_the_bound_naming_it(faulty):
     with faulty.client() as c:
         start = time.monotonic()
@@ -251,6 +254,7 @@ def _slow_block(block: np.ndarray) -> np.ndarray:
     return block * 2
 
 
+@pytest.mark.slow  # over 10 s under load (DEVELOPERS.md, "The fast tier")
 def test_worker_killed_mid_run_completes_in_the_same_region(faulty):
     with faulty.client() as c:
         ds = proximate.open_dataset("x", "v.nc", client=c, chunks={"t": 1})

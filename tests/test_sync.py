@@ -145,6 +145,7 @@ def test_manifest_drops_a_torn_journal_line_and_keeps_the_rest(tmp_path):
 # -- against the moto server -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # over 10 s under load (DEVELOPERS.md, "The fast tier")
 def test_mirror_1000_objects_and_a_multipart_one_then_incremental_and_delete(s3, tmp_path):
     c = client(s3["endpoint_url"])
     c.create_bucket(Bucket=BUCKET)
@@ -211,6 +212,7 @@ sync(sys.argv[1], sys.argv[2], storage_options=json.loads(sys.argv[3]), block_si
 """
 
 
+@pytest.mark.slow  # over 10 s under load (DEVELOPERS.md, "The fast tier")
 def test_killed_sync_leaves_no_partial_files_and_resumes_without_refetching(s3, tmp_path):
     c = client(s3["endpoint_url"])
     c.create_bucket(Bucket=BUCKET)
@@ -256,6 +258,7 @@ def test_killed_sync_leaves_no_partial_files_and_resumes_without_refetching(s3, 
     assert not any(p.name.startswith(TEMP_PREFIX) for p in root.rglob("*"))
 
 
+@pytest.mark.slow  # over 10 s under load (DEVELOPERS.md, "The fast tier")
 def test_big_objects_stream_in_bounded_memory_and_are_checked_part_by_part(s3, tmp_path):
     """A 24 MiB single-part object comes in one streamed GET and a multipart one in one ranged GET per part,
     each hashed as it arrives (no read-back): Python never holds more than a few blocks."""
@@ -288,6 +291,7 @@ def test_big_objects_stream_in_bounded_memory_and_are_checked_part_by_part(s3, t
     assert peak < 12 * MiB, f"peak Python memory {peak / MiB:.1f} MiB above a 1-byte sync for 24 + 21 MiB objects"
 
 
+@pytest.mark.slow  # over 10 s under load (DEVELOPERS.md, "The fast tier")
 def test_files_land_whole_through_direct_writes_and_through_the_page_cache(s3, tmp_path):
     """Durable files are written with O_DIRECT: small ones from the buffer they were received into, big ones
     when every range starts on an aligned offset; odd sizes are padded to a block, then truncated back, also
@@ -320,6 +324,7 @@ def test_files_land_whole_through_direct_writes_and_through_the_page_cache(s3, t
     assert not [p for p in tmp_path.rglob("*") if p.name.startswith(TEMP_PREFIX)]
 
 
+@pytest.mark.slow  # over 10 s under load (DEVELOPERS.md, "The fast tier")
 def test_a_multipart_object_smaller_than_a_block_is_checked_part_by_part(s3, tmp_path):
     """An object under one block is read in one GET and held; a part-wise checksum (its multipart ETag or a
     COMPOSITE one) first needs the part size, asked on the loop, so the held bytes are copied out of the reading

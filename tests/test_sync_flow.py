@@ -12,6 +12,9 @@ import boto3
 import pytest
 from s3_fault_proxy import FaultProxy
 
+# slow: every test runs sync or nightly flows through Prefect on its own cluster (45-135 s each under load)
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "flow-test-secret-value-9f3c"
 REGIONS = ("sync-test-r", "sync-test-cold", "nightly-r")

@@ -92,6 +92,7 @@ def test_choose_never_takes_an_encrypted_objects_etag_for_its_md5():
     assert (got.algorithm, got.parts) == ("crc64nvme", None)
 
 
+@pytest.mark.slow  # over 10 s under load (DEVELOPERS.md, "The fast tier")
 def test_sse_kms_objects_land_checked_by_what_s3_says_never_failed_as_corrupt(s3, tmp_path):
     """SSE-KMS objects have ETags that look like MD5s and are not: those without another checksum are checked
     by size, reported as such, fetched once; one with a stored CRC32 is checked by it; one whose only checksum is
@@ -168,6 +169,7 @@ def test_sse_c_and_requester_pays_reads_carry_the_headers_botocore_sends(s3):
     assert ours["x-amz-request-payer"] == "requester"
 
 
+@pytest.mark.slow  # over 10 s under load (DEVELOPERS.md, "The fast tier")
 def test_a_bucket_in_another_region_is_read_from_its_region(s3, tmp_path):
     """Signed for us-east-1, the bucket in eu-west-2: S3 answers 400 AuthorizationHeaderMalformed with
     x-amz-bucket-region. botocore follows it for the listing (and a HeadBucket); every GET is then signed for
@@ -195,6 +197,7 @@ def test_a_bucket_in_another_region_is_read_from_its_region(s3, tmp_path):
 
 
 @pytest.mark.parametrize("answers", ["403 names it", "location", "probe redirect"])
+@pytest.mark.slow  # over 10 s under load (DEVELOPERS.md, "The fast tier")
 def test_a_bucket_in_another_region_is_found_when_head_bucket_is_refused(s3, tmp_path, answers):
     """Credentials without s3:ListBucket get 403 for HeadBucket. A transfer with a fresh source (the flow's
     batches, listed elsewhere) finds the bucket's region as botocore and S3 tell it: the 403's
@@ -308,6 +311,7 @@ def test_cold_objects_are_skipped_counted_and_never_fail_the_run(s3, tmp_path):
     assert "skipped cold object 'p/glacier.bin'" in cli.stderr and '"skipped_cold": 3' in cli.stdout
 
 
+@pytest.mark.slow  # over 10 s under load (DEVELOPERS.md, "The fast tier")
 def test_a_truncated_listing_without_a_token_is_refused_and_deletes_nothing(s3, tmp_path):
     c = client(s3["endpoint_url"])
     c.create_bucket(Bucket=BUCKET)
@@ -322,6 +326,7 @@ def test_a_truncated_listing_without_a_token_is_refused_and_deletes_nothing(s3, 
     assert len(data_files(root)) == 1100
 
 
+@pytest.mark.slow  # over 10 s under load (DEVELOPERS.md, "The fast tier")
 def test_deletes_past_half_the_mirror_or_of_every_file_are_refused_whole(s3, tmp_path):
     c = client(s3["endpoint_url"])
     c.create_bucket(Bucket=BUCKET)

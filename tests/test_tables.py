@@ -36,6 +36,7 @@ def trips(region_roots):
     return both
 
 
+@pytest.mark.slow  # over 10 s under load (DEVELOPERS.md, "The fast tier")
 def test_region_partials_read_in_their_region_and_combine_to_pandas(client, trips):
     question = tables.TableQuestion("describe", ("trip_distance", "fare_amount", "trip_dur_secs"), "VendorID",
                                     derive=tables.Derivations(DURATION))  # fmt: skip
@@ -83,6 +84,7 @@ def test_a_read_outside_its_region_fails_naming_region_and_path(client, trips):
         future.result()
 
 
+@pytest.mark.slow  # over 10 s under load (DEVELOPERS.md, "The fast tier")
 def test_describe_table_flow_equals_pandas_and_moves_only_partials(prefect_server, cluster, trips, tmp_path):
     from flows.tabular import describe_table
 
@@ -111,6 +113,7 @@ def test_describe_table_flow_equals_pandas_and_moves_only_partials(prefect_serve
     assert counts[("2", "trip_dur_secs")] == (rows.VendorID == 2).sum()
 
 
+@pytest.mark.slow  # over 10 s under load (DEVELOPERS.md, "The fast tier")
 def test_fit_linear_regression_flow_equals_numpy_lstsq(prefect_server, cluster, trips, tmp_path):
     from flows.tabular import fit_linear_regression
 

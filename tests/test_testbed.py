@@ -227,6 +227,7 @@ def expected_difference(bed: Testbed, height: int = 10) -> xr.DataArray:
 # -- the scenario --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # the module's testbed: namespaces, S3 and Dask per region, a TLS scheduler
 def test_metoffice_result_equals_plain_xarray_and_bulk_bytes_never_leave_ecmwf(bed, tb_agent):
     tb_agent.call(forecast_reduced_in_place)  # warm: first imports and opens are not what we measure
     before = bed.link_bytes()
@@ -254,11 +255,13 @@ def test_metoffice_result_equals_plain_xarray_and_bulk_bytes_never_leave_ecmwf(b
     )
 
 
+@pytest.mark.slow  # the module's testbed: namespaces, S3 and Dask per region, a TLS scheduler
 def test_misrouted_read_fails_naming_region_and_path(tb_agent):
     with pytest.raises(FileNotFoundError, match=r"predictions\.nc.*region 'ecmwf' is not reachable from region 'gcp'"):
         tb_agent.call(misrouted_read)
 
 
+@pytest.mark.slow  # the module's testbed: namespaces, S3 and Dask per region, a TLS scheduler
 def test_each_regions_s3_is_reachable_only_inside_it(bed, tb_agent):
     bed.put_object("ecmwf", "raw/a.txt", b"hello")
     assert tb_agent.call(bucket_listing, "ecmwf", "proximate-ecmwf") == ["raw/a.txt"]
@@ -270,6 +273,7 @@ def test_each_regions_s3_is_reachable_only_inside_it(bed, tb_agent):
     assert not netns.port_open(bed.namespace("gcp"), bed.address("ecmwf"), 9000)
 
 
+@pytest.mark.slow  # the module's testbed: namespaces, S3 and Dask per region, a TLS scheduler
 def test_tls_cluster_works_and_plaintext_is_refused(bed, tb_agent):
     address, total = tb_agent.call(tls_cluster_works)
     assert address.startswith("tls://") and total == 6
@@ -290,6 +294,7 @@ def test_no_testbed_process_listens_on_a_wildcard(bed):
 # -- faults --------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # the module's testbed: namespaces, S3 and Dask per region, a TLS scheduler
 def test_killed_worker_tasks_rerun_in_the_same_region(bed, tb_agent):
     pid = bed.processes["ecmwf-0"].pid
     out = tb_agent.call(kill_worker_mid_run, pid)
@@ -305,6 +310,7 @@ def _wait_for_log(bed: Testbed, names: list[str], text: str, timeout: float) -> 
         time.sleep(0.5)
 
 
+@pytest.mark.slow  # the module's testbed: namespaces, S3 and Dask per region, a TLS scheduler
 def test_region_cut_off_mid_run_errs_naming_it_within_the_bound_then_its_workers_rejoin(bed, tb_agent):
     ends = [link.end_of("ecmwf") for link in bed.links_of("ecmwf")]
     names = bed.worker_names("ecmwf")
@@ -329,6 +335,7 @@ def test_region_cut_off_mid_run_errs_naming_it_within_the_bound_then_its_workers
     xr.testing.assert_allclose(out["result"], expected_difference(bed))
 
 
+@pytest.mark.slow  # the module's testbed: namespaces, S3 and Dask per region, a TLS scheduler
 def test_inter_region_link_cut_errs_naming_both_regions_and_the_link_within_the_bound(bed, tb_agent):
     bed.cut_link("gcp", "ecmwf")  # both regions keep their links to the client namespace, hence the scheduler
     try:
@@ -344,6 +351,7 @@ def test_inter_region_link_cut_errs_naming_both_regions_and_the_link_within_the_
     print(f"\nRegionLinkError after {out['seconds']:.1f} s: {out['message']}")
 
 
+@pytest.mark.slow  # the module's testbed: namespaces, S3 and Dask per region, a TLS scheduler
 def test_a_10s_inter_region_cut_heals_with_the_same_result_and_cross_region_bytes(bed, tb_agent):
     uncut = tb_agent.call(metoffice_routed_timed)
     assert uncut["error"] is None, uncut

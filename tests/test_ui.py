@@ -25,6 +25,9 @@ import pytest
 
 from proximate.testing.listeners import tree_listeners
 
+# slow: every test drives Chromium on a running `proximate up` (about 2.3 min at load 5-8)
+pytestmark = pytest.mark.slow
+
 PROJECT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 # A fresh profile and nothing that calls out: CI has no network for the browser to use.

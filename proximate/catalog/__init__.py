@@ -72,6 +72,14 @@ def open_from_catalog(record_or_id: DatasetRecord | str, *, catalog: Catalog | N
         record_or_id: A record from a search, or a record id.
         catalog: Where to look an id up; :meth:`CatalogSettings.from_env` (this process's default) if omitted.
         **xarray_kwargs: Passed to :func:`proximate.open_dataset`.
+
+    Returns:
+        The lazy Dataset, its reads pinned to the region holding it.
+
+    Examples:
+        >>> with open_catalog(sqlite_path="proximate-demo/catalog/proximate.sqlite") as catalog:
+        ...     found = catalog.search(CatalogQuery(text="synthetic daily temperature", region="gcp"))
+        >>> ds = proximate.open_from_catalog(found.records[0], chunks={})
     """
     from proximate.io import open_dataset
 
@@ -84,4 +92,3 @@ def open_from_catalog(record_or_id: DatasetRecord | str, *, catalog: Catalog | N
     with CatalogSettings.from_env().open() as own:
         where = locate(CatalogId(record_or_id), own)
     return open_dataset(where, **xarray_kwargs)
-

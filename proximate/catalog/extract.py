@@ -521,9 +521,25 @@ def _variables(header: Header) -> list[VariableInfo]:
 def extract(
     path: str | os.PathLike[str], *, region: str | None = None, rel_path: str | None = None, etag: str | None = None
 ) -> DatasetRecord:
-    """Read one dataset's header into a record. Raises on an unreadable file (:class:`UnsupportedFormatError`
-    for a format proximate does not read; see :func:`extract_in_region` for the variant that turns either into
-    a record saying why)."""
+    """Read one dataset's header into a record (headers only: no data is read).
+
+    Args:
+        path: The file (or Zarr store) to read.
+        region: The region holding it, recorded in the record.
+        rel_path: Its path under the region's root, recorded (``path`` otherwise).
+        etag: The ETag the sync recorded for it, kept as its fingerprint.
+
+    Returns:
+        The record: variables, units, dims, time span, bounding box, size.
+
+    Raises:
+        UnsupportedFormatError: A format proximate does not read; other errors for an unreadable file (see
+            :func:`extract_in_region` for the variant that turns either into a record saying why).
+
+    Examples:
+        >>> record = extract("/fsx/ecmwf/forecast/t2m.nc", region="ecmwf", rel_path="forecast/t2m.nc")
+        >>> record.bbox, record.time_start, [v.name for v in record.variables]
+    """
     full = Path(path)
     shown = rel_path if rel_path is not None else str(path)
     fmt = dataset_format(full)

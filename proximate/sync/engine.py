@@ -109,6 +109,9 @@ def plan_sync(
     Raises:
         SourceError: The source cannot be listed; nothing is written.
         SyncLockedError: Another sync holds the root's manifest.
+
+    Examples:
+        >>> plan = plan_sync("s3://bucket/era5/", "/fsx/eu-west-2", storage_options={"anon": True})
     """
     root = Path(dest_root)
     root.mkdir(parents=True, exist_ok=True)
@@ -232,6 +235,10 @@ def sync(
         SourceError: The source cannot be listed (or its listing is incomplete); nothing is written.
         SyncLockedError: Another sync is running into the root (its message names it); nothing was changed.
         ManifestWriteError: The manifest could not be written (a full disk); what it recorded stays valid.
+
+    Examples:
+        >>> result = sync("s3://bucket/era5/", "/fsx/eu-west-2", storage_options={"profile": "ingest"}, delete=True)
+        >>> result.transferred, result.bytes_transferred, result.failed, result.delete_refused
     """
     t0 = time.monotonic()
     root = Path(dest_root)
