@@ -336,33 +336,32 @@ def test_twelve_runs_created_at_once_through_the_api_are_all_accepted_and_comple
     """A handful of users at once: twelve seasonal-mean runs created in one burst through the REST API (as the UI
     and Prefect's clients call it), each writing its own output; every create is accepted (no 503) and every run
     completes."""
-    import asyncio
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
 
     import httpx
 
     api = f"{up.ui}/api"
     deployment = httpx.get(f"{api}/deployments/name/seasonal-mean/seasonal-mean", timeout=60).json()
+    # Threads, not asyncio: Playwright's sync API holds an event loop in this thread. The barrier releases all
+    # twelve requests together.
+    start = threading.Barrier(12)
 
-    async def burst() -> list[httpx.Response]:
-        async with httpx.AsyncClient(timeout=180) as client:
-            return await asyncio.gather(
-                *(
-                    client.post(
-                        f"{api}/deployments/{deployment['id']}/create_flow_run",
-                        json={
-                            "name": f"burst-{i}",
-                            "parameters": {
-                                "query": {"text": "synthetic daily temperature"},
-                                "variable": "tas",
-                                "output": f"burst/seasonal-mean-{i}.nc",
-                            },
-                        },
-                    )
-                    for i in range(12)
-                )
-            )
+    def create(i: int) -> httpx.Response:
+        body = {
+            "name": f"burst-{i}",
+            "parameters": {
+                "query": {"text": "synthetic daily temperature"},
+                "variable": "tas",
+                "output": f"burst/seasonal-mean-{i}.nc",
+            },
+        }
+        with httpx.Client(timeout=180) as client:
+            start.wait()
+            return client.post(f"{api}/deployments/{deployment['id']}/create_flow_run", json=body)
 
-    created = asyncio.run(burst())
+    with ThreadPoolExecutor(12) as pool:
+        created = list(pool.map(create, range(12)))
     assert [r.status_code for r in created] == [201] * 12, [r.text[:200] for r in created]
     ids = [r.json()["id"] for r in created]
     deadline = time.monotonic() + 12 * RUN_TIMEOUT / 4  # twelve flow-run processes share two cores
