@@ -8,6 +8,7 @@ Plain Python on a Dask client: :func:`run_index` is the pipeline, :class:`IndexS
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import time
@@ -30,9 +31,9 @@ TEMP_SUFFIXES = (".tmp", ".temp", ".part", ".partial", ".swp", "~")
 TIMEOUT_ENV = "PROXIMATE_EXTRACT_TIMEOUT"
 #: Address space of an extraction process, in MiB (environment variable; default :data:`DEFAULT_EXTRACT_LIMITS`).
 MEMORY_ENV = "PROXIMATE_EXTRACT_MEMORY_MB"
-#: One file's bounds when the environment sets none. Its CPU time is bounded by its wall-clock time (a reader
-#: uses one thread, so a file cannot use more CPU than time; the CPU bound only backs up the wall-clock one).
-DEFAULT_EXTRACT_LIMITS = Limits(cpu_seconds=120.0, memory_bytes=4096 * 2**20, wall_seconds=120.0)
+#: One file's memory and time when the environment sets none (its CPU bound follows the time: see
+#: :func:`extract_limits`).
+DEFAULT_EXTRACT_LIMITS = Limits(memory_bytes=4096 * 2**20, wall_seconds=120.0)
 
 Listing = dict[str, tuple[int, int]]  # relative path -> (size, mtime_ns)
 
@@ -160,7 +161,9 @@ def extract_limits() -> Limits:
     environment, :data:`DEFAULT_EXTRACT_LIMITS` otherwise.
 
     Returns:
-        The limits, the CPU time bounded by the wall-clock time.
+        The limits. The CPU time is the wall-clock time times the cores: a file's time is what the variable bounds,
+        and a reader's threads (Blosc decompresses on several) cannot use more CPU than that in that time, so the
+        CPU bound only backs up the wall-clock one and never stops a file first.
 
     Raises:
         ValueError: Naming the variable whose value is not a positive number.
@@ -172,7 +175,7 @@ def extract_limits() -> Limits:
     limits = Limits.from_env(
         variables={"wall_seconds": TIMEOUT_ENV, "memory_bytes": MEMORY_ENV}, defaults=DEFAULT_EXTRACT_LIMITS
     )
-    return Limits(cpu_seconds=limits.wall_seconds, memory_bytes=limits.memory_bytes, wall_seconds=limits.wall_seconds)
+    return dataclasses.replace(limits, cpu_seconds=limits.wall_seconds * (os.cpu_count() or 1))
 
 
 def extract_reply(region: str, path: str, etag: str | None) -> tuple[str, Any]:
