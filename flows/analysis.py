@@ -30,6 +30,7 @@ from flows.common import (
     catalog_settings,
     cluster_block,
     locate_parameters,
+    output_policy,
     run_on_cluster,
 )
 from proximate import analysis
@@ -37,7 +38,7 @@ from proximate.analysis import AnalysisResult, ParameterError
 from proximate.catalog.query import DatasetQuery
 from proximate.datasets import RegionPath
 from proximate.locality_report import LocalityReport, locality
-from proximate.outputs import resolve_output, result_path, write_result
+from proximate.outputs import OutputPolicy, resolve_output, result_path, write_result
 from proximate.pools import pool
 from tasks.analysis import open_in_region_task
 from tasks.artifacts import publish, publish_dashboard, start_plot
@@ -141,6 +142,7 @@ def compare_forecast_to_observations(
     catalog: str | None = None,
     cluster: str = DEFAULT_CLUSTER_BLOCK,
     scheduler_address: str | None = None,
+    overwrite: bool = False,
 ) -> AnalysisResult:
     """Average an ensemble forecast over its realizations, select a level and subtract the observations, each
     part in the region holding its data; only the small difference crosses regions.
@@ -153,16 +155,21 @@ def compare_forecast_to_observations(
             level when they record one.
         height_index: Level to select by position, when `height` is not given.
         output: Where to write the difference, `.nc` or `.zarr`: a path (relative ones go under the results root,
-            `PROXIMATE_RESULTS`, else `results/` under `PROXIMATE_HOME` or the flow's directory) or an `s3://` URL.
+            `PROXIMATE_RESULTS`, else `results/` under `PROXIMATE_HOME` or the flow's directory, and may not
+            contain `..`); an absolute path or an `s3://` URL only under a root `PROXIMATE_OUTPUT_ROOTS` allows;
+            never inside a region's data.
         catalog: Name of a saved CatalogConfig block to look catalog ids up in; empty uses the default catalog.
         cluster: Name of the RegionalCluster block to run on.
         scheduler_address: Use this Dask scheduler instead of the block (tcp://host:port).
+        overwrite: Replace an existing output that no proximate flow wrote (an output a flow wrote is replaced
+            anyway, atomically).
 
     Returns:
         The written output, the datasets read, and the bytes that crossed regions against the run's budget.
     """
     log = get_run_logger()
-    target = resolve_output(output)
+    policy = output_policy()
+    target = resolve_output(output, policy=policy, overwrite=overwrite)
     block = cluster_block(cluster, scheduler_address)
     located = locate_parameters(
         {"forecast": forecast, "observations": observations}, catalog, _variables_check([variable])
@@ -174,7 +181,7 @@ def compare_forecast_to_observations(
     lazy = analysis.forecast_minus_observations(fc, obs, variable, height=height, height_index=height_index)
     result, report = _compute(client, lazy)
     budget = analysis.compare_budget(fc, obs, variable, result, height=height, height_index=height_index)
-    _finish(log, "compare", result, [report], budget, target, client)
+    _finish(log, "compare", result, [report], budget, (target, policy, overwrite), client)
     return AnalysisResult.of([target], [fc_where, obs_where], [report], budget)
 
 
@@ -184,11 +191,12 @@ def _finish(
     result: Any,
     reports: Sequence[LocalityReport],
     budget: analysis.ByteBudget,
-    target: str,
+    output: tuple[str, OutputPolicy, bool],
     client: Any,
 ) -> None:
+    target, policy, overwrite = output
     plot = start_plot(result)  # rendered while the result is written
-    write_result(result, target)
+    write_result(result, target, policy=policy, overwrite=overwrite)
     _log_run(log, reports, budget)
     log.info("result written to %s", target)
     publish(key, result, reports[0], budget=budget, output=target, plot=plot, dashboard=_dashboard(client))
@@ -205,6 +213,7 @@ def seasonal_mean(
     cluster: str = DEFAULT_CLUSTER_BLOCK,
     scheduler_address: str | None = None,
     datasets: list[str] | None = None,
+    overwrite: bool = False,
 ) -> AnalysisResult:
     """Seasonal mean (DJF, MAM, JJA, SON) over every dataset a catalog query matches, possibly in several
     regions: each dataset's per-season sums and counts are computed where it lives, and only those cross.
@@ -220,12 +229,15 @@ def seasonal_mean(
         cluster: Name of the RegionalCluster block to run on.
         scheduler_address: Use this Dask scheduler instead of the block (tcp://host:port).
         datasets: Instead of a query: the datasets, as `region:path` or catalog ids.
+        overwrite: Replace an existing output that no proximate flow wrote (an output a flow wrote is replaced
+            anyway, atomically).
 
     Returns:
         The written output, the datasets read, and the bytes that crossed regions against the run's budget.
     """
     log = get_run_logger()
-    target = resolve_output(output)
+    policy = output_policy()
+    target = resolve_output(output, policy=policy, overwrite=overwrite)
     block = cluster_block(cluster, scheduler_address)
     wheres = _datasets(query, datasets, catalog, [variable], "variable")
     log.info("%d dataset(s): %s", len(wheres), ", ".join(map(str, wheres)))
@@ -234,7 +246,7 @@ def seasonal_mean(
     partials = [analysis.seasonal_partials(ds, variable, valid_min=valid_min, valid_max=valid_max) for ds in opened]
     result, report = _compute(client, analysis.combine_seasonal(partials))
     budget = analysis.seasonal_budget(opened, partials, variable, result)
-    _finish(log, "seasonal-mean", result, [report], budget, target, client)
+    _finish(log, "seasonal-mean", result, [report], budget, (target, policy, overwrite), client)
     return AnalysisResult.of([target], wheres, [report], budget)
 
 
@@ -249,6 +261,7 @@ def summarize(
     cluster: str = DEFAULT_CLUSTER_BLOCK,
     scheduler_address: str | None = None,
     datasets: list[str] | None = None,
+    overwrite: bool = False,
 ) -> AnalysisResult:
     """Reduce each matching dataset where it lives (mean, min, max, std over the given dimensions) and bring
     only the reductions to the client region.
@@ -263,6 +276,8 @@ def summarize(
         cluster: Name of the RegionalCluster block to run on.
         scheduler_address: Use this Dask scheduler instead of the block (tcp://host:port).
         datasets: Instead of a query: the datasets, as `region:path` or catalog ids.
+        overwrite: Replace an existing output that no proximate flow wrote (an output a flow wrote is replaced
+            anyway, atomically).
 
     Returns:
         One output per dataset, the datasets read, and the bytes that crossed regions against the run's budget.
@@ -274,7 +289,8 @@ def summarize(
         statistics = analysis.check_statistics(statistics)
     except analysis.AnalysisInputError as exc:
         raise ParameterError("statistics", str(exc)) from exc
-    folder = resolve_output(output, folder=True)
+    policy = output_policy()
+    folder = resolve_output(output, folder=True, policy=policy)
     block = cluster_block(cluster, scheduler_address)
     wheres = _datasets(query, datasets, catalog, list(variables), "variables")
     log.info("%d dataset(s): %s", len(wheres), ", ".join(map(str, wheres)))
@@ -283,7 +299,10 @@ def summarize(
     lazy = [analysis.summarize(ds, variables, dims or [], statistics) for ds in opened]  # checks before compute
     computed, report = _compute(client, lazy)
     budget = analysis.summarize_budget(opened, variables, computed)
-    written = [write_result(r, result_path(folder, where)) for where, r in zip(wheres, computed, strict=True)]
+    written = [
+        write_result(r, result_path(folder, where), policy=policy, overwrite=overwrite)
+        for where, r in zip(wheres, computed, strict=True)
+    ]
     _log_run(log, [report], budget)
     log.info("results written to %s", folder)
     rows = analysis.reduction_rows(wheres, computed)

@@ -13,15 +13,20 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from flows.common import DEFAULT_CLUSTER_BLOCK, catalog_settings, cluster_task_runner
+from flows.common import (
+    DEFAULT_CLUSTER_BLOCK,
+    RegionalTaskRunner,
+    catalog_settings,
+    cluster_block,
+    run_regions_on_cluster,
+)
 from proximate.catalog import CatalogSettings
 from proximate.catalog.indexing import IndexPlan, IndexReport, IndexStages, Listing, run_index, summary_markdown
-from proximate.client import connect
 from proximate.regions import validate_region_name
 from tasks.catalog import extract_and_index, list_region_datasets, plan_index, remove_vanished
 
 
-@flow(name="index-region")
+@flow(name="index-region", task_runner=RegionalTaskRunner())
 def index_region(
     region: str,
     changed: list[str] | None = None,
@@ -49,11 +54,8 @@ def index_region(
     """
     validate_region_name(region)
     settings = catalog_settings(catalog)
-    with (
-        cluster_task_runner(cluster, scheduler_address, [region]) as runner,
-        connect(runner.address, **runner.client_kwargs) as client,
-    ):
-        return index_with(client, region, settings, changed, deleted, etags, batch_size)
+    client = run_regions_on_cluster(cluster_block(cluster, scheduler_address), "region", [region])
+    return index_with(client, region, settings, changed, deleted, etags, batch_size)
 
 
 def index_with(

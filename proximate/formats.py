@@ -13,6 +13,8 @@ import stat
 from pathlib import Path
 from typing import Literal
 
+from proximate.errors import ProximateInputError
+
 ZARR_MARKERS = ("zarr.json", ".zgroup", ".zattrs", ".zmetadata", ".zarray")
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 #: Formats proximate reads (extracts and opens).
@@ -23,7 +25,7 @@ UNSUPPORTED = {"hdf4": "HDF4", "um-pp": "UM PP / fieldsfile"}
 Format = Literal["netcdf", "zarr", "grib", "geotiff", "parquet", "csv"]
 
 
-class UnsupportedFormatError(ValueError):
+class UnsupportedFormatError(ProximateInputError):
     """A file proximate recognises (or not) but cannot read; ``kind`` is its format name or ``"unknown"``."""
 
     def __init__(self, message: str, kind: str) -> None:
