@@ -1,19 +1,38 @@
-"""Run a function in a child process bounded in CPU time, memory and wall-clock time.
+"""Run a function in a reused child process bounded in CPU time, memory and wall-clock time.
 
-A Dask worker runs tasks in threads of the process that also runs its event loop and heartbeats. A task that holds
-the GIL inside one C call (a huge integer power, a giant string repeat) starves that loop: the scheduler loses the
-worker, restarts it, and unrelated runs that had data or tasks on it fail. :func:`run_bounded` moves such work into
-a child process: the task's thread only waits on a pipe (releasing the GIL), the child runs under ``RLIMIT_CPU``
-and ``RLIMIT_AS``, and a child past its wall-clock bound is killed. A runaway therefore fails its own task with
-:class:`LimitExceeded`, and the worker keeps answering.
+The one place proximate confines work to a child process; two callers use it, each with its own limits and its own
+error messages:
 
-Children are started with ``subprocess`` (a nanny's worker is a daemonic process, which ``multiprocessing`` forbids
-to have children) and kept for reuse, one per concurrent task; a child that failed is never reused.
+- a table partial (derived columns, :meth:`proximate.tables.TableQuestion.bounded_partial`): a Dask worker runs
+  tasks in threads of the process that also runs its event loop and heartbeats, and a task that holds the GIL
+  inside one C call (a huge integer power, a giant string repeat) starves that loop until the scheduler restarts
+  the worker; in a child it fails its own task with :class:`LimitExceeded` and the worker keeps answering;
+- a catalog file's extraction (:func:`proximate.catalog.indexing.extract_batch`): the C libraries under the
+  readers (netCDF-C, HDF5, GDAL, ecCodes) have their own ways of taking hours or gigabytes over a hostile header;
+  in a child the file becomes an error record and the batch goes on.
+
+How a call is bounded:
+
+- memory: ``RLIMIT_AS`` on the child (an allocation past it is a ``MemoryError``, or the child dies in C code);
+- CPU: ``RLIMIT_CPU``, reset before each call to what the child used so far plus the call's budget;
+- wall-clock: the caller waits on a pipe (releasing the GIL) until the deadline, then kills the child.
+
+Children are started with ``subprocess`` (a nanny's worker is a daemonic process, which ``multiprocessing``
+forbids to have children), import what the caller names before the first call's clock starts (bounded apart, by
+:data:`BOOT_SECONDS`), and are kept for reuse, one per concurrent call; a child that failed, or passed a limit, is
+killed and the next call gets a new one. A child never outlives its parent for long: an idle child ends when its
+requests pipe closes or (a watchdog thread) when its parent process is gone, and a running call has an alarm a
+little past its wall-clock bound whose default action ends the process even while the call holds the GIL.
+
+Every child is stopped through :meth:`_Child.kill` (by its own PID), so a process supervisor can take that over.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
+import math
 import os
 import pickle
 import resource
@@ -23,31 +42,51 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-#: Environment variables that set the default limits on a worker (read when a task runs, so an operator sets them
-#: in the workers' environment).
+#: Environment variables that set a table partial's limits on a worker (read when a task runs, so an operator sets
+#: them in the workers' environment); see :meth:`Limits.from_env`.
 CPU_ENV = "PROXIMATE_PARTIAL_CPU_SECONDS"
 MEMORY_ENV = "PROXIMATE_PARTIAL_MEMORY_MB"
 WALL_ENV = "PROXIMATE_PARTIAL_WALL_SECONDS"
-#: Children kept idle per process for reuse: one per task a worker runs at once (its threads, by default one per
-#: core), since a new child costs an interpreter start and the imports of its first call (1.5-6.5 s measured on
-#: a loaded 2-core machine, against 4 ms a call for a kept one). Each idle child holds ~150 MB.
-MAX_IDLE_CHILDREN = max(2, os.cpu_count() or 1)
+#: Children kept idle per process for reuse, across callers: one per task a worker runs at once (its threads, by
+#: default one per core) for each of the two callers, since a new child costs an interpreter start and its imports
+#: (1.5-6.5 s measured on a loaded 2-core machine, against 4 ms a call for a kept one). Each idle child holds
+#: ~150 MB; past this count the child idle longest is stopped.
+MAX_IDLE_CHILDREN = 2 * max(2, os.cpu_count() or 1)
+#: Seconds a new child may take to start and import what its caller preloads (a busy machine may take many).
+BOOT_SECONDS = 120.0
+#: Seconds past a call's wall-clock bound after which the child's own alarm ends it (the parent kills it at the
+#: bound; the alarm is for a parent that is gone or stuck).
+ALARM_GRACE_SECONDS = 5
+#: How often an idle or running child checks that its parent is still there.
+PARENT_CHECK_SECONDS = 1.0
 _HEADER = 8
+
+#: The child's command: the parent's import path first (a worker may have extended it), then the serving loop.
+_BOOT = (
+    "import json, sys; sys.path[:0] = [p for p in json.loads(sys.argv[1]) if p not in sys.path]; "
+    "from proximate.sandbox import _serve; _serve(*json.loads(sys.argv[2]))"
+)
 
 
 class LimitExceeded(RuntimeError):
-    """The bounded function ran past a limit (CPU time, memory or wall-clock time) and its child was stopped."""
+    """The bounded function ran past a limit (CPU time, memory or wall-clock time) and its child was stopped, or
+    the child died or did not start."""
 
-    def __init__(self, limit: str, message: str) -> None:
+    def __init__(self, limit: str, message: str, *, limits: Limits | None = None, returncode: int | None = None):
         super().__init__(message)
-        #: Which limit: ``"cpu"``, ``"memory"`` or ``"wall"`` (``"crash"`` for a child that died otherwise).
+        #: Which limit: ``"cpu"``, ``"memory"`` or ``"wall"``; ``"crash"`` for a child that died otherwise,
+        #: ``"start"`` for one that did not start (or could not import what it preloads).
         self.limit = limit
+        #: The limits of the call.
+        self.limits = limits
+        #: The child's exit status (``-N`` for signal N), when it died.
+        self.returncode = returncode
 
 
 @dataclass(frozen=True)
@@ -70,9 +109,24 @@ class Limits:
                 raise ValueError(f"sandbox limit {name} must be positive, got {getattr(self, name)!r}")
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> Limits:
-        """The limits the environment sets (:data:`CPU_ENV`, :data:`MEMORY_ENV` in MiB, :data:`WALL_ENV`),
-        defaults otherwise.
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        variables: Mapping[str, str] | None = None,
+        defaults: Limits | None = None,
+    ) -> Limits:
+        """The limits the environment sets, ``defaults`` otherwise.
+
+        Args:
+            environ: Where to read the variables; ``os.environ`` when omitted.
+            variables: Which variable sets which field (``cpu_seconds``, ``memory_bytes`` in MiB,
+                ``wall_seconds``); a table partial's (:data:`CPU_ENV`, :data:`MEMORY_ENV`, :data:`WALL_ENV`) when
+                omitted.
+            defaults: The limits of the fields no variable sets; ``Limits()`` when omitted.
+
+        Returns:
+            The limits.
 
         Raises:
             ValueError: a variable that is not a positive number, naming it.
@@ -80,15 +134,16 @@ class Limits:
         Examples:
             >>> Limits.from_env({"PROXIMATE_PARTIAL_CPU_SECONDS": "30"}).cpu_seconds
             30.0
+            >>> Limits.from_env({"T": "5"}, variables={"wall_seconds": "T"}).wall_seconds
+            5.0
         """
         env = os.environ if environ is None else environ
-        default = cls()
+        if variables is None:
+            variables = {"cpu_seconds": CPU_ENV, "memory_bytes": MEMORY_ENV, "wall_seconds": WALL_ENV}
         values: dict[str, Any] = {}
-        for var, field_name, scale in ((CPU_ENV, "cpu_seconds", 1), (MEMORY_ENV, "memory_bytes", 2**20),
-                                       (WALL_ENV, "wall_seconds", 1)):  # fmt: skip
+        for field_name, var in variables.items():
             text = env.get(var, "").strip()
             if not text:
-                values[field_name] = getattr(default, field_name)
                 continue
             try:
                 number = float(text)
@@ -96,26 +151,62 @@ class Limits:
                 raise ValueError(f"{var}={text!r} is not a number") from None
             if not number > 0:
                 raise ValueError(f"{var}={text!r} must be positive")
-            values[field_name] = int(number * scale) if scale != 1 else number
-        return cls(**values)
+            values[field_name] = int(number * 2**20) if field_name == "memory_bytes" else number
+        return dataclasses.replace(defaults or cls(), **values)
+
+
+def describe_exit(returncode: int) -> str:
+    """How a process ended, in words.
+
+    Args:
+        returncode: Its exit status as ``subprocess`` gives it (``-N`` for signal N).
+
+    Returns:
+        ``killed by signal N`` or ``exit status N``.
+
+    Examples:
+        >>> describe_exit(-9)
+        'killed by signal 9'
+    """
+    return f"killed by signal {-returncode}" if returncode < 0 else f"exit status {returncode}"
 
 
 class _Child:
-    """One child process serving bounded calls over its stdin/stdout, with a fixed address-space limit."""
+    """One child process serving bounded calls over its stdin/stdout, started with a fixed address-space limit,
+    import path, environment and preloaded modules (:attr:`started_with`)."""
 
-    def __init__(self, memory_bytes: int) -> None:
-        self.memory_bytes = memory_bytes
+    def __init__(self, memory_bytes: int, preload: tuple[str, ...]) -> None:
+        self.started_with = _started_with(memory_bytes, preload)
         env = dict(os.environ)
-        # One BLAS/OpenMP thread: each extra thread reserves address space that RLIMIT_AS counts, and the worker
-        # already has its own threads for parallelism.
+        # One BLAS/OpenMP thread and two malloc arenas: each extra thread or arena reserves address space that
+        # RLIMIT_AS counts, and the worker already has its own threads for parallelism.
         env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1", MALLOC_ARENA_MAX="2")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "proximate.sandbox", str(memory_bytes)],
+            [sys.executable, "-c", _BOOT, json.dumps(sys.path), json.dumps([memory_bytes, list(preload), os.getpid()])],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
+            close_fds=True,
             start_new_session=True,  # a signal to the worker's group (Ctrl-C) is the worker's, not the child's
         )
+
+    def boot(self, seconds: float) -> None:
+        """Wait until the child has imported what it preloads.
+
+        Raises:
+            LimitExceeded: (``"start"``) it did not within ``seconds``, died, or an import failed; it is stopped.
+        """
+        try:
+            status, value = pickle.loads(self._read_frame(time.monotonic() + seconds))
+        except TimeoutError:
+            self.kill()
+            raise LimitExceeded("start", f"did not start within {seconds:g} s") from None
+        except EOFError:
+            code = self.process.wait()
+            raise LimitExceeded("start", f"died while starting ({describe_exit(code)})", returncode=code) from None
+        if status != "ok":
+            self.kill()
+            raise LimitExceeded("start", f"could not start: {type(value).__name__}: {value}")
 
     def call(self, fn: Callable[..., T], args: tuple[Any, ...], limits: Limits) -> T:
         """Run ``fn(*args)`` in the child; its exception is raised here.
@@ -123,25 +214,28 @@ class _Child:
         Raises:
             LimitExceeded: the child passed a limit (or died) and is gone.
         """
-        payload = pickle.dumps((fn, args, limits.cpu_seconds), protocol=pickle.HIGHEST_PROTOCOL)
+        payload = pickle.dumps((fn, args, limits.cpu_seconds, limits.wall_seconds), protocol=pickle.HIGHEST_PROTOCOL)
         deadline = time.monotonic() + limits.wall_seconds
         try:
             assert self.process.stdin is not None
             self.process.stdin.write(len(payload).to_bytes(_HEADER, "big") + payload)
             self.process.stdin.flush()
-            header = self._read(_HEADER, deadline)
-            reply = self._read(int.from_bytes(header, "big"), deadline)
+            reply = self._read_frame(deadline)
         except (BrokenPipeError, EOFError):
             raise self._died(limits) from None
         except TimeoutError:
             self.kill()
             raise LimitExceeded(
-                "wall", f"ran longer than {limits.wall_seconds:g} s of wall-clock time and was stopped"
+                "wall", f"ran longer than {limits.wall_seconds:g} s of wall-clock time and was stopped", limits=limits
             ) from None
         status, value = pickle.loads(reply)
         if status == "ok":
             return value
         raise value
+
+    def _read_frame(self, deadline: float) -> bytes:
+        """One length-prefixed message from the child, read no later than ``deadline``."""
+        return self._read(int.from_bytes(self._read(_HEADER, deadline), "big"), deadline)
 
     def _read(self, size: int, deadline: float) -> bytes:
         """``size`` bytes from the child, waiting no later than ``deadline`` (the wait releases the GIL)."""
@@ -164,19 +258,32 @@ class _Child:
     def _died(self, limits: Limits) -> LimitExceeded:
         code = self.process.wait()
         if code == -signal.SIGXCPU:
-            return LimitExceeded("cpu", f"used more than {limits.cpu_seconds:g} s of CPU time and was stopped")
+            return LimitExceeded(
+                "cpu", f"used more than {limits.cpu_seconds:g} s of CPU time and was stopped", limits=limits,
+                returncode=code,
+            )  # fmt: skip
+        if code == -signal.SIGALRM:  # its own alarm, a little past the wall-clock bound, beat the parent's wait
+            return LimitExceeded(
+                "wall", f"ran longer than {limits.wall_seconds:g} s of wall-clock time and was stopped", limits=limits,
+                returncode=code,
+            )  # fmt: skip
         if code == -signal.SIGKILL:
             # The kernel's OOM killer (or an operator) killed it: memory is the likely cause.
-            return LimitExceeded("memory", f"was killed (SIGKILL) within its {limits.memory_bytes} B memory limit")
-        return LimitExceeded("crash", f"its process died (exit code {code})")
+            return LimitExceeded(
+                "memory", f"was killed (SIGKILL) within its {limits.memory_bytes} B memory limit", limits=limits,
+                returncode=code,
+            )  # fmt: skip
+        return LimitExceeded("crash", f"its process died (exit code {code})", limits=limits, returncode=code)
 
     def alive(self) -> bool:
         return self.process.poll() is None
 
     def kill(self) -> None:
-        """Stop the child (by its own PID) and reap it."""
+        """Stop the child (SIGKILL by its own PID: it may be stuck in C code that ignores gentler signals) and
+        reap it."""
         if self.alive():
-            self.process.kill()
+            with contextlib.suppress(ProcessLookupError):
+                self.process.kill()
         self.process.wait()
         for stream in (self.process.stdin, self.process.stdout):
             if stream is not None:
@@ -184,51 +291,69 @@ class _Child:
                     stream.close()
 
 
-_idle: list[_Child] = []
+def _started_with(memory_bytes: int, preload: tuple[str, ...]) -> tuple[Any, ...]:
+    """What a child is started with. A call reuses only a child started as it would start one now: same memory
+    limit and preloads, same import path and environment (a worker's region and root are environment variables)."""
+    return memory_bytes, preload, tuple(sys.path), tuple(sorted(os.environ.items()))
+
+
+_idle: list[_Child] = []  # oldest first
 _idle_lock = threading.Lock()
 
 
-def _take(memory_bytes: int) -> _Child:
+def _take(memory_bytes: int, preload: tuple[str, ...]) -> _Child:
+    """An idle child started as this call would start one, or a new one (booted)."""
+    wanted = _started_with(memory_bytes, preload)
     with _idle_lock:
-        for i, child in enumerate(_idle):
-            if child.memory_bytes == memory_bytes and child.alive():
+        for i in range(len(_idle) - 1, -1, -1):  # the most recently used first: its pages are the warmest
+            if _idle[i].started_with == wanted and _idle[i].alive():
                 return _idle.pop(i)
-    return _Child(memory_bytes)
+    child = _Child(memory_bytes, preload)
+    child.boot(BOOT_SECONDS)
+    return child
 
 
 def _give_back(child: _Child) -> None:
+    """Keep ``child`` for reuse; stop the one idle longest past :data:`MAX_IDLE_CHILDREN`."""
     with _idle_lock:
-        if len(_idle) < MAX_IDLE_CHILDREN and child.alive():
-            _idle.append(child)
-            return
-    child.kill()
+        _idle.append(child)
+        surplus = [c for c in _idle if not c.alive()] + _idle[: max(0, len(_idle) - MAX_IDLE_CHILDREN)]
+        for stale in surplus:
+            with contextlib.suppress(ValueError):
+                _idle.remove(stale)
+    for stale in surplus:
+        stale.kill()
 
 
-def run_bounded(fn: Callable[..., T], *args: Any, limits: Limits | None = None) -> T:
+def run_bounded(fn: Callable[..., T], *args: Any, limits: Limits | None = None, preload: tuple[str, ...] = ()) -> T:
     """``fn(*args)`` computed in a child process within ``limits``; the calling thread only waits.
 
     ``fn`` and ``args`` must pickle (a module-level function or a method of a picklable object), and so must the
-    result.
+    result. A call reuses an idle child started with the same memory limit, preloads, import path and environment,
+    or starts one.
 
     Args:
         fn: The function to run.
         *args: Its arguments.
         limits: CPU, memory and wall-clock bounds; :meth:`Limits.from_env` when omitted.
+        preload: Modules a new child imports before its first call, so their import is not counted in the call's
+            time (bounded by :data:`BOOT_SECONDS` instead).
 
     Returns:
         What ``fn`` returned.
 
     Raises:
-        LimitExceeded: the call passed a limit (or its process died); the child was stopped and is not reused.
+        LimitExceeded: the call passed a limit, its process died, or a new process did not start; the child was
+            stopped and is not reused.
         MemoryError: an allocation in ``fn`` went past the memory limit (the child is discarded).
-        Exception: whatever ``fn`` raised.
+        Exception: whatever ``fn`` raised (the child is discarded).
 
     Examples:
         >>> run_bounded(sum, [1, 2, 3], limits=Limits(cpu_seconds=10))
         6
     """
     limits = limits or Limits.from_env()
-    child = _take(limits.memory_bytes)
+    child = _take(limits.memory_bytes, tuple(preload))
     try:
         result = child.call(fn, args, limits)
     except BaseException:
@@ -241,36 +366,61 @@ def run_bounded(fn: Callable[..., T], *args: Any, limits: Limits | None = None) 
 # -- the child's side ---------------------------------------------------------------------------------------------
 
 
-def _serve(memory_bytes: int) -> None:
-    """The child's loop: read a call, run it under the CPU limit, write its result; exit at end of input."""
-    # The protocol owns the real stdout; anything the function prints goes to stderr instead of corrupting it.
+def _watch_parent(parent_pid: int) -> None:
+    """End this process once its parent is gone (it is then re-parented). Needs the GIL, so a call that holds it
+    in one C call is ended by its alarm instead."""
+    while True:
+        time.sleep(PARENT_CHECK_SECONDS)
+        if os.getppid() != parent_pid:
+            os._exit(1)
+
+
+def _serve(memory_bytes: int, preload: list[str], parent_pid: int) -> None:
+    """The child's loop: limits, preloads, then read a call, run it under the CPU limit and an alarm, write its
+    result; exit at end of input."""
+    # The protocol owns the real stdout; anything the function (or a C library) prints goes to stderr instead of
+    # corrupting it.
     replies = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     requests = sys.stdin.buffer
     resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+    if os.getppid() != parent_pid:
+        return
+    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True, name="parent-watch").start()
+
+    def reply(status: str, value: Any) -> None:
+        try:
+            data = pickle.dumps((status, value), protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:  # an unpicklable result or exception still gets an answer
+            data = pickle.dumps(("error", RuntimeError(f"{type(value).__name__}: {value} ({exc})")))
+        replies.write(len(data).to_bytes(_HEADER, "big") + data)
+        replies.flush()
+
+    try:
+        for module in preload:
+            __import__(module)
+    except BaseException as exc:
+        reply("error", exc)
+        return
+    reply("ok", None)  # ready: the first call's clock starts now
     _, cpu_hard = resource.getrlimit(resource.RLIMIT_CPU)
     while True:
         header = requests.read(_HEADER)
         if len(header) < _HEADER:
             return
-        fn, args, cpu_seconds = pickle.loads(requests.read(int.from_bytes(header, "big")))
+        fn, args, cpu_seconds, wall_seconds = pickle.loads(requests.read(int.from_bytes(header, "big")))
         # RLIMIT_CPU counts the process's whole life: allow this call its budget on top of what was used so far.
         usage = resource.getrusage(resource.RUSAGE_SELF)
         soft = int(usage.ru_utime + usage.ru_stime + cpu_seconds) + 1
         if cpu_hard != resource.RLIM_INFINITY:
             soft = min(soft, cpu_hard)
         resource.setrlimit(resource.RLIMIT_CPU, (soft, cpu_hard))
+        # SIGALRM's default action ends the process without Python: it works while the call holds the GIL, and
+        # when the parent that should have killed it at the bound is gone.
+        signal.alarm(math.ceil(wall_seconds) + ALARM_GRACE_SECONDS)
         try:
-            reply = ("ok", fn(*args))
+            outcome = ("ok", fn(*args))
         except BaseException as exc:  # every failure goes back to the caller
-            reply = ("error", exc)
-        try:
-            data = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as exc:  # an unpicklable result or exception still gets an answer
-            data = pickle.dumps(("error", RuntimeError(f"{type(reply[1]).__name__}: {reply[1]} ({exc})")))
-        replies.write(len(data).to_bytes(_HEADER, "big") + data)
-        replies.flush()
-
-
-if __name__ == "__main__":
-    _serve(int(sys.argv[1]))
+            outcome = ("error", exc)
+        signal.alarm(0)
+        reply(*outcome)

@@ -35,8 +35,7 @@ from hostile_files import (
 
 import proximate
 from proximate.catalog.extract import extract_in_region
-from proximate.catalog.indexing import extract_batch, list_datasets, list_region
-from proximate.catalog.sandbox import MEMORY_ENV, TIMEOUT_ENV
+from proximate.catalog.indexing import MEMORY_ENV, TIMEOUT_ENV, extract_batch, list_datasets, list_region
 from proximate.confine import ExternalReferenceError, NotRegularFileError
 from proximate.regions import REGION_ENV, ROOT_ENV, RegionPathError, pool_resource
 

@@ -8,6 +8,7 @@ Plain Python on a Dask client: :func:`run_index` is the pipeline, :class:`IndexS
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import time
@@ -17,15 +18,22 @@ from pathlib import Path
 from typing import Any
 
 from proximate.catalog.base import Catalog, Fingerprint
-from proximate.catalog.extract import error_record
+from proximate.catalog.extract import error_record, extract_in_region
 from proximate.catalog.records import DatasetRecord, merge_with_previous, record_id
-from proximate.catalog.sandbox import ExtractionTimeout, sandbox
 from proximate.formats import ZARR_MARKERS, fingerprint, is_zarr_store
 from proximate.regions import RegionPathError, check_relative_path, local_root, pool_resource
+from proximate.sandbox import LimitExceeded, Limits, describe_exit, run_bounded
 
 #: The sync's private folder (manifest, partial downloads): never indexed.
 SYNC_DIR = ".proximate-sync"
 TEMP_SUFFIXES = (".tmp", ".temp", ".part", ".partial", ".swp", "~")
+#: Seconds one file's extraction may take (environment variable; default :data:`DEFAULT_EXTRACT_LIMITS`).
+TIMEOUT_ENV = "PROXIMATE_EXTRACT_TIMEOUT"
+#: Address space of an extraction process, in MiB (environment variable; default :data:`DEFAULT_EXTRACT_LIMITS`).
+MEMORY_ENV = "PROXIMATE_EXTRACT_MEMORY_MB"
+#: One file's memory and time when the environment sets none (its CPU bound follows the time: see
+#: :func:`extract_limits`).
+DEFAULT_EXTRACT_LIMITS = Limits(memory_bytes=4096 * 2**20, wall_seconds=120.0)
 
 Listing = dict[str, tuple[int, int]]  # relative path -> (size, mtime_ns)
 
@@ -148,11 +156,58 @@ def enclosing_store(root: Path, rel: str) -> str:
     return rel
 
 
+def extract_limits() -> Limits:
+    """One file's extraction limits: :data:`TIMEOUT_ENV` (seconds) and :data:`MEMORY_ENV` (MiB) from the
+    environment, :data:`DEFAULT_EXTRACT_LIMITS` otherwise.
+
+    Returns:
+        The limits. The CPU time is the wall-clock time times the cores: a file's time is what the variable bounds,
+        and a reader's threads (Blosc decompresses on several) cannot use more CPU than that in that time, so the
+        CPU bound only backs up the wall-clock one and never stops a file first.
+
+    Raises:
+        ValueError: Naming the variable whose value is not a positive number.
+
+    Examples:
+        >>> extract_limits().wall_seconds  # doctest: +SKIP
+        120.0
+    """
+    limits = Limits.from_env(
+        variables={"wall_seconds": TIMEOUT_ENV, "memory_bytes": MEMORY_ENV}, defaults=DEFAULT_EXTRACT_LIMITS
+    )
+    return dataclasses.replace(limits, cpu_seconds=limits.wall_seconds * (os.cpu_count() or 1))
+
+
+def extract_reply(region: str, path: str, etag: str | None) -> tuple[str, Any]:
+    """Child side of :func:`extract_batch`: ``("record", DatasetRecord)``, ``("vanished", path)`` or
+    ``("raise", exception)``, so that a failure the caller handles does not discard the child."""
+    try:
+        return "record", extract_in_region(region, path, etag)
+    except FileNotFoundError:  # the caller checked the route (it runs in the region): nothing there any more
+        return "vanished", path
+    except BaseException as exc:
+        return "raise", exc
+
+
+def _extraction_failure(exc: LimitExceeded) -> str:
+    """Why a file's extraction process was stopped, naming the variable that sets the limit it passed."""
+    limits = exc.limits or extract_limits()
+    if exc.limit == "start":
+        return f"the extraction process did not start: {exc}"
+    if exc.limit == "wall":
+        return f"took longer than {limits.wall_seconds:g} s ({TIMEOUT_ENV}): stopped"
+    if exc.limit == "cpu":
+        return f"used more than {limits.cpu_seconds:g} s of CPU time ({TIMEOUT_ENV}): stopped"
+    why = describe_exit(exc.returncode) if exc.returncode is not None else str(exc)
+    return f"the extraction process died ({why}; memory limit {limits.memory_bytes // 2**20} MiB, {MEMORY_ENV})"
+
+
 def extract_batch(region: str, paths: Sequence[str], etags: Mapping[str, str] | None = None) -> list[Any]:
     """Worker-side: records for a batch; a path that vanished since listing comes back as its plain string.
 
-    Each file is extracted in a child process bounded in time and memory (:mod:`proximate.catalog.sandbox`): a
-    file that exceeds either gets an error record saying so, and the batch goes on.
+    Each file is extracted in a child process bounded in time and memory (:func:`proximate.sandbox.run_bounded`,
+    limits from :func:`extract_limits`): a file that exceeds either gets an error record saying so, and the batch
+    goes on.
     """
     etags = etags or {}
     root = local_root(region)
@@ -164,17 +219,20 @@ def extract_batch(region: str, paths: Sequence[str], etags: Mapping[str, str] | 
             stores.append(enclosing_store(root, p))
         except (OSError, ValueError):  # a loop or a name the file system refuses: the path's record says so
             stores.append(p)
-    with sandbox() as box:
-        for path in dict.fromkeys(stores):
-            try:
-                kind, value = box.extract(region, path, etags.get(path))
-            except ExtractionTimeout as exc:
-                message = f"cannot read {region}:{path}: {exc}"
-                out.append(error_record(region, path, message, full=root / path, etag=etags.get(path)))
-                continue
-            if kind == "raise":
-                raise value
-            out.append(value)
+    limits = extract_limits()
+    for path in dict.fromkeys(stores):
+        try:
+            kind, value = run_bounded(
+                extract_reply, region, path, etags.get(path), limits=limits,
+                preload=("proximate.catalog.indexing",),  # the readers' imports are paid before the file's clock
+            )  # fmt: skip
+        except LimitExceeded as exc:
+            message = f"cannot read {region}:{path}: {_extraction_failure(exc)}"
+            out.append(error_record(region, path, message, full=root / path, etag=etags.get(path)))
+            continue
+        if kind == "raise":
+            raise value
+        out.append(value)
     return out
 
 
