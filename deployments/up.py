@@ -206,10 +206,14 @@ def banner(ui: str, dashboard: str | None, workdir: Path, ids: Mapping[str, str]
     lines = [
         "",
         f"proximate is up. Prefect UI: {ui}",
-        "  Deployments -> seasonal-mean -> Run -> Custom run; query: DatasetQuery, Text: str, synthetic daily",
-        "  temperature; variable: tas; Submit. The run page shows its logs, its Artifacts tab the locality report.",
+        "  Deployments -> any deployment -> Run -> Custom run: the form opens filled in with the demo's data",
+        "  (prefect.yaml); Submit. The run page shows its logs, its Artifacts tab the locality report and results.",
+        "  seasonal-mean: query text 'synthetic daily temperature', variable tas.",
         "  compare-forecast-to-observations: forecast ecmwf:forecast/air_temperature.nc (catalog id",
         f"  {ids['forecast']}), observations gcp:observations/air_temperature.nc ({ids['observations']}).",
+        "  describe-table, fit-linear-regression: ecmwf:trips/yellow_tripdata_2024-01.parquet and",
+        "  gcp:trips/yellow_tripdata_2024-02.parquet; columns VendorID, passenger_count, trip_distance,",
+        "  fare_amount, tpep_pickup_datetime, tpep_dropoff_datetime (derived: trip_dur_secs).",
     ]
     if dashboard:
         lines.append(f"Dask dashboard: {dashboard}")
