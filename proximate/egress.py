@@ -123,8 +123,12 @@ class EgressPlan:
         return total
 
     def biggest_crossing(self) -> Crossing | None:
-        """The largest movement of one named piece of data between two places, or None when nothing crosses."""
-        return max(self.crossings, key=lambda c: (c.nbytes, c.name), default=None)
+        """The largest movement of one named piece of data between two places, or None when nothing crosses.
+
+        On a tie, a crossing between two regions is named before the result's way to the client: it is the one a
+        change of placement or of the computation can avoid.
+        """
+        return max(self.crossings, key=lambda c: (c.nbytes, c.destination != CLIENT, c.name), default=None)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready summary (for artifacts and logs)."""
