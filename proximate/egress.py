@@ -209,16 +209,22 @@ def plan(*collections: Any, region: str | None = None) -> EgressPlan:
         >>> proximate.plan(x.sum()).bytes_between
         {('a', 'client'): 8}
     """
+    from dask._task_spec import convert_legacy_graph
+
     graph, outputs = _graph_and_keys(collections)
+    # Cull before materialising (array layers cull without building their tasks), then materialise once: the
+    # graph's own construction is most of a plan's time.
+    graph = graph.cull(set(outputs))
     layer_of: dict[Any, Any] = {}
     for layer in graph.layers.values():
         keys = layer.get_output_keys() if hasattr(layer, "get_output_keys") else layer.keys()
         for key in keys:
             layer_of[key] = layer
-    dependencies = graph.get_all_dependencies()
-    # Cull to what the outputs need, and order it inputs first (iteratively: graphs are deep).
+    tasks = convert_legacy_graph(graph.to_dict())
+    dependencies = {key: task.dependencies for key, task in tasks.items()}
+    # Order what the outputs need inputs first (iteratively: graphs are deep).
     order: list[Any] = []
-    state: dict[Any, bool] = {}
+    state: set[Any] = set()
     for out in outputs:
         stack = [(out, False)]
         while stack:
@@ -228,7 +234,7 @@ def plan(*collections: Any, region: str | None = None) -> EgressPlan:
                 continue
             if key in state:
                 continue
-            state[key] = True
+            state.add(key)
             stack.append((key, True))
             stack.extend((d, False) for d in dependencies.get(key, ()) if d not in state)
     out = EgressPlan()
