@@ -390,3 +390,51 @@ def compute(
         futures = c.compute(list(collections), **kwargs)
         results = c.gather(futures)
     return results[0] if len(results) == 1 else tuple(results)
+
+
+# -- reporting ---------------------------------------------------------------------------------------------------
+
+
+def plan_markdown(egress: EgressPlan, measured: Any = None) -> str:
+    """The plan as a Markdown table, with what was measured beside it when a locality report is given.
+
+    Args:
+        egress: The plan.
+        measured: The :class:`~proximate.locality_report.LocalityReport` of the run, or None for a dry run.
+
+    Returns:
+        Markdown: one row per direction (from, to) with predicted and, if given, measured bytes.
+
+    Examples:
+        >>> print(plan_markdown(EgressPlan(bytes_between={("a", "client"): 8})).splitlines()[2])
+        | a | client | 8 |
+    """
+    pairs = set(egress.bytes_between)
+    if measured is not None:
+        pairs |= set(measured.bytes_between)
+    pairs = {p for p in pairs if p[0] != p[1]}
+    head = "| from | to | predicted bytes |" + (" measured bytes |" if measured is not None else "")
+    rule = "|---|---|---:|" + ("---:|" if measured is not None else "")
+    rows = [head, rule]
+    for src, dst in sorted(pairs):
+        row = f"| {src} | {dst} | {egress.bytes_between.get((src, dst), 0):,} |"
+        if measured is not None:
+            row += f" {measured.bytes_between.get((src, dst), 0):,} |"
+        rows.append(row)
+    total = f"| **total** | | **{egress.cross_region_bytes:,}** |"
+    if measured is not None:
+        total += f" **{measured.cross_region_bytes:,}** |"
+    rows.append(total)
+    biggest = egress.biggest_crossing()
+    notes = [f"Predicted cost at default prices: ${egress.cost():.6f}."]
+    if biggest is not None:
+        notes.append(
+            f"Biggest crossing: `{biggest.name}`, {_size(biggest.nbytes)} from {biggest.source} to "
+            f"{biggest.destination}."
+        )
+    if not egress.exact:
+        notes.append(
+            f"A lower bound: {egress.unsized_tasks} task(s) of unknown size and {egress.unplaced_tasks} task(s) "
+            "not derived from pinned data are not counted."
+        )
+    return "\n".join(rows) + "\n\n" + " ".join(notes) + "\n"
