@@ -209,3 +209,16 @@ def test_price_lookup_order_and_bad_budgets():
     assert egress.cost({("*", "*"): 0.0, ("*", "client"): 0.0}) == 0.0
     with pytest.raises(ValueError, match="max_bytes"), proximate.egress_budget(max_bytes=-1):
         pass
+
+
+def test_dataframe_plan_is_a_stated_lower_bound():
+    """DataFrame partitions have no size in the graph: the plan places them but says it cannot size them."""
+    import dask.dataframe as dd
+    import pandas as pd
+
+    from proximate.egress import plan_markdown
+
+    frame = dd.from_pandas(pd.DataFrame({"g": [1, 2] * 50, "x": range(100)}), npartitions=4)
+    egress = plan(frame.groupby("g").x.sum(), region="a")
+    assert set(egress.tasks_by_region) == {"a"} and egress.unsized_tasks > 0 and not egress.exact
+    assert "A lower bound" in plan_markdown(egress)
