@@ -31,7 +31,7 @@ import numpy as np
 
 from proximate.locality_report import CLIENT, key_name
 from proximate.placement import choose_pool
-from proximate.regions import POOL_PREFIX, pool_resource, region_of_resource
+from proximate.regions import POOL_PREFIX, region_of_resource, validate_region_name
 
 #: USD per decimal GB moved, by ``(from, to)``; ``"*"`` matches any region. The defaults are the usual public cloud
 #: list prices: data between two regions of one provider about 0.02, data out to the internet (the client) 0.09.
@@ -152,28 +152,43 @@ def _size(nbytes: int) -> str:
 # -- the graph walk ------------------------------------------------------------------------------------------------
 
 
-def _layer_region(layer: Any, key: Any) -> str | None:
-    """The region a layer's annotations pin ``key`` to, if any."""
-    resources = (layer.annotations or {}).get("resources")
-    if callable(resources):
-        resources = resources(key)
+class _LayerInfo:
+    """What a layer tells about each of its tasks: the region its annotations pin them to, their chunk sizes."""
+
+    __slots__ = ("chunks", "itemsize", "region", "resources")
+
+    def __init__(self, layer: Any) -> None:
+        self.resources = (layer.annotations or {}).get("resources")
+        self.region = None if callable(self.resources) else _pinned_region(self.resources)
+        info = getattr(layer, "collection_annotations", None) or {}
+        self.chunks = info.get("chunks")
+        try:
+            self.itemsize = np.dtype(info["dtype"]).itemsize if info.get("dtype") is not None else None
+        except TypeError:
+            self.itemsize = None
+
+    def region_of(self, key: Any) -> str | None:
+        """The region ``key`` is pinned to, if any."""
+        if callable(self.resources):  # dask.annotate with a function of the key
+            return _pinned_region(self.resources(key))
+        return self.region
+
+    def bytes_of(self, key: Any) -> int | None:
+        """Shape times item size of the chunk ``key`` names, from the array that made the layer; None if unknown."""
+        chunks = self.chunks
+        if chunks is None or self.itemsize is None or not isinstance(key, tuple) or len(key) != len(chunks) + 1:
+            return None
+        try:
+            return self.itemsize * math.prod(chunks[d][i] for d, i in enumerate(key[1:]))
+        except (IndexError, TypeError):
+            return None
+
+
+def _pinned_region(resources: Any) -> str | None:
     for resource in resources or ():
         if str(resource).startswith(POOL_PREFIX):
             return region_of_resource(resource)
     return None
-
-
-def _chunk_bytes(layer: Any, key: Any) -> int | None:
-    """Shape times item size of the chunk ``key`` names, from the array that made the layer; None if unknown."""
-    info = getattr(layer, "collection_annotations", None) or {}
-    chunks, dtype = info.get("chunks"), info.get("dtype")
-    if chunks is None or dtype is None or not isinstance(key, tuple) or len(key) != len(chunks) + 1:
-        return None
-    try:
-        itemsize = np.dtype(dtype).itemsize
-        return itemsize * math.prod(chunks[d][i] for d, i in enumerate(key[1:]))
-    except (IndexError, TypeError):
-        return None
 
 
 def _graph_and_keys(collections: tuple[Any, ...]) -> tuple[Any, list[Any]]:
@@ -211,15 +226,18 @@ def plan(*collections: Any, region: str | None = None) -> EgressPlan:
     """
     from dask._task_spec import convert_legacy_graph
 
+    if region is not None:
+        validate_region_name(region)
     graph, outputs = _graph_and_keys(collections)
     # Cull before materialising (array layers cull without building their tasks), then materialise once: the
     # graph's own construction is most of a plan's time.
     graph = graph.cull(set(outputs))
-    layer_of: dict[Any, Any] = {}
+    layer_of: dict[Any, _LayerInfo] = {}
     for layer in graph.layers.values():
+        info = _LayerInfo(layer)
         keys = layer.get_output_keys() if hasattr(layer, "get_output_keys") else layer.keys()
         for key in keys:
-            layer_of[key] = layer
+            layer_of[key] = info
     tasks = convert_legacy_graph(graph.to_dict())
     dependencies = {key: task.dependencies for key, task in tasks.items()}
     # Order what the outputs need inputs first (iteratively: graphs are deep).
@@ -238,48 +256,41 @@ def plan(*collections: Any, region: str | None = None) -> EgressPlan:
             stack.append((key, True))
             stack.extend((d, False) for d in dependencies.get(key, ()) if d not in state)
     out = EgressPlan()
-    pool_of: dict[Any, str | None] = {}
+    # Regions stand for their pools here: choose_pool compares labels by name only to break ties, and
+    # "pool-" + a < "pool-" + b exactly when a < b, so the choice is the router's.
+    region_of: dict[Any, str | None] = {}
     nbytes: dict[Any, int] = {}
-    forced = pool_resource(region) if region is not None else None
     for key in order:
-        layer = layer_of.get(key)
-        deps = dependencies.get(key, ())
-        size = _chunk_bytes(layer, key) if layer is not None else None
+        info = layer_of.get(key)
+        size = info.bytes_of(key) if info is not None else None
         if size is None:
             out.unsized_tasks += 1
         nbytes[key] = size or 0
-        pinned = _layer_region(layer, key) if layer is not None else None
-        if forced is not None:
-            pool = forced
-        elif pinned is not None:
-            pool = pool_resource(pinned)
-        else:
-            pool = choose_pool((pool_of[d], nbytes[d]) for d in deps)
-        pool_of[key] = pool
-        if pool is None:
+        here = region if region is not None else info.region_of(key) if info is not None else None
+        if here is None:
+            here = choose_pool((region_of[d], nbytes[d]) for d in dependencies.get(key, ()))
+        region_of[key] = here
+        if here is None:
             out.unplaced_tasks += 1
         else:
-            here = region_of_resource(pool) or ""
             out.tasks_by_region[here] = out.tasks_by_region.get(here, 0) + 1
     # Each input crosses once per destination region that needs it.
     moved: dict[tuple[str, str, str], int] = defaultdict(int)
     seen: set[tuple[Any, str]] = set()
     for key in order:
-        to_pool = pool_of[key]
-        if to_pool is None:
+        to = region_of[key]
+        if to is None:
             continue
-        to = region_of_resource(to_pool) or ""
         for dep in dependencies.get(key, ()):
-            from_pool = pool_of[dep]
-            if from_pool is None or from_pool == to_pool or (dep, to) in seen:
+            source = region_of[dep]
+            if source is None or source == to or (dep, to) in seen:
                 continue
             seen.add((dep, to))
-            moved[(key_name(dep), region_of_resource(from_pool) or "", to)] += nbytes[dep]
+            moved[(key_name(dep), source, to)] += nbytes[dep]
     for key in dict.fromkeys(outputs):
-        source = region_of_resource(pool_of[key]) if pool_of[key] is not None else None
         out.result_bytes += nbytes[key]
-        if source is not None:
-            moved[(key_name(key), source, CLIENT)] += nbytes[key]
+        if region_of[key] is not None:
+            moved[(key_name(key), region_of[key], CLIENT)] += nbytes[key]
     between: dict[tuple[str, str], int] = defaultdict(int)
     for (name, src, dst), n in moved.items():
         between[(src, dst)] += n
