@@ -213,8 +213,7 @@ def compare_forecast_to_observations(
         return predicted
     result, report = _compute(client, lazy)
     budget = analysis.compare_budget(fc, obs, variable, result, height=height, height_index=height_index)
-    _finish(log, "compare", result, [report], budget, target, client)
-    _publish_plan("compare", predicted, report)
+    _finish(log, "compare", result, [report], budget, target, client, predicted)
     return AnalysisResult.of([target], [fc_where, obs_where], [report], budget)
 
 
@@ -226,12 +225,18 @@ def _finish(
     budget: analysis.ByteBudget,
     target: str,
     client: Any,
+    predicted: EgressPlan | None = None,
 ) -> None:
     plot = start_plot(result)  # rendered while the result is written
     write_result(result, target)
     _log_run(log, reports, budget)
     log.info("result written to %s", target)
-    publish(key, result, reports[0], budget=budget, output=target, plot=plot, dashboard=_dashboard(client))
+    beside = plan_markdown(predicted, reports[0]) if predicted is not None else None
+    publish(
+        key, result, reports[0], budget=budget, output=target, plot=plot, dashboard=_dashboard(client), predicted=beside
+    )
+    if predicted is not None:
+        _publish_plan(key, predicted, reports[0])
 
 
 @flow(name="seasonal-mean", task_runner=RegionalTaskRunner())
@@ -286,8 +291,7 @@ def seasonal_mean(
         return predicted
     result, report = _compute(client, lazy)
     budget = analysis.seasonal_budget(opened, partials, variable, result)
-    _finish(log, "seasonal-mean", result, [report], budget, target, client)
-    _publish_plan("seasonal-mean", predicted, report)
+    _finish(log, "seasonal-mean", result, [report], budget, target, client, predicted)
     return AnalysisResult.of([target], wheres, [report], budget)
 
 

@@ -231,10 +231,13 @@ def plan(*collections: Any, region: str | None = None) -> EgressPlan:
     graph, outputs = _graph_and_keys(collections)
     # Cull before materialising (array layers cull without building their tasks), then materialise once: the
     # graph's own construction is most of a plan's time.
+    # Read annotations before culling: a culled MaterializedLayer loses its array's chunks and dtype.
+    infos = {name: _LayerInfo(layer) for name, layer in graph.layers.items()}
     graph = graph.cull(set(outputs))
     layer_of: dict[Any, _LayerInfo] = {}
-    for layer in graph.layers.values():
-        info = _LayerInfo(layer)
+    for name, layer in graph.layers.items():
+        # A culled layer may be renamed "<name>-<token>".
+        info = infos.get(name) or infos.get(name.rsplit("-", 1)[0]) or _LayerInfo(layer)
         keys = layer.get_output_keys() if hasattr(layer, "get_output_keys") else layer.keys()
         for key in keys:
             layer_of[key] = info

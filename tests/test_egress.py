@@ -222,3 +222,14 @@ def test_dataframe_plan_is_a_stated_lower_bound():
     egress = plan(frame.groupby("g").x.sum(), region="a")
     assert set(egress.tasks_by_region) == {"a"} and egress.unsized_tasks > 0 and not egress.exact
     assert "A lower bound" in plan_markdown(egress)
+
+
+def test_plan_sizes_every_array_task_after_culling():
+    """Culling renames and rebuilds layers; every array chunk must still be sized (no cluster needed)."""
+    with pool("a"):
+        field = da.random.default_rng(1).random((2000, 2000), chunks=(1000, 2000))
+    with pool("b"):
+        profile = da.linspace(0.0, 1.0, 2000, chunks=2000)
+    egress = plan((field * profile).sum(axis=0)[:5])
+    assert egress.exact and egress.unsized_tasks == 0
+    assert egress.bytes_between == {("b", "a"): profile.nbytes, ("a", "client"): 5 * 8}

@@ -40,6 +40,8 @@ def test_dry_run_plans_writes_the_plan_artifact_and_computes_nothing_then_the_ru
     assert abs(res.cross_region_bytes - planned.cross_region_bytes) <= 0.1 * res.cross_region_bytes + 64 * 1024
     ran = _artifacts("compare-egress-plan")["compare-egress-plan"].data
     assert "measured bytes" in ran and f"**{res.cross_region_bytes:,}**" in ran, ran
+    locality = _artifacts("compare-locality")["compare-locality"].data
+    assert "Predicted before the run, beside measured" in locality and "predicted bytes" in locality, locality
 
 
 def test_max_egress_gb_below_the_plan_refuses_before_computing(cluster, tmp_path):
