@@ -13,6 +13,7 @@ compute, everything else the run does (Prefect, opening, checks, writing, artifa
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -52,8 +53,8 @@ def main() -> None:
         from prefect_dask import DaskTaskRunner
 
         from blocks.catalog import CatalogConfig
+        from deployments.demo import FORECAST_REGION, OBSERVATIONS_REGION, run_demo
         from flows.analysis import compare_forecast_to_observations, seasonal_mean, summarize
-        from flows.demo import FORECAST_REGION, OBSERVATIONS_REGION, run_demo
         from proximate.catalog.query import DatasetQuery
         from proximate.cluster import LocalRegionalCluster
 
@@ -64,6 +65,7 @@ def main() -> None:
         roots = {r: workdir / "regions" / r for r in (FORECAST_REGION, OBSERVATIONS_REGION)}
         query = DatasetQuery(text="synthetic daily temperature")
         out = workdir / "bench"
+        os.environ["PROXIMATE_OUTPUT_ROOTS"] = str(out)  # absolute outputs go only under roots allowed
 
         @task
         def one() -> int:
@@ -79,12 +81,14 @@ def main() -> None:
                 observations=f"{OBSERVATIONS_REGION}:observations/air_temperature.nc",
                 height=10.0,  # the observations' level (the demo's observations say so; older data may not)
                 output=str(out / "compare.nc"),
+                overwrite=True,  # the bench's own scratch results, rerun after rerun
                 scheduler_address=addr,
             ),
             "seasonal-mean": lambda addr: seasonal_mean(
                 query=query,
                 variable="tas",
                 output=str(out / "seasonal.nc"),
+                overwrite=True,  # the bench's own scratch results, rerun after rerun
                 catalog="demo-catalog",
                 scheduler_address=addr,
             ),
@@ -94,6 +98,7 @@ def main() -> None:
                 dims=["time"],
                 statistics=["mean", "std"],
                 output=str(out / "summaries"),
+                overwrite=True,  # the bench's own scratch results, rerun after rerun
                 catalog="demo-catalog",
                 scheduler_address=addr,
             ),

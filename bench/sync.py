@@ -31,6 +31,8 @@ from pathlib import Path
 import boto3
 from botocore.config import Config
 
+from proximate import processes
+
 MiB = 2**20
 KEY, SECRET = "benchkey", "benchsecret"
 BIN = Path(sys.executable).parent
@@ -85,30 +87,20 @@ def seaweedfs(workdir: Path):
         "-admin.ui=false",
         *(f"-{flag}={free_port()}" for flag in PORT_FLAGS),
     ]
-    with open(workdir / "weed.log", "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    (workdir / "weed.log").unlink(missing_ok=True)  # the supervisor appends; this run's log only
+    proc = processes.start(cmd, name="weed mini", log=workdir / "weed.log")
     url = f"http://127.0.0.1:{s3_port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"weed mini exited with {proc.returncode}; see {workdir / 'weed.log'}")
-            try:
-                s3client(url).list_buckets()
-                break
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"SeaweedFS S3 at {url} did not answer; see {workdir / 'weed.log'}") from None
-                time.sleep(0.5)
+        proc.wait_ready(
+            lambda: s3client(url).list_buckets() is not None,
+            what=f"SeaweedFS S3 at {url}",
+            timeout=120,
+            interval=0.5,
+            retry_on=(Exception,),  # botocore's connection and credential errors while it starts
+        )
         yield url
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        proc.stop([(signal.SIGTERM, 20.0)])
 
 
 def s3client(url: str):

@@ -10,6 +10,7 @@ temporary Prefect server, and runs each flow ``--repeat`` times.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -56,6 +57,7 @@ def main() -> None:
         from proximate.cluster import LocalRegionalCluster
 
         datasets = ["a:trips.parquet", "b:trips.parquet"]
+        os.environ["PROXIMATE_OUTPUT_ROOTS"] = str(workdir)  # absolute outputs go only under roots allowed
         flows = {
             "describe-table (by vendor, derived duration)": lambda addr: describe_table(
                 datasets=datasets,
@@ -63,6 +65,7 @@ def main() -> None:
                 group_by="VendorID",
                 derive=DURATION,
                 output=str(workdir / "describe.json"),
+                overwrite=True,  # the bench's own scratch results, rerun after rerun
                 scheduler_address=addr,
             ),
             "fit-linear-regression (duration on distance, passengers)": lambda addr: fit_linear_regression(
@@ -71,6 +74,7 @@ def main() -> None:
                 features=["trip_distance", "passenger_count"],
                 derive=DURATION,
                 output=str(workdir / "fit.json"),
+                overwrite=True,  # the bench's own scratch results, rerun after rerun
                 scheduler_address=addr,
             ),
         }

@@ -43,8 +43,8 @@ def prefect_agent(bed: Any, log_name: str = "prefect-agent") -> Iterator[Any]:
     }
     # Prefect's server with write transactions that queue instead of failing (deployments/prefect_server.py).
     cmd = prefect_server.command("--host", host, "--port", str(PREFECT_PORT))
-    bed._spawn("prefect-server", CLIENT, cmd, env, "prefect")
-    bed._wait_port("prefect-server", CLIENT, host, PREFECT_PORT)
+    bed.roster.spawn("prefect-server", CLIENT, cmd, env, "prefect")
+    bed.roster.wait_port("prefect-server", CLIENT, host, PREFECT_PORT)
     with (
         open(bed.workdir / "logs" / f"{log_name}.log", "ab") as log,
         Agent(
@@ -66,7 +66,7 @@ def wait_for_api(timeout: float = 230.0) -> None:
     """Until the Prefect API this process uses answers its health check (as ``proximate up`` waits for it)."""
     from prefect.settings import PREFECT_API_URL
 
-    from deployments.up import get_json, wait_until
+    from deployments.stages import get_json, wait_until
 
     url = f"{PREFECT_API_URL.value()}/health"
     wait_until(lambda: get_json(url) is True, what="the Prefect server", timeout=timeout)

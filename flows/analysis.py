@@ -30,6 +30,7 @@ from flows.common import (
     catalog_settings,
     cluster_block,
     locate_parameters,
+    output_policy,
     run_on_cluster,
 )
 from proximate import analysis
@@ -38,7 +39,7 @@ from proximate.catalog.query import DatasetQuery
 from proximate.datasets import RegionPath
 from proximate.egress import EgressPlan, check_budget, plan, plan_markdown
 from proximate.locality_report import LocalityReport, locality
-from proximate.outputs import resolve_output, result_path, write_result
+from proximate.outputs import OutputPolicy, resolve_output, result_path, write_result
 from proximate.pools import pool
 from tasks.analysis import open_in_region_task
 from tasks.artifacts import publish, publish_dashboard, start_plot
@@ -169,6 +170,7 @@ def compare_forecast_to_observations(
     catalog: str | None = None,
     cluster: str = DEFAULT_CLUSTER_BLOCK,
     scheduler_address: str | None = None,
+    overwrite: bool = False,
     max_egress_gb: float | None = None,
     dry_run: bool = False,
 ) -> AnalysisResult | EgressPlan:
@@ -183,10 +185,14 @@ def compare_forecast_to_observations(
             level when they record one.
         height_index: Level to select by position, when `height` is not given.
         output: Where to write the difference, `.nc` or `.zarr`: a path (relative ones go under the results root,
-            `PROXIMATE_RESULTS`, else `results/` under `PROXIMATE_HOME` or the flow's directory) or an `s3://` URL.
+            `PROXIMATE_RESULTS`, else `results/` under `PROXIMATE_HOME` or the flow's directory, and may not
+            contain `..`); an absolute path or an `s3://` URL only under a root `PROXIMATE_OUTPUT_ROOTS` allows;
+            never inside a region's data.
         catalog: Name of a saved CatalogConfig block to look catalog ids up in; empty uses the default catalog.
         cluster: Name of the RegionalCluster block to run on.
         scheduler_address: Use this Dask scheduler instead of the block (tcp://host:port).
+        overwrite: Replace an existing output that no proximate flow wrote (an output a flow wrote is replaced
+            anyway, atomically).
         max_egress_gb: Refuse to compute, before anything runs, if the plan predicts more than this many GB
             (decimal) crossing regions, the result's way to the client included. Empty: no limit.
         dry_run: Plan only: publish the predicted bytes between regions as the `-egress-plan` artifact, compute
@@ -198,7 +204,8 @@ def compare_forecast_to_observations(
     """
     log = get_run_logger()
     _check_egress_parameter(max_egress_gb)
-    target = resolve_output(output)
+    policy = output_policy()
+    target = resolve_output(output, policy=policy, overwrite=overwrite)
     block = cluster_block(cluster, scheduler_address)
     located = locate_parameters(
         {"forecast": forecast, "observations": observations}, catalog, _variables_check([variable])
@@ -213,7 +220,7 @@ def compare_forecast_to_observations(
         return predicted
     result, report = _compute(client, lazy)
     budget = analysis.compare_budget(fc, obs, variable, result, height=height, height_index=height_index)
-    _finish(log, "compare", result, [report], budget, target, client, predicted)
+    _finish(log, "compare", result, [report], budget, (target, policy, overwrite), client, predicted)
     return AnalysisResult.of([target], [fc_where, obs_where], [report], budget)
 
 
@@ -223,12 +230,13 @@ def _finish(
     result: Any,
     reports: Sequence[LocalityReport],
     budget: analysis.ByteBudget,
-    target: str,
+    output: tuple[str, OutputPolicy, bool],
     client: Any,
     predicted: EgressPlan | None = None,
 ) -> None:
+    target, policy, overwrite = output
     plot = start_plot(result)  # rendered while the result is written
-    write_result(result, target)
+    write_result(result, target, policy=policy, overwrite=overwrite)
     _log_run(log, reports, budget)
     log.info("result written to %s", target)
     beside = plan_markdown(predicted, reports[0]) if predicted is not None else None
@@ -250,6 +258,7 @@ def seasonal_mean(
     cluster: str = DEFAULT_CLUSTER_BLOCK,
     scheduler_address: str | None = None,
     datasets: list[str] | None = None,
+    overwrite: bool = False,
     max_egress_gb: float | None = None,
     dry_run: bool = False,
 ) -> AnalysisResult | EgressPlan:
@@ -267,6 +276,8 @@ def seasonal_mean(
         cluster: Name of the RegionalCluster block to run on.
         scheduler_address: Use this Dask scheduler instead of the block (tcp://host:port).
         datasets: Instead of a query: the datasets, as `region:path` or catalog ids.
+        overwrite: Replace an existing output that no proximate flow wrote (an output a flow wrote is replaced
+            anyway, atomically).
         max_egress_gb: Refuse to compute, before anything runs, if the plan predicts more than this many GB
             (decimal) crossing regions, the result's way to the client included. Empty: no limit.
         dry_run: Plan only: publish the predicted bytes between regions as the `-egress-plan` artifact, compute
@@ -278,7 +289,8 @@ def seasonal_mean(
     """
     log = get_run_logger()
     _check_egress_parameter(max_egress_gb)
-    target = resolve_output(output)
+    policy = output_policy()
+    target = resolve_output(output, policy=policy, overwrite=overwrite)
     block = cluster_block(cluster, scheduler_address)
     wheres = _datasets(query, datasets, catalog, [variable], "variable")
     log.info("%d dataset(s): %s", len(wheres), ", ".join(map(str, wheres)))
@@ -291,7 +303,7 @@ def seasonal_mean(
         return predicted
     result, report = _compute(client, lazy)
     budget = analysis.seasonal_budget(opened, partials, variable, result)
-    _finish(log, "seasonal-mean", result, [report], budget, target, client, predicted)
+    _finish(log, "seasonal-mean", result, [report], budget, (target, policy, overwrite), client, predicted)
     return AnalysisResult.of([target], wheres, [report], budget)
 
 
@@ -306,6 +318,7 @@ def summarize(
     cluster: str = DEFAULT_CLUSTER_BLOCK,
     scheduler_address: str | None = None,
     datasets: list[str] | None = None,
+    overwrite: bool = False,
     max_egress_gb: float | None = None,
     dry_run: bool = False,
 ) -> AnalysisResult | EgressPlan:
@@ -322,6 +335,8 @@ def summarize(
         cluster: Name of the RegionalCluster block to run on.
         scheduler_address: Use this Dask scheduler instead of the block (tcp://host:port).
         datasets: Instead of a query: the datasets, as `region:path` or catalog ids.
+        overwrite: Replace an existing output that no proximate flow wrote (an output a flow wrote is replaced
+            anyway, atomically).
         max_egress_gb: Refuse to compute, before anything runs, if the plan predicts more than this many GB
             (decimal) crossing regions, the result's way to the client included. Empty: no limit.
         dry_run: Plan only: publish the predicted bytes between regions as the `-egress-plan` artifact, compute
@@ -339,7 +354,8 @@ def summarize(
         statistics = analysis.check_statistics(statistics)
     except analysis.AnalysisInputError as exc:
         raise ParameterError("statistics", str(exc)) from exc
-    folder = resolve_output(output, folder=True)
+    policy = output_policy()
+    folder = resolve_output(output, folder=True, policy=policy)
     block = cluster_block(cluster, scheduler_address)
     wheres = _datasets(query, datasets, catalog, list(variables), "variables")
     log.info("%d dataset(s): %s", len(wheres), ", ".join(map(str, wheres)))
@@ -351,7 +367,10 @@ def summarize(
         return predicted
     computed, report = _compute(client, lazy)
     budget = analysis.summarize_budget(opened, variables, computed)
-    written = [write_result(r, result_path(folder, where)) for where, r in zip(wheres, computed, strict=True)]
+    written = [
+        write_result(r, result_path(folder, where), policy=policy, overwrite=overwrite)
+        for where, r in zip(wheres, computed, strict=True)
+    ]
     _log_run(log, [report], budget)
     log.info("results written to %s", folder)
     rows = analysis.reduction_rows(wheres, computed)

@@ -7,20 +7,26 @@ written in bulk from the flow's process, which reaches the catalog. A corrupt da
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from flows.common import DEFAULT_CLUSTER_BLOCK, catalog_settings, cluster_task_runner
+from flows.common import (
+    DEFAULT_CLUSTER_BLOCK,
+    RegionalTaskRunner,
+    catalog_settings,
+    cluster_block,
+    run_regions_on_cluster,
+)
 from proximate.catalog import CatalogSettings
-from proximate.catalog.indexing import IndexReport, summary_markdown
-from proximate.client import connect
+from proximate.catalog.indexing import IndexPlan, IndexReport, IndexStages, Listing, run_index, summary_markdown
 from proximate.regions import validate_region_name
 from tasks.catalog import extract_and_index, list_region_datasets, plan_index, remove_vanished
 
 
-@flow(name="index-region")
+@flow(name="index-region", task_runner=RegionalTaskRunner())
 def index_region(
     region: str,
     changed: list[str] | None = None,
@@ -48,11 +54,8 @@ def index_region(
     """
     validate_region_name(region)
     settings = catalog_settings(catalog)
-    with (
-        cluster_task_runner(cluster, scheduler_address, [region]) as runner,
-        connect(runner.address, **runner.client_kwargs) as client,
-    ):
-        return index_with(client, region, settings, changed, deleted, etags, batch_size)
+    client = run_regions_on_cluster(cluster_block(cluster, scheduler_address), "region", [region])
+    return index_with(client, region, settings, changed, deleted, etags, batch_size)
 
 
 def index_with(
@@ -79,20 +82,52 @@ def index_with(
     Returns:
         What the run listed, extracted, found broken and removed.
     """
-    logger = get_run_logger()
-    listing = None if changed is not None else list_region_datasets(region, client)
-    plan = plan_index(region, settings, listing, changed, deleted, etags)
-    logger.info("region %s: %d to extract, %d to remove, %d unchanged", region, len(plan.extract),
-                len(plan.delete), plan.unchanged)  # fmt: skip
-    report = IndexReport(region, listed=None if listing is None else len(listing), unchanged=plan.unchanged)
-    if plan.extract:
-        report = extract_and_index(client, settings, report, plan.extract, etags, batch_size)
-    if plan.delete:
-        remove_vanished(region, plan.delete, settings)
-        report.deleted = sorted(set(plan.delete) | set(report.deleted))
+    report = run_index(
+        client, region, _TaskStages(settings), changed=changed, deleted=deleted, etags=etags, batch_size=batch_size
+    )
     create_markdown_artifact(
         key=f"catalog-index-{region}",
         markdown=summary_markdown(report, settings.describe()),
         description=f"Catalog index run of region {region}",
     )
     return report
+
+
+class _TaskStages(IndexStages):
+    """The core pipeline's stages as this flow's Prefect tasks; each task opens the catalog from ``settings``."""
+
+    def __init__(self, settings: CatalogSettings) -> None:
+        self.settings = settings
+
+    def list(self, client: Any, region: str) -> Listing:
+        return list_region_datasets(region, client)
+
+    def plan(
+        self,
+        region: str,
+        listing: Listing | None,
+        changed: Sequence[str] | None,
+        deleted: Sequence[str] | None,
+        etags: Mapping[str, str] | None,
+    ) -> IndexPlan:
+        return plan_index(region, self.settings, listing, _list(changed), _list(deleted), _dict(etags))
+
+    def planned(self, region: str, plan: IndexPlan) -> None:
+        get_run_logger().info("region %s: %d to extract, %d to remove, %d unchanged", region, len(plan.extract),
+                              len(plan.delete), plan.unchanged)  # fmt: skip
+
+    def extract(
+        self, client: Any, report: IndexReport, paths: Sequence[str], etags: Mapping[str, str] | None, batch_size: int
+    ) -> IndexReport:
+        return extract_and_index(client, self.settings, report, list(paths), _dict(etags), batch_size)
+
+    def remove(self, region: str, paths: Sequence[str]) -> None:
+        remove_vanished(region, list(paths), self.settings)
+
+
+def _list(items: Sequence[str] | None) -> list[str] | None:
+    return None if items is None else list(items)
+
+
+def _dict(mapping: Mapping[str, str] | None) -> dict[str, str] | None:
+    return None if mapping is None else dict(mapping)

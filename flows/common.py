@@ -1,8 +1,9 @@
 """What every flow shares: the cluster it runs on, the catalog it reads, where its results go, each decided once,
 here, in the flow's process, then passed explicitly to the tasks.
 
-The analysis flows run their per-region Prefect tasks on :class:`RegionalTaskRunner`, the flow's own
-DaskTaskRunner, pointed at the multi-region cluster from inside the run once its parameters are checked: no
+Every flow reaches the multi-region cluster one way: its :class:`RegionalTaskRunner`, the flow's own
+DaskTaskRunner, pointed at the cluster from inside the run once its parameters are checked (the analysis and table
+flows submit their per-region Prefect tasks on it; the sync, index and nightly flows use its client): no
 subflow per run (a subflow costs a flow run, its heartbeat wait and a bigger pickled context per task submit),
 and no client or cluster for a run whose parameters are wrong.
 """
@@ -23,6 +24,7 @@ from blocks.region import Region
 from proximate.analysis import ParameterError
 from proximate.catalog import CatalogSettings
 from proximate.datasets import CatalogId, DatasetRefError, RegionPath, locate, parse_reference
+from proximate.outputs import OutputPolicy
 
 __all__ = [
     "DEFAULT_CATALOG_BLOCK",
@@ -30,7 +32,7 @@ __all__ = [
     "RegionalTaskRunner",
     "catalog_settings",
     "cluster_block",
-    "cluster_task_runner",
+    "output_policy",
     "parse_references",
     "run_on_cluster",
     "run_regions_on_cluster",
@@ -141,15 +143,65 @@ def locate_parameters(
     return out
 
 
+def output_policy() -> OutputPolicy:
+    """Where this run's outputs may go: the results root and ``PROXIMATE_OUTPUT_ROOTS`` of the flow's process,
+    never inside the data root or the source prefix of any saved Region block (nor this process's own region).
+
+    Read once per run, in the flow's process, before any work: a deployment's ``output`` parameter is whatever its
+    author typed, and the regions' data lives on the same file systems as the results.
+
+    Returns:
+        The policy :func:`proximate.outputs.resolve_output` and the writers check.
+
+    Examples:
+        >>> output_policy().allowed  # doctest: +SKIP
+        ()
+    """
+    forbidden: dict[str, str] = {}
+    for name, data in _saved_regions():
+        if data.get("root"):
+            forbidden[f"region {name}"] = str(data["root"])
+        if str(data.get("source_url") or "").startswith("s3://"):
+            forbidden[f"the source of region {name}"] = str(data["source_url"])
+    return OutputPolicy.from_env(forbidden=forbidden)
+
+
+def _saved_regions() -> list[tuple[str, dict[str, Any]]]:
+    """Every saved Region block's name and fields, in one API call (none when the type is not registered)."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
+
+    try:
+        with get_client(sync_client=True) as client:
+            documents = client.read_block_documents_by_type(Region.get_block_type_slug(), include_secrets=False)
+    except ObjectNotFound:
+        return []
+    except PrefectHTTPStatusError as exc:  # "Block type not found": no Region block was ever saved here
+        if exc.response.status_code == 404:
+            return []
+        raise
+    return [(doc.data.get("name") or doc.name or "?", dict(doc.data)) for doc in documents]
+
+
 class RegionalTaskRunner(DaskTaskRunner):
-    """The analysis flows' DaskTaskRunner: pointed at the multi-region cluster from inside the run.
+    """The flows' DaskTaskRunner, the one way a flow reaches the multi-region cluster: pointed at it from inside
+    the run.
 
     A deployed flow's task runner is fixed when the flow is defined, but its cluster is a parameter (a block name
-    or a scheduler address). This runner starts unattached; :func:`run_on_cluster` attaches it once the
-    parameters are checked, and its client connects on the first submit. Per-region Prefect tasks submitted
-    inside ``proximate.pool(region)`` then run on that region's workers (a requirement of 0 restricts placement
-    without consuming a slot).
+    or a scheduler address). This runner starts unattached; :func:`run_on_cluster` (or
+    :func:`run_regions_on_cluster`) attaches it once the parameters are checked, and its client connects on the
+    first use. Per-region Prefect tasks submitted inside ``proximate.pool(region)`` then run on that region's
+    workers (a requirement of 0 restricts placement without consuming a slot).
+
+    Only prefect-dask's public surface is used: ``address`` and ``client_kwargs`` are set before the first use
+    of ``client``; a local cluster the run starts is held in this runner's own exit stack, closed after
+    prefect-dask has closed its client.
     """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        #: What the run started for this runner (a local cluster), closed when the runner exits.
+        self.held_open = contextlib.ExitStack()
 
     def duplicate(self) -> RegionalTaskRunner:
         return type(self)(client_kwargs=self.client_kwargs)
@@ -157,29 +209,44 @@ class RegionalTaskRunner(DaskTaskRunner):
     def attach(
         self, address: str | contextlib.AbstractContextManager[str], client_kwargs: Mapping[str, Any] | None = None
     ) -> None:
-        """Point this runner at a scheduler (before its first submit).
+        """Point this runner at a scheduler (before its first use).
 
         Args:
             address: The scheduler's address, or a context manager yielding it (a local cluster), held open until
-                the runner closes, after its client (entered before it, so closed after it).
+                the runner closes, after its client.
             client_kwargs: For ``distributed.Client`` (``security=`` for TLS).
+
+        Raises:
+            RuntimeError: it is attached already.
         """
-        if self._client is not None:
-            raise RuntimeError("this task runner is already connected")
+        if self.address is not None:
+            raise RuntimeError("this task runner is already attached to a cluster")
         if not isinstance(address, str):
-            address = self._exit_stack.enter_context(address)
+            address = self.held_open.enter_context(address)
         self.address = address
         self.client_kwargs = {**self.client_kwargs, **(client_kwargs or {})}
 
     @property
     def client(self) -> PrefectDaskClient:
-        # Unlike DaskTaskRunner's, never a default client found lying around nor a fresh LocalCluster: only the
-        # cluster the run was given.
-        if self._client is None:
-            if not self.address:
-                raise RuntimeError("RegionalTaskRunner used before the flow attached it to a cluster")
-            self._client = self._exit_stack.enter_context(PrefectDaskClient(self.address, **self.client_kwargs))
-        return self._client
+        # Unlike DaskTaskRunner's, never a fresh LocalCluster: only the cluster the run was given.
+        if not self.address:
+            raise RuntimeError("RegionalTaskRunner used before the flow attached it to a cluster")
+        from distributed.comm import resolve_address
+
+        client = super().client
+        # prefect-dask prefers a default client found in the process over the address; refuse another cluster's.
+        if resolve_address(client.scheduler.address) != resolve_address(self.address):
+            raise RuntimeError(
+                f"the flow's task runner connected to {client.scheduler.address}, not its cluster {self.address}:"
+                " a default Dask client of another cluster is set in this process (set_as_default=False avoids it)"
+            )
+        return client
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            super().__exit__(*exc)  # prefect-dask closes its client first
+        finally:
+            self.held_open.close()
 
 
 def _current_runner() -> DaskTaskRunner:
@@ -278,28 +345,6 @@ def _require_live_region(info: Mapping[str, Any], parameter: str, region: str, s
         )
     if not info["live"].get(region):
         raise ParameterError(parameter, f"{subject} {region!r}, which has no live workers right now")
-
-
-@contextlib.contextmanager
-def cluster_task_runner(
-    cluster: str = DEFAULT_CLUSTER_BLOCK,
-    scheduler_address: str | None = None,
-    regions: Sequence[str] = (),
-) -> Iterator[DaskTaskRunner]:
-    """A DaskTaskRunner on the multi-region cluster, for flows that run a subflow on it (sync, index): on
-    ``scheduler_address`` when given, else on the saved RegionalCluster block ``cluster`` (a 'local' block starts
-    its cluster for as long as the context).
-
-    Args:
-        cluster: Name of the RegionalCluster block.
-        scheduler_address: A running scheduler (tcp://host:port), instead of the block.
-        regions: Regions the run needs. A 'local' block that lists no Region blocks serves the Region blocks of
-            these names; one that lists some must serve every one of them.
-    """
-    block = cluster_block(cluster, scheduler_address)
-    region_blocks = _region_blocks(block, regions) if block.address == LOCAL and regions else None
-    with block.task_runner(region_blocks) as runner:
-        yield runner
 
 
 def reference_error(parameter: str, exc: DatasetRefError) -> ParameterError:

@@ -17,6 +17,7 @@ import numpy as np
 import xarray as xr
 
 from proximate.datasets import RegionPath, location_of
+from proximate.errors import ProximateInputError
 from proximate.pools import pool
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ SEASONS = ("DJF", "MAM", "JJA", "SON")
 LEVEL_NAMES = ("height", "level", "pressure", "z")
 
 
-class AnalysisInputError(ValueError):
+class AnalysisInputError(ProximateInputError):
     """The inputs cannot be combined as asked; the message says what to change."""
 
 

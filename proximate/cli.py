@@ -7,10 +7,12 @@ import os
 import signal
 import socket
 import sys
+import traceback
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from proximate.errors import ProximateError, ProximateInputError
 from proximate.regions import RegionError, validate_region_name
 
 if TYPE_CHECKING:
@@ -191,7 +193,7 @@ COMMANDS_GROUP = "proximate.commands"
 DEMO_EXTRA_MODULES = ("moto", "flask")
 
 
-class CommandUnavailableError(ValueError):
+class CommandUnavailableError(ProximateInputError):
     """A command whose part is not installed: exit status 2, as for bad input, with the fix in the message."""
 
 
@@ -261,7 +263,10 @@ def _sse_c_key(path: str) -> bytes:
     import base64
     import binascii
 
-    raw = Path(path).read_bytes()
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:  # a mistyped path is bad input, not a crash
+        raise ProximateInputError(f"--sse-c-key-file {path}: {exc.strerror}") from None
     if len(raw) == 32:
         return raw
     try:
@@ -269,7 +274,7 @@ def _sse_c_key(path: str) -> bytes:
     except binascii.Error:
         key = b""
     if len(key) != 32:
-        raise ValueError(f"--sse-c-key-file {path}: not a 256-bit key (32 bytes, raw or base64)")
+        raise ProximateInputError(f"--sse-c-key-file {path}: not a 256-bit key (32 bytes, raw or base64)")
     return key
 
 
@@ -615,11 +620,12 @@ def main(argv: Sequence[str] | None = None, entry_points: Iterable[EntryPoint] |
     args.entry_points = entry_points
     try:
         code = int(args.func(args) or 0)
-    except (RegionError, ValueError) as exc:
+    except ProximateError as exc:  # expected: bad input, or a part that failed; the message names it
         print(f"proximate: error: {exc}", file=sys.stderr)
-        code = 2
-    except RuntimeError as exc:  # ClusterError, SourceError, SyncLockedError: the message names what failed
-        print(f"proximate: error: {exc}", file=sys.stderr)
+        code = exc.exit_code
+    except Exception:  # a bug: the traceback says where, rather than passing for bad input
+        traceback.print_exc()
+        print(f"proximate: internal error in {args.command!r} (a bug; the traceback above says where)", file=sys.stderr)
         code = 1
     if argv is None and getattr(args, "one_shot", False):  # this process is the command (the console script)
         _exit_now(code)

@@ -7,19 +7,19 @@ client's Dask config and hide the scheduler-side graph optimisations that break 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from proximate import processes
+from proximate.errors import ProximateError, ProximateInputError
+from proximate.processes import Supervised
 from proximate.regions import REGION_ENV, ROOT_ENV, RegionError, pool_resource, validate_region_name
 from proximate.scheduler_plugin import (
     DEFAULT_NO_WORKERS_TIMEOUT,
@@ -44,7 +44,7 @@ WORKER_ENV = {
 }
 
 
-class ClusterError(RuntimeError):
+class ClusterError(ProximateError, RuntimeError):
     """The cluster could not start or lost a process while starting."""
 
 
@@ -233,16 +233,6 @@ def scheduler_env(
     return env
 
 
-def _die_with_parent() -> None:
-    """Runs in the child before exec: take SIGTERM when the parent dies (Linux), so nothing is orphaned."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
 class LocalRegionalCluster:
     """Start a scheduler and ``workers_per_region`` workers per region as separate OS processes.
 
@@ -267,7 +257,7 @@ class LocalRegionalCluster:
         router: bool = True,
     ) -> None:
         if threads_per_worker < 1:
-            raise ValueError("threads_per_worker must be >= 1")
+            raise ProximateInputError("threads_per_worker must be >= 1")
         self.regions = validate_regions(regions)
         if isinstance(workers_per_region, Mapping):
             unknown = set(workers_per_region) - set(self.region_names)
@@ -277,7 +267,7 @@ class LocalRegionalCluster:
         else:
             self.workers = dict.fromkeys(self.region_names, int(workers_per_region))
         if any(n < 0 for n in self.workers.values()):
-            raise ValueError("worker counts must be >= 0")
+            raise ProximateInputError("worker counts must be >= 0")
         self.threads_per_worker = threads_per_worker
         self.host = host
         self.scheduler_port = scheduler_port
@@ -292,9 +282,8 @@ class LocalRegionalCluster:
         self.router = router
         self.address: str | None = None
         self.dashboard_link: str | None = None
-        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.processes: dict[str, Supervised] = {}
         self._workdir: Path | None = None
-        self._logs: dict[str, Path] = {}
         #: Worker process name to its region (names alone are ambiguous: region names may contain '-').
         self._worker_regions: dict[str, str] = {}
 
@@ -323,29 +312,18 @@ class LocalRegionalCluster:
             raise
         return self
 
-    def _spawn(self, name: str, cmd: Sequence[str], env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+    def _spawn(self, name: str, cmd: Sequence[str], env: Mapping[str, str]) -> Supervised:
         assert self._workdir is not None
-        log = self._workdir / f"{name}.log"
-        self._logs[name] = log
-        with open(log, "wb") as fh:
-            proc = subprocess.Popen(
-                list(cmd),
-                env=dict(env),
-                stdin=subprocess.DEVNULL,
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=_die_with_parent,
-                cwd=self._workdir,
-            )
+        proc = processes.start(
+            cmd, name=name, env=env, log=self._workdir / f"{name}.log", cwd=self._workdir, parent_death=True
+        )
         self.processes[name] = proc
         return proc
 
     def log_tail(self, name: str, lines: int = 30) -> str:
-        log = self._logs.get(name)
-        if not log or not log.exists():
-            return ""
-        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+        """The last ``lines`` lines of a process's log ("" for an unknown name)."""
+        proc = self.processes.get(name)
+        return proc.log_tail(lines) if proc is not None else ""
 
     def _start_scheduler(self) -> None:
         assert self._workdir is not None
@@ -360,22 +338,15 @@ class LocalRegionalCluster:
             preload=self.router,
         )
         proc = self._spawn("scheduler", cmd, env)
-        deadline = time.monotonic() + self.startup_timeout
-        while True:
-            if proc.poll() is not None:
-                raise ClusterError(
-                    f"dask scheduler exited with code {proc.returncode} while starting:\n" + self.log_tail("scheduler")
-                )
-            if sched_file.exists():
-                try:
-                    info = json.loads(sched_file.read_text())
-                    self.address = info["address"]
-                    break
-                except (ValueError, KeyError):
-                    pass
-            if time.monotonic() > deadline:
-                raise ClusterError("dask scheduler did not start within the timeout:\n" + self.log_tail("scheduler"))
-            time.sleep(0.1)
+        info = proc.wait_ready(
+            lambda: json.loads(sched_file.read_text()),  # written whole once the scheduler listens
+            what="dask scheduler",
+            timeout=self.startup_timeout,
+            interval=0.1,
+            retry_on=(OSError, ValueError),
+            error=ClusterError,
+        )
+        self.address = info["address"]
         if self.router:
             self._check_router()
         dash = info.get("services", {}).get("dashboard")
@@ -431,34 +402,17 @@ class LocalRegionalCluster:
         return [
             n
             for n, r in self._worker_regions.items()
-            if r == region and n in self.processes and self.processes[n].poll() is None
+            if r == region and n in self.processes and self.processes[n].running()
         ]
 
     def stop_workers(self, names: Iterable[str], grace: float = 10.0) -> dict[str, float]:
         """Stop workers by PID: wait up to ``grace`` s for them to exit (a retired worker closes itself), then
         SIGTERM each process group, then SIGKILL; reap them. Their data must have moved already (see
         ``scheduler_plugin.retire_in_region``). Returns each name's seconds until it exited."""
-        start = time.monotonic()
-        procs = {n: self.processes.pop(n) for n in names if n in self.processes}
-        for n in procs:
-            self._worker_regions.pop(n, None)
-        exited: dict[str, float] = {}
-        deadline = start + grace
-        while len(exited) < len(procs) and time.monotonic() < deadline:
-            for n, proc in procs.items():
-                if n not in exited and proc.poll() is not None:
-                    exited[n] = time.monotonic() - start
-            time.sleep(0.05)
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            for proc in procs.values():
-                # The group may hold a nanny's child even after the leader exited.
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(proc.pid, sig)
-            for n, proc in procs.items():
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(timeout=max(0.1, deadline + grace - time.monotonic()))
-                exited.setdefault(n, time.monotonic() - start)
-        return exited
+        procs = [self.processes.pop(n) for n in names if n in self.processes]
+        for proc in procs:
+            self._worker_regions.pop(proc.name, None)
+        return processes.stop(procs, [(None, grace), (signal.SIGTERM, grace)])
 
     def _scheduler_workers(self) -> dict[str, dict]:
         from distributed import Client
@@ -469,50 +423,36 @@ class LocalRegionalCluster:
             return client.scheduler_info(n_workers=-1)["workers"]
 
     def wait_for_workers(self, n: int | None = None, *, names: set[str] | None = None) -> None:
-        """Block until the workers are registered; fail early, with the log, if one of them exits."""
-        deadline = time.monotonic() + self.startup_timeout
-        while True:
-            for pname, proc in self.processes.items():
-                if proc.poll() is not None and (names is None or pname in names or pname == "scheduler"):
-                    raise ClusterError(
-                        f"{pname} exited with code {proc.returncode} while starting:\n" + self.log_tail(pname)
-                    )
+        """Block until the workers are registered; fail early, with the log, if one of them (or the scheduler)
+        exits."""
+        registered: set[str] = set()
+
+        def ready() -> bool:
             workers = self._scheduler_workers()
-            registered = {w.get("name") for w in workers.values()}
-            if (names is None or names <= registered) and (n is None or len(workers) >= n):
-                return
-            if time.monotonic() > deadline:
-                raise ClusterError(
-                    f"workers did not register within {self.startup_timeout} s (have {sorted(map(str, registered))})"
-                )
-            time.sleep(0.2)
+            registered.clear()
+            registered.update(str(w.get("name")) for w in workers.values())
+            return (names is None or names <= registered) and (n is None or len(workers) >= n)
+
+        watched = [p for name, p in self.processes.items() if names is None or name in names or name == "scheduler"]
+        processes.wait_ready(
+            watched,
+            ready,
+            what="workers",
+            timeout=self.startup_timeout,
+            detail=lambda: f"registered: {sorted(registered)}",
+            error=ClusterError,
+        )
 
     def kill_worker(self, name: str, sig: int = signal.SIGKILL) -> None:
         """Kill a worker's whole process group (nanny included): what a lost machine looks like."""
-        proc = self.processes.pop(name)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-        proc.wait(timeout=30)
+        self.processes.pop(name).kill(sig)
 
     def close(self, grace: float = 10.0) -> None:
         """Terminate workers, then the scheduler; SIGKILL whatever outlives the grace period; reap all."""
-        workers = [(n, p) for n, p in self.processes.items() if n != "scheduler"]
-        sched = [(n, p) for n, p in self.processes.items() if n == "scheduler"]
-        for group in (workers, sched):
-            for _, proc in group:
-                if proc.poll() is None:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(proc.pid, signal.SIGTERM)
-            deadline = time.monotonic() + grace
-            for _, proc in group:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            for _, proc in group:
-                # The group may hold a nanny's child even after the leader exited.
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(timeout=5)
+        workers = [p for n, p in self.processes.items() if n != "scheduler"]
+        sched = [p for n, p in self.processes.items() if n == "scheduler"]
+        for group in (workers, sched):  # workers first: a worker losing its scheduler would try to reconnect
+            processes.stop(group, [(signal.SIGTERM, grace)])
         self.processes.clear()
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)

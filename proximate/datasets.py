@@ -12,13 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from proximate.errors import ProximateInputError
 from proximate.regions import check_relative_path, validate_region_name
 
 #: Where an opened dataset keeps its location, in ``Dataset.encoding`` (which xarray never writes out).
 LOCATION_KEY = "proximate_location"
 
 
-class DatasetRefError(ValueError):
+class DatasetRefError(ProximateInputError):
     """A dataset reference cannot be parsed or resolved; the message names it."""
 
 

@@ -1,9 +1,44 @@
-"""Errors that cross process boundaries: defined here so clients can unpickle what the scheduler raises."""
+"""proximate's errors: the :class:`ProximateError` base, and the errors that cross process boundaries (defined here
+so clients can unpickle what the scheduler raises).
+
+Every error proximate raises on purpose (bad input, a part that failed and says which) derives from
+:class:`ProximateError` as well as from the built-in class it always was (``ValueError``, ``RuntimeError``,
+``OSError``), so ``except ValueError`` keeps catching it. The CLI prints such an error as one line and exits with
+its :attr:`~ProximateError.exit_code`; anything else is a bug and gets a traceback.
+"""
 
 from __future__ import annotations
 
 
-class RegionUnavailableError(RuntimeError):
+class ProximateError(Exception):
+    """Base of every error proximate raises on purpose; its message names the thing that is wrong.
+
+    Attributes:
+        exit_code: The ``proximate`` command's exit status when this error ends it: 1 (something failed), or 2
+            (bad input: :class:`ProximateInputError`).
+
+    Examples:
+        >>> class StoreDownError(ProximateError, RuntimeError):
+        ...     pass
+        >>> StoreDownError("s3://bucket: connection refused").exit_code
+        1
+    """
+
+    exit_code: int = 1
+
+
+class ProximateInputError(ProximateError, ValueError):
+    """Bad input (an argument, a parameter, a file given by name): exit status 2, as argparse uses.
+
+    Examples:
+        >>> ProximateInputError("--sse-c-key-file k: no such file").exit_code
+        2
+    """
+
+    exit_code = 2
+
+
+class RegionUnavailableError(ProximateError, RuntimeError):
     """A task needs a region that has no live worker (for longer than the bound), or that does not exist."""
 
     def __init__(self, region: str, key: str, timeout: float, known: tuple[str, ...] | None = None) -> None:
@@ -26,7 +61,7 @@ class RegionUnavailableError(RuntimeError):
         )
 
 
-class RegionLinkError(RuntimeError):
+class RegionLinkError(ProximateError, RuntimeError):
     """A task needs data from another region whose workers its own workers cannot reach, though both regions
     still reach the scheduler: the direct path between them is broken (Dask moves data only worker to worker,
     nothing relays it through the scheduler)."""

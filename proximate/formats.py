@@ -9,8 +9,11 @@ catalog record can say exactly that.
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from typing import Literal
+
+from proximate.errors import ProximateInputError
 
 ZARR_MARKERS = ("zarr.json", ".zgroup", ".zattrs", ".zmetadata", ".zarray")
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -22,7 +25,7 @@ UNSUPPORTED = {"hdf4": "HDF4", "um-pp": "UM PP / fieldsfile"}
 Format = Literal["netcdf", "zarr", "grib", "geotiff", "parquet", "csv"]
 
 
-class UnsupportedFormatError(ValueError):
+class UnsupportedFormatError(ProximateInputError):
     """A file proximate recognises (or not) but cannot read; ``kind`` is its format name or ``"unknown"``."""
 
     def __init__(self, message: str, kind: str) -> None:
@@ -67,9 +70,14 @@ def _sniff(head: bytes) -> str | None:
 
 def detect_format(full: Path) -> str:
     """The format of the dataset at ``full`` from its content: one of :data:`SUPPORTED`, a key of
-    :data:`UNSUPPORTED`, ``"empty"`` or ``"unknown"``."""
-    if full.is_dir():
+    :data:`UNSUPPORTED`, ``"empty"`` or ``"unknown"``. A FIFO, socket or device is refused before it is opened
+    (opening a FIFO for reading blocks until a writer comes): :class:`proximate.confine.NotRegularFileError`."""
+    from proximate.confine import check_regular
+
+    mode = os.stat(full).st_mode
+    if stat.S_ISDIR(mode):
         return "zarr" if is_zarr_store(full) else "unknown"
+    check_regular(full, full.name, mode)
     with open(full, "rb") as fh:
         head = fh.read(8)
         if not head:
@@ -141,3 +149,29 @@ def stat_dataset(full: Path) -> tuple[int, int]:
             size += st.st_size
             mtime = max(mtime, st.st_mtime_ns)
     return size, mtime
+
+
+def fingerprint(full: Path) -> tuple[int, int] | None:
+    """(size, mtime in ns) as the index compares them: :func:`stat_dataset`'s, or, for a path that cannot be
+    followed (a symlink loop, a dangling link, a store with one), the entry's own (``lstat``); ``None`` if
+    nothing is there any more. The listing and an error record use the same, so a hostile path is not
+    extracted again every night.
+
+    Args:
+        full: The dataset's path.
+
+    Returns:
+        The fingerprint, or ``None``.
+
+    Examples:
+        >>> fingerprint(Path("/nonexistent")) is None
+        True
+    """
+    try:
+        return stat_dataset(full)
+    except OSError:
+        try:
+            st = os.lstat(full)
+        except FileNotFoundError:
+            return None
+        return st.st_size, st.st_mtime_ns

@@ -16,8 +16,8 @@ import xarray as xr
 from dask import is_dask_collection
 from xarray.backends.file_manager import CachingFileManager
 from xarray.backends.netCDF4_ import NETCDF4_PYTHON_LOCK, NetCDF4DataStore
-from zarr.storage import LocalStore
 
+from proximate.confine import ConfinedLocalStore, check_netcdf_file
 from proximate.datasets import LOCATION_KEY, RegionPath
 from proximate.formats import dataset_format
 from proximate.pools import pool
@@ -64,7 +64,10 @@ def _open_netcdf4_in_region(where: RegionPath, mode: str = "r", **kwargs: Any):
     """Opener for the file manager: resolves the path here, on whichever worker is reading."""
     import netCDF4
 
-    handle = netCDF4.Dataset(str(resolve(where.region, where.path)), mode=mode, **kwargs)
+    full = resolve(where.region, where.path)
+    # Before netCDF-C opens it: HDF5 follows external links at open and external storage at read.
+    check_netcdf_file(full, str(where))
+    handle = netCDF4.Dataset(str(full), mode=mode, **kwargs)
     _READ_LOG.note(where)
     return handle
 
@@ -86,8 +89,9 @@ class RegionNetCDF4Store(NetCDF4DataStore):
 # -- Zarr ------------------------------------------------------------------------------------------------------
 
 
-class RegionZarrStore(LocalStore):
-    """Read-only Zarr store whose root is resolved lazily, on the worker that reads."""
+class RegionZarrStore(ConfinedLocalStore):
+    """Read-only Zarr store whose root is resolved lazily, on the worker that reads; every key it reads is
+    resolved too, and one whose symlink leaves the store is refused."""
 
     def __init__(self, where: RegionPath, *, read_only: bool = True) -> None:
         self.region_path = where

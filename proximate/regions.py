@@ -12,6 +12,8 @@ import os
 import re
 from pathlib import Path, PurePosixPath
 
+from proximate.errors import ProximateInputError
+
 #: Environment variables a regional worker is started with.
 REGION_ENV = "PROXIMATE_REGION"
 ROOT_ENV = "PROXIMATE_ROOT"
@@ -22,11 +24,11 @@ POOL_PREFIX = "pool-"
 _REGION_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 
 
-class RegionError(ValueError):
+class RegionError(ProximateInputError):
     """A region name or region configuration is unusable."""
 
 
-class RegionPathError(ValueError):
+class RegionPathError(ProximateInputError):
     """A region-relative path would escape its region's root."""
 
 

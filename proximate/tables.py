@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from proximate.datasets import RegionPath
+from proximate.errors import ProximateInputError
 from proximate.regions import pool_resource, resolve
 from proximate.sandbox import LimitExceeded, Limits, run_bounded
 
@@ -31,7 +32,7 @@ CSV_SUFFIXES = (".csv", ".csv.gz")
 TABLE_SUFFIXES = PARQUET_SUFFIXES + CSV_SUFFIXES
 
 
-class TableInputError(ValueError):
+class TableInputError(ProximateInputError):
     """A table workload cannot run as asked (a missing column, an expression not allowed, no rows...)."""
 
 

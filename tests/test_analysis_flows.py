@@ -18,6 +18,12 @@ OBS_COARSE = "flows/obs_coarse_grid.nc"
 OBS_KELVIN_OFF = "flows/obs_celsius.nc"
 
 
+@pytest.fixture(autouse=True)
+def outputs_under_tmp_path(tmp_path, monkeypatch):
+    """These tests write their results to absolute paths under ``tmp_path``: allow that root (empty by default)."""
+    monkeypatch.setenv("PROXIMATE_OUTPUT_ROOTS", str(tmp_path))
+
+
 @pytest.fixture(scope="module")
 def flow_data(region_roots):
     fc = synthetic.forecast(realizations=6, heights=8, nlat=60, nlon=120, seed=3)
@@ -462,12 +468,14 @@ def test_resolve_output_checks_the_value_and_roots_relative_paths(tmp_path):
     from proximate.analysis import ParameterError
     from proximate.outputs import resolve_output, results_root
 
-    env = {"PROXIMATE_HOME": str(tmp_path / "home")}
+    env = {"PROXIMATE_HOME": str(tmp_path / "home"), "PROXIMATE_OUTPUT_ROOTS": str(tmp_path)}
     assert results_root(env) == tmp_path / "home" / "results"
     assert results_root({"PROXIMATE_RESULTS": str(tmp_path / "r"), **env}) == tmp_path / "r"
     assert resolve_output("sub/x.nc", environ=env) == str(tmp_path / "home" / "results" / "sub" / "x.nc")
     assert resolve_output(str(tmp_path / "abs.zarr"), environ=env) == str(tmp_path / "abs.zarr")
-    assert resolve_output("s3://bucket/x.nc", environ=env) == "s3://bucket/x.nc"
+    assert resolve_output("s3://bucket/x.nc", environ={**env, "PROXIMATE_OUTPUT_ROOTS": "s3://bucket"}) == (
+        "s3://bucket/x.nc"
+    )
     assert resolve_output("sums", folder=True, environ=env) == str(tmp_path / "home" / "results" / "sums")
     for bad, message in [
         ("", "is empty"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 import pytest
@@ -67,3 +68,37 @@ def test_orchestrating_tasks_do_not_deadlock_even_when_pinned(prefect_server, cl
 
     results = nested()
     np.testing.assert_allclose(results, [expected] * 3, rtol=1e-6)
+
+
+@task
+def worker_pid() -> int:
+    return os.getpid()
+
+
+@pytest.mark.slow
+def test_a_local_cluster_block_lives_exactly_as_long_as_the_flow_run(prefect_server, region_roots):
+    """The flows' one way to a cluster (RegionalTaskRunner) with a 'local' block: the run starts the cluster, its
+    Prefect tasks run on it, and the cluster's processes are gone once the run is over."""
+    from blocks.cluster import RegionalCluster
+    from blocks.region import Region
+    from flows.common import RegionalTaskRunner, cluster_block, run_regions_on_cluster
+    from proximate.processes import Supervised, proc_start
+
+    Region(name="a", root=str(region_roots["a"])).save("a", overwrite=True)
+    RegionalCluster(address="local", regions=["a"], workers_per_region=1).save("test-run-local", overwrite=True)
+
+    @flow(task_runner=RegionalTaskRunner())
+    def on_local_cluster() -> tuple[str, list[int]]:
+        client = run_regions_on_cluster(cluster_block("test-run-local"), "region", ["a"])
+        with pool("a"):
+            pids = [worker_pid.submit().result()]
+        return client.scheduler.address, pids + list(client.run(os.getpid).values())
+
+    address, pids = on_local_cluster()
+    assert address.startswith("tcp://127.0.0.1:")
+    assert len(set(pids)) == 1 and pids[0] != os.getpid()  # the one worker of region a ran the task
+    worker = Supervised("worker", pids[0], proc_start(pids[0]))
+    deadline = time.monotonic() + 60
+    while worker.running() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not worker.running(), "the run's local cluster outlived the run"

@@ -17,6 +17,12 @@ TRIPS_B = "tables/trips_b"  # a folder: one Parquet file and one CSV file
 DURATION = {"trip_dur_secs": "(tpep_dropoff_datetime - tpep_pickup_datetime).dt.total_seconds()"}
 
 
+@pytest.fixture(autouse=True)
+def outputs_under_tmp_path(tmp_path, monkeypatch):
+    """These tests write their results to absolute paths under ``tmp_path``: allow that root (empty by default)."""
+    monkeypatch.setenv("PROXIMATE_OUTPUT_ROOTS", str(tmp_path))
+
+
 @pytest.fixture(scope="module")
 def trips(region_roots):
     """80,000 trips in region a (4 row groups) and 60,000 in region b (Parquet + CSV); returns all rows."""
@@ -98,6 +104,11 @@ def test_describe_table_flow_equals_pandas_and_moves_only_partials(prefect_serve
     partial_floats = 2 * (5 * 2 + 2 * 2 * 2) * 8
     assert partial_floats < res["cross_region_bytes"] < 64 * 2**10, res["cross_region_bytes"]
     assert (tmp_path / "describe.json").stat().st_size > 100
+    # The run page shows the per-group answer a group_by asks for, not only the overall statistics.
+    grouped = _table_artifact("describe-table-groups")
+    counts = {(r["VendorID"], r["column"]): r["count"] for r in grouped}
+    assert counts[("1", "passenger_count")] == (rows.VendorID == 1).sum()
+    assert counts[("2", "trip_dur_secs")] == (rows.VendorID == 2).sum()
 
 
 def test_fit_linear_regression_flow_equals_numpy_lstsq(prefect_server, cluster, trips, tmp_path):
@@ -119,6 +130,26 @@ def test_fit_linear_regression_flow_equals_numpy_lstsq(prefect_server, cluster, 
                                 res["coefficients"]["passenger_count"], res["r2"]], [*beta, r2], rtol=1e-7)  # fmt: skip
     assert res["n"] == len(trips)
     assert res["cross_region_bytes"] < 64 * 2**10
+    # The artifact says how many rows the fit used and rounds to what the data supports (six significant digits).
+    terms = {r["term"]: r["value"] for r in _table_artifact("linear-regression-statistics")}
+    assert terms["n (rows used)"] == len(trips)
+    assert terms["intercept"] == float(f"{beta[0]:.6g}") and terms["r2"] == float(f"{r2:.6g}")
+
+
+def _table_artifact(key: str) -> list[dict]:
+    """The rows of the latest table artifact ``key``, as the Prefect server stores them."""
+    import asyncio
+    import json
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    async def read():
+        async with get_client() as c:
+            return await c.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+
+    [artifact, *_] = sorted(asyncio.run(read()), key=lambda a: a.created, reverse=True)
+    return json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
 
 
 @pytest.mark.parametrize(

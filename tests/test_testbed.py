@@ -279,7 +279,7 @@ def test_tls_cluster_works_and_plaintext_is_refused(bed, tb_agent):
 
 
 def test_killed_worker_tasks_rerun_in_the_same_region(bed, tb_agent):
-    pid = bed.processes["ecmwf-0"]["pid"]
+    pid = bed.processes["ecmwf-0"].pid
     out = tb_agent.call(kill_worker_mid_run, pid)
     assert out["total"] == pytest.approx(2 * np.arange(40 * 500, dtype="f8").sum())
     assert set(out["tasks_by_region"]) == {"ecmwf"}, out["tasks_by_region"]
@@ -288,7 +288,7 @@ def test_killed_worker_tasks_rerun_in_the_same_region(bed, tb_agent):
 
 def _wait_for_log(bed: Testbed, names: list[str], text: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    while not all(text in Path(bed.processes[n]["log"]).read_text(errors="replace") for n in names):
+    while not all(text in Path(bed.processes[n].log).read_text(errors="replace") for n in names):
         assert time.monotonic() < deadline, f"{text!r} not in the logs of {names} within {timeout} s"
         time.sleep(0.5)
 

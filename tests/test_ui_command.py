@@ -8,6 +8,7 @@ import tomllib
 from importlib.metadata import EntryPoint
 from pathlib import Path
 
+import pytest
 import yaml
 
 from deployments import up
@@ -68,3 +69,20 @@ def test_flow_runs_default_to_the_demo_catalog_and_results_under_the_workdir(tmp
     assert env["PROXIMATE_RESULTS"] == str(tmp_path / "results")
     assert env["PREFECT_LOGGING_LEVEL"] == "INFO"  # the run page shows the flows' logs
     assert env["PREFECT_API_URL"] == "http://127.0.0.1:1/api"
+
+
+@pytest.mark.slow
+def test_the_work_pool_is_created_through_prefects_client_and_again_without_error(prefect_server):
+    """What the shell one-liner ``prefect work-pool create ... --overwrite`` did, through Prefect's client."""
+    import json
+
+    from prefect.client.orchestration import get_client
+
+    from deployments import stages
+
+    stages.create_work_pool()
+    stages.create_work_pool()  # up runs again on the same Prefect home: the pool is updated, not refused
+    with get_client(sync_client=True) as client:
+        pool = client.read_work_pool(up.WORK_POOL)
+    assert pool.type == "process"
+    assert pool.base_job_template == json.loads(up.POOL_TEMPLATE.read_text())

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from proximate.errors import ProximateInputError
 from proximate.regions import RegionError
 
 #: Dask's own default for ``distributed.adaptive.target-duration``: enough workers to clear the backlog in it.
@@ -215,9 +216,9 @@ class AdaptivePolicy:
 
     def __post_init__(self) -> None:
         if self.target_duration <= 0:
-            raise ValueError(f"target_duration must be positive, got {self.target_duration}")
+            raise ProximateInputError(f"target_duration must be positive, got {self.target_duration}")
         if self.scale_down_after < 0:
-            raise ValueError(f"scale_down_after must not be negative, got {self.scale_down_after}")
+            raise ProximateInputError(f"scale_down_after must not be negative, got {self.scale_down_after}")
 
     def decide(self, now: float, backlogs: Mapping[str, RegionBacklog], requested: Mapping[str, int]) -> list[Decision]:
         """One decision per region.

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from proximate.errors import ProximateError
 
-class CatalogError(RuntimeError):
+
+class CatalogError(ProximateError, RuntimeError):
     """The catalog cannot be used (unreachable server, unreadable database, a query past a limit...); the message
     names it."""

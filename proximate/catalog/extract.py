@@ -10,7 +10,6 @@ time means no time span.
 from __future__ import annotations
 
 import calendar as _calendar
-import contextlib
 import datetime as _dt
 import os
 import re
@@ -22,9 +21,10 @@ import numpy as np
 from proximate.catalog.crs import X_NAMES, Y_NAMES, axis_extent, axis_scale, bounds_bracket, crs_from_attrs
 from proximate.catalog.crs import projected_bbox as _projected_box
 from proximate.catalog.formats import HANDLERS, Header, Var
+from proximate.catalog.formats.base import MAX_CHUNKS_READ, capped_attrs, n_chunks
 from proximate.catalog.geo import arcs_lon_extent, cell_arcs, lon_extent, merge_arcs, union_bboxes
 from proximate.catalog.records import DatasetRecord, VariableInfo, now_iso, record_id
-from proximate.formats import UnsupportedFormatError, dataset_format, stat_dataset
+from proximate.formats import UnsupportedFormatError, dataset_format, fingerprint, stat_dataset
 
 #: Longer attribute strings are cut (a ``history`` can hold thousands of lines of NCO commands).
 MAX_ATTR_CHARS = 1000
@@ -42,6 +42,10 @@ _PERIOD_SECONDS = {
 }
 #: Cells whose vertices are read at once: bounds a mesh's or grid's memory while its cells are traced.
 CELLS_PER_BLOCK = 1_000_000
+#: Values (vertices, connectivity) beyond which cells are not traced: the box is then the points'.
+MAX_TRACED_VALUES = 64_000_000
+#: A record (as JSON) larger than this loses its attributes, then variables, with a warning saying so.
+MAX_RECORD_BYTES = 1_000_000
 #: Attributes through which one variable names others as its coordinates, bounds, grid or mesh.
 _REFERENCE_ATTRS = (
     "coordinates",
@@ -131,6 +135,9 @@ def _with_bounds(header: Header, var: Var, warnings: list[str], *, period: float
     """A coordinate's values and those of its bounds, when they are real bounds (bracketing every point)."""
     values = _degrees(var.read(), var)
     out = [values]
+    if values.size != _size(var):  # sampled (see read_limited): its bounds could not be matched to it
+        warnings.append(f"coordinate of {_size(var)} values: its extent is that of a sample of {values.size}")
+        return out
     for key in ("bounds", "climatology"):
         bname = var.attrs.get(key)
         bvar = header.lookup(var, bname) if isinstance(bname, str) else None
@@ -222,6 +229,9 @@ def _mesh_box(header: Header, name: str, mesh: Var, warnings: list[str]) -> tupl
     conn = header.lookup(mesh, conn_name) if isinstance(conn_name, str) else None
     if node_lon is None or node_lat is None or conn is None or not conn.numeric or len(conn.dims) != 2:
         return None
+    if _too_big_to_trace(node_lon, node_lat, conn):
+        warnings.append(f"mesh {name!r} is too large to trace its faces: its box is that of its points")
+        return None
     lon, lat = _degrees(node_lon.read(), node_lon), _degrees(node_lat.read(), node_lat)
     if lon.shape != lat.shape or lon.ndim != 1:
         return None
@@ -272,6 +282,9 @@ def _bounded_pair(header: Header, lon: Var) -> tuple[Var, Var, Var] | None:
 
 def _bounds_box(header: Header, lon: Var, lat: Var, lon_b: Var, lat_b: Var, warnings: list[str]) -> list[float] | None:
     """The box of the cells that a lat/lon pair's bounds outline, read a block of rows at a time."""
+    if _too_big_to_trace(lon, lat, lon_b, lat_b):
+        warnings.append(f"cells of {_name_of(header, lon)!r} are too many to trace: its box is that of its points")
+        return None
     per_row = int(np.prod(lon.shape[1:], dtype=np.int64))
     rows = max(1, CELLS_PER_BLOCK // max(per_row, 1))
     parts = []
@@ -290,6 +303,16 @@ def _bounds_box(header: Header, lon: Var, lat: Var, lon_b: Var, lat_b: Var, warn
         if part is not None:
             parts.append(part)
     return _arcs_box(parts)
+
+
+def _size(var: Var) -> int:
+    return int(np.prod(var.shape, dtype=np.int64))
+
+
+def _too_big_to_trace(*variables: Var) -> bool:
+    """Whether tracing cells would read more than :data:`MAX_TRACED_VALUES` values or too many chunks: a header
+    can declare any size, so the work must be bounded by something other than the file's word."""
+    return any(_size(v) > MAX_TRACED_VALUES or n_chunks(v.shape, v.chunks) > MAX_CHUNKS_READ for v in variables)
 
 
 def _grid_mapping_of(header: Header, var: Var) -> Var | None:
@@ -508,14 +531,14 @@ def extract(
     header, close = HANDLERS[fmt].read_header(full)
     try:
         warnings: list[str] = list(header.warnings)
-        attrs = {str(k): _py(v) for k, v in header.attrs.items()}
+        attrs = {str(k): _py(v) for k, v in capped_attrs(header.attrs, "the file", warnings).items()}
         bbox = compute_bbox(header, warnings)
         start, end, cal = compute_time_span(header, warnings)
         variables = _variables(header)
     finally:
         close()
     now = now_iso()
-    return DatasetRecord(
+    record = DatasetRecord(
         id=record_id(region, shown),
         region=region,
         path=shown,
@@ -539,6 +562,26 @@ def extract(
         indexed_at=now,
         last_good_at=now,
     )
+    return _within_record_size(record)
+
+
+def _within_record_size(record: DatasetRecord) -> DatasetRecord:
+    """``record`` cut to :data:`MAX_RECORD_BYTES`: its attributes go first, then variables beyond what fits;
+    a warning says what went. A record that still does not fit (thousands of dimensions) is refused."""
+    size = len(record.model_dump_json())
+    if size <= MAX_RECORD_BYTES:
+        return record
+    note = f"record of {size} bytes is over {MAX_RECORD_BYTES}: "
+    record = record.model_copy(update={"attrs": {}, "history": None})
+    record.warnings.append(note + "global attributes left out")
+    if len(record.model_dump_json()) > MAX_RECORD_BYTES:
+        per_var = max(1, len(record.model_dump_json()) // max(len(record.variables), 1))
+        keep = max(0, MAX_RECORD_BYTES // 2 // per_var)
+        record.warnings.append(f"{note}{len(record.variables)} variables, the first {keep} kept")
+        record = record.model_copy(update={"variables": record.variables[:keep]})
+    if len(record.model_dump_json()) > MAX_RECORD_BYTES:
+        raise ValueError(f"{record.path}: its record would be larger than {MAX_RECORD_BYTES} bytes")
+    return record
 
 
 def error_record(
@@ -554,9 +597,9 @@ def error_record(
     """The record of a dataset that could not be read: where it is, why (``status`` ``"unsupported"`` for a
     format proximate does not read, ``"error"`` for a truncated or corrupt file), its size and time."""
     size = mtime_ns = None
-    if full is not None:
-        with contextlib.suppress(OSError):
-            size, mtime_ns = stat_dataset(full)
+    found = fingerprint(full) if full is not None else None
+    if found is not None:
+        size, mtime_ns = found
     return DatasetRecord(
         id=record_id(region, path),
         region=region,
@@ -572,19 +615,43 @@ def error_record(
 
 
 def extract_in_region(region: str, path: str, etag: str | None = None) -> DatasetRecord:
-    """Worker-side entry: resolve (region, path) here, on a worker of that region, and extract. An unsupported,
-    corrupt or unreadable dataset gives a record saying so; only a misrouted call (wrong region) or a vanished
-    file raises."""
-    from proximate.regions import resolve
+    """Worker-side entry: resolve (region, path) here, on a worker of that region, and extract.
 
-    full = resolve(region, path)
+    An unsupported, corrupt, unreadable or refused dataset (a symlink leaving the region, a loop, a FIFO, an
+    HDF5 reference out of the file) gives a record saying so; only a misrouted call (wrong region) or a
+    vanished file raises.
+
+    Args:
+        region: The region this worker belongs to.
+        path: The dataset's path under the region's root.
+        etag: The ETag the sync saw, kept in the record.
+
+    Returns:
+        The dataset's record (``status`` ``"ok"``, ``"unsupported"`` or ``"error"``).
+
+    Raises:
+        FileNotFoundError: The call ran outside ``region``, or nothing is at ``path`` any more.
+
+    Examples:
+        >>> extract_in_region("eu-west-2", "daily/tas_2025.nc").status  # doctest: +SKIP
+        'ok'
+    """
+    from proximate.regions import RegionPathError, local_root, resolve
+
+    entry = local_root(region) / path  # a misrouted call raises here
+    try:
+        full = resolve(region, path)
+    except (OSError, RuntimeError, RegionPathError) as exc:
+        if isinstance(exc, FileNotFoundError) and not os.path.lexists(entry):
+            raise  # vanished since it was listed: the batch reports it as such
+        return error_record(region, path, f"refused {region}:{path}: {exc}", full=entry, etag=etag)
     try:
         return extract(full, region=region, rel_path=path, etag=etag)
     except UnsupportedFormatError as exc:
         return error_record(region, path, f"{region}:{path}: {exc}", full=full, etag=etag, status="unsupported",
                             fmt=None if exc.kind in ("unknown", "empty") else exc.kind)  # fmt: skip
     except Exception as exc:
-        if isinstance(exc, FileNotFoundError) and not full.exists():
+        if isinstance(exc, FileNotFoundError) and not os.path.lexists(entry):
             raise  # vanished since it was listed: the batch reports it as such
         return error_record(
             region, path, f"cannot read {region}:{path}: {type(exc).__name__}: {exc}", full=full, etag=etag

@@ -1,8 +1,9 @@
 """Incremental indexing of one region: list it (in the region), compare with the catalog, extract what is new
 or changed (in the region, batched), write records in bulk (where the catalog is), remove vanished ones.
 
-Plain Python on a Dask client; ``flows/catalog.py`` wraps these steps as coarse Prefect tasks and the bench
-calls them directly.
+Plain Python on a Dask client: :func:`run_index` is the pipeline, :class:`IndexStages` its stages;
+``flows/catalog.py`` runs the same pipeline with each stage a coarse Prefect task, and the bench calls
+:func:`index_region` directly.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from proximate.catalog.base import Catalog, Fingerprint
-from proximate.catalog.extract import extract_in_region
+from proximate.catalog.extract import error_record
 from proximate.catalog.records import DatasetRecord, merge_with_previous, record_id
-from proximate.formats import ZARR_MARKERS, is_zarr_store, stat_dataset
+from proximate.catalog.sandbox import ExtractionTimeout, sandbox
+from proximate.formats import ZARR_MARKERS, fingerprint, is_zarr_store
 from proximate.regions import RegionPathError, check_relative_path, local_root, pool_resource
 
 #: The sync's private folder (manifest, partial downloads): never indexed.
@@ -51,19 +53,19 @@ def list_datasets(root: Path) -> Listing:
             full = here / d
             if is_zarr_store(full):
                 rel = full.relative_to(root).as_posix()
-                if is_indexable_name(rel):
-                    out[rel] = stat_dataset(full)
+                found = fingerprint(full) if is_indexable_name(rel) else None
+                if found is not None:
+                    out[rel] = found
             else:
                 keep.append(d)
         dirs[:] = keep
         for f in files:
             rel = (here / f).relative_to(root).as_posix()
-            if is_indexable_name(rel):
-                try:
-                    st = os.stat(here / f)
-                except FileNotFoundError:  # removed while we walked
-                    continue
-                out[rel] = (st.st_size, st.st_mtime_ns)
+            # A path that cannot be followed (a symlink loop) is listed by its own entry: its extraction then
+            # records why, instead of failing the whole listing. ``None``: removed while we walked.
+            found = fingerprint(here / f) if is_indexable_name(rel) else None
+            if found is not None:
+                out[rel] = found
     return out
 
 
@@ -147,17 +149,32 @@ def enclosing_store(root: Path, rel: str) -> str:
 
 
 def extract_batch(region: str, paths: Sequence[str], etags: Mapping[str, str] | None = None) -> list[Any]:
-    """Worker-side: records for a batch; a path that vanished since listing comes back as its plain string."""
+    """Worker-side: records for a batch; a path that vanished since listing comes back as its plain string.
+
+    Each file is extracted in a child process bounded in time and memory (:mod:`proximate.catalog.sandbox`): a
+    file that exceeds either gets an error record saying so, and the batch goes on.
+    """
     etags = etags or {}
     root = local_root(region)
     out: list[Any] = []
     # Objects inside a store become the store (once), here where the region's file system is visible.
-    stores = [enclosing_store(root, p) for p in paths]
-    for path in dict.fromkeys(stores):
+    stores = []
+    for p in paths:
         try:
-            out.append(extract_in_region(region, path, etags.get(path)))
-        except FileNotFoundError:
-            out.append(path)
+            stores.append(enclosing_store(root, p))
+        except (OSError, ValueError):  # a loop or a name the file system refuses: the path's record says so
+            stores.append(p)
+    with sandbox() as box:
+        for path in dict.fromkeys(stores):
+            try:
+                kind, value = box.extract(region, path, etags.get(path))
+            except ExtractionTimeout as exc:
+                message = f"cannot read {region}:{path}: {exc}"
+                out.append(error_record(region, path, message, full=root / path, etag=etags.get(path)))
+                continue
+            if kind == "raise":
+                raise value
+            out.append(value)
     return out
 
 
@@ -262,27 +279,107 @@ def list_in_region(client: Any, region: str) -> Listing:
     return {k: (int(v[0]), int(v[1])) for k, v in future.result().items()}
 
 
-def index_region(
+class IndexStages:
+    """The stages of an index run, each one call: list the region, plan against the catalog, extract and write,
+    remove the vanished. :func:`run_index` runs them in order; the ``index-region`` flow subclasses this to run
+    each stage as its Prefect task, so the pipeline is written once.
+
+    Args:
+        catalog: The catalog the stages read fingerprints from and write records to.
+    """
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+
+    def list(self, client: Any, region: str) -> Listing:
+        """Stage 1: the region's datasets, listed on one of its workers."""
+        return list_in_region(client, region)
+
+    def plan(
+        self,
+        region: str,
+        listing: Listing | None,
+        changed: Sequence[str] | None,
+        deleted: Sequence[str] | None,
+        etags: Mapping[str, str] | None,
+    ) -> IndexPlan:
+        """Stage 2: what is new, changed or gone, against the catalog's fingerprints."""
+        return plan_changes(self.catalog.fingerprints(region), listing, changed=changed, deleted=deleted, etags=etags)
+
+    def planned(self, region: str, plan: IndexPlan) -> None:
+        """Called once the plan is known (the flow logs it); nothing by default."""
+
+    def extract(
+        self, client: Any, report: IndexReport, paths: Sequence[str], etags: Mapping[str, str] | None, batch_size: int
+    ) -> IndexReport:
+        """Stage 3: extract ``paths`` in the region and write their records (see :func:`extract_and_write`)."""
+        return extract_and_write(
+            client, self.catalog, report.region, paths, etags=etags, batch_size=batch_size, report=report
+        )
+
+    def remove(self, region: str, paths: Sequence[str]) -> None:
+        """Stage 4: drop the records of datasets no longer in the region."""
+        self.catalog.delete(record_id(region, p) for p in paths)
+
+
+def run_index(
     client: Any,
-    catalog: Catalog,
     region: str,
+    stages: IndexStages,
     *,
     changed: Sequence[str] | None = None,
     deleted: Sequence[str] | None = None,
     etags: Mapping[str, str] | None = None,
     batch_size: int = 50,
 ) -> IndexReport:
-    """The whole incremental run, without Prefect (the flow runs the same steps as tasks)."""
+    """One incremental index run of ``region`` through ``stages``: the pipeline, defined once.
+
+    Args:
+        client: A Dask client of the cluster holding the region's workers.
+        region: The region to index.
+        stages: The stages to run (plain calls, or the flow's Prefect tasks).
+        changed: Paths the sync changed (skips listing the region); ``None`` compares the region with the catalog.
+        deleted: Paths the sync removed.
+        etags: ETags per path, stored with the records and compared next time.
+        batch_size: Datasets per Dask task.
+
+    Returns:
+        What the run listed, extracted, found broken and removed; ``seconds`` is the whole run.
+
+    Examples:
+        >>> with open_catalog("sqlite", sqlite_path="c.sqlite") as cat:  # doctest: +SKIP
+        ...     report = run_index(client, "eu-west-2", IndexStages(cat))
+    """
     start = time.perf_counter()
-    listing = None if changed is not None else list_in_region(client, region)
-    plan = plan_changes(catalog.fingerprints(region), listing, changed=changed, deleted=deleted, etags=etags)
+    listing = None if changed is not None else stages.list(client, region)
+    plan = stages.plan(region, listing, changed, deleted, etags)
+    stages.planned(region, plan)
     report = IndexReport(region, listed=None if listing is None else len(listing), unchanged=plan.unchanged)
-    extract_and_write(client, catalog, region, plan.extract, etags=etags, batch_size=batch_size, report=report)
+    if plan.extract:
+        report = stages.extract(client, report, plan.extract, etags, batch_size)
     if plan.delete:
-        catalog.delete(record_id(region, p) for p in plan.delete)
-        report.deleted += plan.delete
+        stages.remove(region, plan.delete)
+        report.deleted = sorted(set(plan.delete) | set(report.deleted))
     report.seconds = time.perf_counter() - start
     return report
+
+
+def index_region(client: Any, catalog: Catalog, region: str, **options: Any) -> IndexReport:
+    """The whole incremental run, without Prefect: :func:`run_index` through plain :class:`IndexStages`.
+
+    Args:
+        client: A Dask client of the cluster holding the region's workers.
+        catalog: The catalog to bring up to date.
+        region: The region to index.
+        **options: ``changed``, ``deleted``, ``etags``, ``batch_size``: see :func:`run_index`.
+
+    Returns:
+        The run's :class:`IndexReport`.
+
+    Examples:
+        >>> report = index_region(client, catalog, "eu-west-2", batch_size=100)  # doctest: +SKIP
+    """
+    return run_index(client, region, IndexStages(catalog), **options)
 
 
 def _cell(text: str, limit: int = 200) -> str:

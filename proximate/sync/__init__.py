@@ -8,10 +8,12 @@ and the deletes), :mod:`~proximate.sync.pipeline` (the transfer), :mod:`~proxima
 durable writes), :mod:`~proximate.sync.sources` (S3 and fsspec backends), :mod:`~proximate.sync.s3client`,
 :mod:`~proximate.sync.transport`, :mod:`~proximate.sync.checksums`, :mod:`~proximate.sync.retry`,
 :mod:`~proximate.sync.manifest`, :mod:`~proximate.sync.runlock`, :mod:`~proximate.sync.backlog`,
-:mod:`~proximate.sync.keys` and :mod:`~proximate.sync.result`.
+:mod:`~proximate.sync.keys`, :mod:`~proximate.sync.confined` (no link followed out of the root) and
+:mod:`~proximate.sync.result`.
 """
 
 from proximate.sync.backlog import IndexBacklog, acknowledge, add_to_backlog, read_backlog
+from proximate.sync.confined import SymlinkRefusedError
 from proximate.sync.engine import DEFAULT_BLOCK_SIZE, DEFAULT_CONCURRENCY, plan_sync, sync, transfer
 from proximate.sync.keys import STATE_DIR, TEMP_PREFIX, HostileKeyError, is_data_path, safe_relative_path
 from proximate.sync.manifest import Manifest, ManifestWriteError, SyncLockedError, normalise_source
@@ -33,6 +35,7 @@ __all__ = [
     "ManifestWriteError",
     "RemoteObject",
     "SourceError",
+    "SymlinkRefusedError",
     "SyncLockedError",
     "SyncPlan",
     "SyncResult",

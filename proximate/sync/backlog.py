@@ -13,7 +13,9 @@ import json
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from proximate.sync.confined import read_state, state_folder
 from proximate.sync.manifest import state_dir, write_json_durably
 
 BACKLOG = "index-backlog.json"
@@ -31,19 +33,22 @@ class IndexBacklog:
 
 
 def read_backlog(root: str | os.PathLike[str]) -> IndexBacklog:
-    """The root's backlog (empty when there is none)."""
-    path = state_dir(root) / BACKLOG
+    """The root's backlog (empty when there is none).
+
+    Raises:
+        SymlinkRefusedError: the state folder or the backlog is a symbolic link (it is not read through it).
+    """
     try:
-        data = json.loads(path.read_text())
-    except (FileNotFoundError, ValueError):
+        data = json.loads(read_state(state_folder(root, create=False) / BACKLOG) or b"")
+    except (json.JSONDecodeError, UnicodeDecodeError):  # not a link refused (SymlinkRefusedError): that is raised
         # Written atomically, so only a hand edit breaks it; the indexer's own comparison catches up then.
         return IndexBacklog()
     return IndexBacklog(dict(data.get("changed", {})), sorted(data.get("deleted", [])))
 
 
 def _write(root: str | os.PathLike[str], backlog: IndexBacklog) -> None:
+    Path(root).mkdir(parents=True, exist_ok=True)
     folder = state_dir(root)
-    folder.mkdir(parents=True, exist_ok=True)
     payload = {"changed": dict(sorted(backlog.changed.items())), "deleted": sorted(backlog.deleted)}
     write_json_durably(folder / BACKLOG, payload)  # the previous backlog stays whole if this fails
 

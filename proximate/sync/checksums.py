@@ -23,8 +23,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from proximate.errors import ProximateError
 
-class ChecksumError(OSError):
+
+class ChecksumError(ProximateError, OSError):
     """Bytes received do not match what the source says it holds (size or checksum)."""
 
 

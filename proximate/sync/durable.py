@@ -29,7 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from proximate.regions import RegionPathError
 from proximate.sync.checksums import Hasher
+from proximate.sync.confined import ConfinedRoot
 from proximate.sync.keys import TEMP_PREFIX, HostileKeyError
 
 T = TypeVar("T")
@@ -322,10 +324,20 @@ class Writer:
         return self.rename(tmp, rel)
 
     def rename(self, tmp: Path, rel: str) -> int:
-        """Give a finished temporary its final name; returns the file's mtime_ns (what the manifest records)."""
-        final = self.root / rel
-        os.rename(tmp, final)
-        return os.lstat(final).st_mtime_ns
+        """Give a finished temporary its final name; returns the file's mtime_ns (what the manifest records).
+
+        The rename goes through the descriptor of ``rel``'s folder, walked afresh from the root without following
+        a link (a few ``openat`` calls, next to a rename and its journal commit): a folder replaced by a link
+        since :meth:`parent` checked it never receives the file.
+
+        Raises:
+            SymlinkRefusedError: a folder on the way is a symbolic link now (the temporary stays for the caller to
+                discard).
+        """
+        with ConfinedRoot(self.root) as tree:
+            fd, name = tree.folder(rel)
+            os.rename(tmp.name, name, src_dir_fd=fd, dst_dir_fd=fd)
+            return os.lstat(name, dir_fd=fd).st_mtime_ns
 
     def write_temp(
         self,
@@ -365,7 +377,7 @@ class Writer:
         for tmp, rel in batch:
             try:
                 out.append(self.rename(tmp, rel))
-            except OSError as exc:
+            except (OSError, RegionPathError) as exc:  # a link on the way fails its own file, not the group
                 discard(tmp)
                 out.append(exc)
         return out

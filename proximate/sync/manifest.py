@@ -17,6 +17,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from proximate.errors import ProximateError
+from proximate.sync.confined import open_state, read_state, state_folder
 from proximate.sync.keys import STATE_DIR
 
 SNAPSHOT = "manifest.json"
@@ -25,11 +27,11 @@ LOCK = "lock"
 FORMAT = 1
 
 
-class SyncLockedError(RuntimeError):
+class SyncLockedError(ProximateError, RuntimeError):
     """Another sync holds this destination root."""
 
 
-class ManifestWriteError(OSError):
+class ManifestWriteError(ProximateError, OSError):
     """The manifest could not be written (a full disk, a quota): the message names the file. What was recorded
     before stays valid; a file placed but not recorded is fetched again by the next run."""
 
@@ -65,12 +67,17 @@ class Entry:
 def write_json_durably(path: Path, payload: object) -> None:
     """Replace ``path`` by ``payload`` as JSON, atomically and durably (temporary, fsync, rename, fsync folder).
 
+    The temporary is created afresh (``O_EXCL``, a leftover of a killed run removed first): a link planted under
+    its name is removed, never written through; the rename replaces a link at ``path`` itself, not its target.
+
     Raises:
         ManifestWriteError: the temporary could not be written (a full disk); ``path`` keeps what it held.
     """
     tmp = path.with_name(f"{path.name}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)  # a killed run's leftover, or a link: unlink removes the link, not its target
     try:
-        with open(tmp, "w") as f:
+        with os.fdopen(open_state(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "w") as f:
             json.dump(payload, f, separators=(",", ":"))
             f.flush()
             os.fsync(f.fileno())
@@ -83,7 +90,9 @@ def write_json_durably(path: Path, payload: object) -> None:
 
 
 def state_dir(root: str | os.PathLike[str]) -> Path:
-    return Path(root) / STATE_DIR
+    """The root's state folder, created if missing; refused if it is a symbolic link (see
+    :func:`~proximate.sync.confined.state_folder`)."""
+    return state_folder(root)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -98,7 +107,7 @@ class Manifest:
     """Load, journal and compact the record of synced files; holds an exclusive lock on the root while open."""
 
     def __init__(self, root: str | os.PathLike[str], source_url: str) -> None:
-        self.dir = state_dir(root)
+        self.dir = Path(root) / STATE_DIR
         self.source_url = normalise_source(source_url)
         self.entries: dict[str, Entry] = {}
         self._journal_fd: int | None = None
@@ -108,8 +117,9 @@ class Manifest:
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
     def open(self) -> Manifest:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = os.open(self.dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        Path(self.dir.parent).mkdir(parents=True, exist_ok=True)
+        state_folder(self.dir.parent)  # refuses a link in its place
+        self._lock_fd = open_state(self.dir / LOCK, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -117,7 +127,7 @@ class Manifest:
             self._lock_fd = None
             raise SyncLockedError(f"another sync is writing into {self.dir.parent}; try again when it ends") from None
         self._load()
-        self._journal_fd = os.open(self.dir / JOURNAL, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._journal_fd = open_state(self.dir / JOURNAL, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
         return self
 
     def close(self) -> None:
@@ -137,20 +147,23 @@ class Manifest:
     # -- reading -----------------------------------------------------------------------------------------------
 
     def _load(self) -> None:
-        snapshot = self.dir / SNAPSHOT
-        if snapshot.exists():
-            data = json.loads(snapshot.read_text())
+        snapshot = read_state(self.dir / SNAPSHOT)
+        if snapshot is not None:
+            data = json.loads(snapshot)
             if data.get("format") == FORMAT and normalise_source(str(data.get("source"))) == self.source_url:
                 self.entries = {rel: Entry(*v) for rel, v in data["entries"].items()}
         journal = self.dir / JOURNAL
-        if not journal.exists():
+        raw = read_state(journal)
+        if raw is None:
             return
-        raw = journal.read_bytes()
         if raw and not raw.endswith(b"\n"):
             # A line torn by a kill: drop it so the next append starts on a line of its own.
             raw = raw[: raw.rfind(b"\n") + 1]
-            with open(journal, "r+b") as f:
-                f.truncate(len(raw))
+            fd = open_state(journal, os.O_WRONLY)
+            try:
+                os.ftruncate(fd, len(raw))
+            finally:
+                os.close(fd)
         for line in raw.splitlines():
             try:
                 rec = json.loads(line)
@@ -212,5 +225,7 @@ class Manifest:
             os.ftruncate(self._journal_fd, 0)
         else:
             with contextlib.suppress(FileNotFoundError):
-                os.truncate(self.dir / JOURNAL, 0)
+                fd = open_state(self.dir / JOURNAL, os.O_WRONLY)
+                os.ftruncate(fd, 0)
+                os.close(fd)
         self._journal_lines = 0

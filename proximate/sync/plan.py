@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from proximate.sync.confined import ConfinedRoot, SymlinkRefusedError
 from proximate.sync.keys import STATE_DIR, TEMP_PREFIX, HostileKeyError, safe_relative_path
 from proximate.sync.manifest import Entry, Manifest
 from proximate.sync.result import SyncResult
@@ -89,13 +90,27 @@ def remove_temp_files(root: Path) -> int:
     return removed
 
 
-def unchanged_on_disk(path: Path, entry: Entry) -> bool:
-    """Whether ``path`` is still the regular file the manifest recorded (same size and mtime)."""
+def unchanged_on_disk(tree: ConfinedRoot, rel: str, entry: Entry) -> bool:
+    """Whether ``rel`` is still the regular file the manifest recorded (same size and mtime), reached without
+    passing through a link: a folder replaced by a link to a look-alike copy elsewhere is not our file.
+
+    Raises:
+        SymlinkRefusedError: a folder on the way to ``rel`` is a symbolic link.
+    """
     try:
-        st = os.lstat(path)
+        st = tree.lstat(rel)
     except OSError:
         return False
-    return stat.S_ISREG(st.st_mode) and st.st_size == entry.size and st.st_mtime_ns == entry.mtime_ns
+    return st is not None and stat.S_ISREG(st.st_mode) and st.st_size == entry.size and st.st_mtime_ns == entry.mtime_ns
+
+
+def _unchanged_or_refetch(tree: ConfinedRoot, rel: str, entry: Entry) -> bool:
+    """:func:`unchanged_on_disk` for the plan: a link on the way means fetch it again (and the writer, which does
+    not pass through links either, reports the key as failed, naming the link)."""
+    try:
+        return unchanged_on_disk(tree, rel, entry)
+    except SymlinkRefusedError:
+        return False
 
 
 def conflicts(rels: set[str]) -> dict[str, str]:
@@ -116,7 +131,7 @@ async def plan_from(src: Source, root: Path) -> SyncPlan:
     """List an open source once and diff it against the manifest under ``root`` (see
     :func:`~proximate.sync.plan_sync`)."""
     plan = SyncPlan(source_url=src.url, dest_root=str(root))
-    with Manifest(root, src.url) as manifest:
+    with Manifest(root, src.url) as manifest, ConfinedRoot(root) as tree:
         plan.temp_files_removed = remove_temp_files(root)
         plan.mirrored = len(manifest.entries)
         objects = await src.list()
@@ -134,6 +149,7 @@ async def plan_from(src: Source, root: Path) -> SyncPlan:
         seen = {obj.rel for obj in safe}
         clash = conflicts(seen)
         by_rel = {obj.rel: obj.path for obj in safe}
+        safe.sort(key=lambda obj: obj.rel)  # each folder walked once (ConfinedRoot)
         for obj in safe:
             if obj.rel in clash:
                 below = by_rel[clash[obj.rel]]
@@ -150,7 +166,7 @@ async def plan_from(src: Source, root: Path) -> SyncPlan:
                 entry is not None
                 and entry.size == obj.size
                 and entry.fingerprint == obj.fingerprint
-                and unchanged_on_disk(root / obj.rel, entry)
+                and _unchanged_or_refetch(tree, obj.rel, entry)
             ):
                 plan.skipped += 1
                 continue
@@ -202,16 +218,6 @@ def delete_refusal(
     )
 
 
-def _prune_empty_parents(root: Path, path: Path) -> None:
-    parent = path.parent
-    while parent != root and root in parent.parents:
-        try:
-            os.rmdir(parent)
-        except OSError:
-            return
-        parent = parent.parent
-
-
 def finish_sync(
     plan: SyncPlan,
     *,
@@ -224,8 +230,11 @@ def finish_sync(
 
     Only files this sync wrote and nobody has touched since (same size and mtime as the manifest recorded) are
     removed; a file replaced by someone else since is left alone, and forgotten by the manifest. Folders emptied
-    by the deletes are removed too. Deletes that would remove every mirrored file, or more than a share of them,
-    are refused whole (see :func:`delete_refusal`): nothing is deleted and ``delete_refused`` says why.
+    by the deletes are removed too. A file is looked at and removed through its folders' descriptors, never
+    through a link (:class:`~proximate.sync.confined.ConfinedRoot`): a folder replaced by a link is not entered,
+    its keys are reported in ``failed`` and forgotten, and nothing outside the root is removed. Deletes that would
+    remove every mirrored file, or more than a share of them, are refused whole (see :func:`delete_refusal`):
+    nothing is deleted and ``delete_refused`` says why.
 
     Args:
         plan: The plan of this run (from :func:`~proximate.sync.plan_sync`); its ``gone`` keys are the candidates.
@@ -237,7 +246,7 @@ def finish_sync(
 
     Returns:
         A result with ``deleted`` (files removed), ``deleted_paths`` (keys removed, or already missing, from the
-        root), ``delete_refused`` and ``seconds`` set.
+        root), ``failed`` (keys behind a link, not deleted), ``delete_refused`` and ``seconds`` set.
 
     Raises:
         SyncLockedError: Another sync holds the root's manifest.
@@ -246,8 +255,8 @@ def finish_sync(
     t0 = time.monotonic()
     root = Path(plan.dest_root)
     result = SyncResult(source_url=plan.source_url, dest_root=plan.dest_root)
-    with Manifest(root, plan.source_url) as manifest:
-        gone = [rel for rel in plan.gone if rel in manifest.entries]
+    with Manifest(root, plan.source_url) as manifest, ConfinedRoot(root) as tree:
+        gone = sorted(rel for rel in plan.gone if rel in manifest.entries)
         if delete:
             result.delete_refused = delete_refusal(
                 len(gone),
@@ -264,14 +273,16 @@ def finish_sync(
                 entry = manifest.entries.get(rel)
                 if entry is None:
                     continue
-                path = root / rel
-                if unchanged_on_disk(path, entry):
-                    os.unlink(path)
-                    _prune_empty_parents(root, path)
-                    result.deleted += 1
-                    result.deleted_paths.append(rel)
-                elif not os.path.lexists(path):
-                    result.deleted_paths.append(rel)
+                try:
+                    if unchanged_on_disk(tree, rel, entry):
+                        tree.unlink(rel)
+                        result.deleted += 1
+                        result.deleted_paths.append(rel)
+                    elif tree.lstat(rel) is None:
+                        result.deleted_paths.append(rel)
+                except SymlinkRefusedError as exc:
+                    log.error("not deleted: %s", exc)
+                    result.failed.append([rel, f"not deleted: {exc}"])
                 # else: replaced by someone else since; leave their file, forget ours.
                 manifest.record_delete(rel)
         if manifest.journal_lines:

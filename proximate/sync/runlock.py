@@ -21,6 +21,7 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
+from proximate.sync.confined import open_state
 from proximate.sync.manifest import SyncLockedError, state_dir
 
 RUN_LOCK = "run.lock"
@@ -47,10 +48,11 @@ def hold_run(root: str | os.PathLike[str], what: str = "") -> Iterator[None]:
 
     Raises:
         SyncLockedError: Another run holds the lock; the message names it (what, when, host, pid).
+        SymlinkRefusedError: The state folder or the lock file is a symbolic link.
     """
-    folder = state_dir(root)
-    folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / RUN_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    Path(root).mkdir(parents=True, exist_ok=True)
+    folder = state_dir(root)  # refuses a link in place of the folder
+    fd = open_state(folder / RUN_LOCK, os.O_RDWR | os.O_CREAT)  # and of the lock: it is truncated below
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

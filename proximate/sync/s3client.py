@@ -23,6 +23,7 @@ from typing import Any
 from botocore import UNSIGNED
 from botocore.credentials import ReadOnlyCredentials
 
+from proximate.errors import ProximateInputError
 from proximate.redaction import install_log_redaction, storage_secrets
 
 #: Options translated here; any other one sends the source through s3fs itself.
@@ -42,9 +43,9 @@ def client_arguments(options: Mapping[str, Any]) -> tuple[str | None, dict[str, 
     """(profile, ``create_client`` keyword arguments, ``Config`` keyword arguments) for s3fs-style ``options``,
     translated as s3fs's ``S3FileSystem.__init__`` and ``set_session`` translate them."""
     if options.get("key") and options.get("username"):
-        raise ValueError("storage options name both 'key' and 'username'; give one")
+        raise ProximateInputError("storage options name both 'key' and 'username'; give one")
     if options.get("secret") and options.get("password"):
-        raise ValueError("storage options name both 'secret' and 'password'; give one")
+        raise ProximateInputError("storage options name both 'secret' and 'password'; give one")
     client_kwargs = dict(options.get("client_kwargs") or {})
     given = {
         "aws_access_key_id": options.get("key") or options.get("username"),
@@ -55,7 +56,9 @@ def client_arguments(options: Mapping[str, Any]) -> tuple[str | None, dict[str, 
     init = {k: v for k, v in given.items() if v is not None and v != client_kwargs.get(k)}
     clash = sorted(set(init) & set(client_kwargs))
     if clash:
-        raise ValueError(f"storage options give {', '.join(clash)} twice, differently (top level and client_kwargs)")
+        raise ProximateInputError(
+            f"storage options give {', '.join(clash)} twice, differently (top level and client_kwargs)"
+        )
     if "use_ssl" not in client_kwargs:
         init["use_ssl"] = options.get("use_ssl", True)
     config = dict(options.get("config_kwargs") or {})

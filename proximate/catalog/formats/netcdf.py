@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from proximate.catalog.formats.base import FormatHandler, Header, Var, decode, qualified, read_limited, safe_attrs
+from proximate.confine import check_netcdf_file
 
 
 class NetCDFHandler(FormatHandler):
@@ -17,6 +18,7 @@ class NetCDFHandler(FormatHandler):
     def read_header(self, full: Path) -> tuple[Header, Callable[[], None]]:
         import netCDF4
 
+        check_netcdf_file(full)  # before netCDF-C opens it: HDF5 follows external links at open
         ds = netCDF4.Dataset(str(full), mode="r")
         try:
             _check_classic_size(ds, full)
@@ -60,7 +62,7 @@ def _variable(var: Any, group: str, header: Header) -> Var:
     attrs = safe_attrs(var.ncattrs(), var.getncattr, f"variable {qualified(group, var.name)!r}", header.warnings)
 
     def read(var: Any = var, attrs: dict[str, Any] = attrs) -> np.ndarray:
-        return decode(read_limited(var, _read_netcdf), attrs)
+        return decode(read_limited(var, _read_netcdf, chunks), attrs)
 
     def read_rows(rows: slice, var: Any = var, attrs: dict[str, Any] = attrs) -> np.ndarray:
         return decode(var[rows], attrs)

@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from proximate.catalog.formats.base import FormatHandler, Header, Var, decode, qualified, read_limited
+from proximate.catalog.formats.base import FormatHandler, Header, Var, capped_attrs, decode, qualified, read_limited
+from proximate.confine import ConfinedLocalStore, ExternalReferenceError
 from proximate.formats import ZARR_MARKERS
 
 
@@ -20,9 +21,12 @@ class ZarrHandler(FormatHandler):
         import zarr
 
         try:
-            group = zarr.open_group(str(full), mode="r")
-            header = Header(attrs=dict(group.attrs), dims={})
+            group = zarr.open_group(ConfinedLocalStore(full, read_only=True), mode="r")
+            header = Header(attrs={}, dims={})
+            header.attrs = capped_attrs(dict(group.attrs), "the store", header.warnings)
             _read_group(group, "", header)
+        except ExternalReferenceError:
+            raise  # a key leaving the store: said as such, and nothing more of the store is read
         except Exception as exc:
             broken = broken_metadata(full)
             if broken:
@@ -34,7 +38,7 @@ class ZarrHandler(FormatHandler):
 def broken_metadata(full: Path) -> str | None:
     """The first metadata file of the store (relative path and the JSON error) that is not valid JSON."""
     for path in sorted(full.rglob("*")):
-        if path.name in ZARR_MARKERS and path.is_file():
+        if path.name in ZARR_MARKERS and not path.is_symlink() and path.is_file():
             try:
                 json.loads(path.read_bytes())
             except (ValueError, UnicodeDecodeError) as exc:
@@ -53,6 +57,7 @@ def _add_array(arr: Any, name: str, group: str, header: Header) -> None:
     attrs = dict(arr.attrs)
     dims = getattr(arr.metadata, "dimension_names", None) or attrs.pop("_ARRAY_DIMENSIONS", None)
     attrs.pop("_ARRAY_DIMENSIONS", None)
+    attrs = capped_attrs(attrs, f"array {qualified(group, name)!r}", header.warnings)
     dims = tuple(str(d) for d in dims) if dims else tuple(f"{name}_dim_{i}" for i in range(arr.ndim))
     # Zarr has no shared dimensions: a group's dimension names are its own, so they carry its path.
     dims = tuple(qualified(group, d) for d in dims)
@@ -61,7 +66,7 @@ def _add_array(arr: Any, name: str, group: str, header: Header) -> None:
     dtype = np.dtype(arr.dtype) if not hasattr(arr.dtype, "to_native_dtype") else arr.dtype.to_native_dtype()
 
     def read(arr: Any = arr, attrs: dict[str, Any] = attrs) -> np.ndarray:
-        return decode(read_limited(arr), attrs)
+        return decode(read_limited(arr, chunks=arr.chunks), attrs)
 
     def read_rows(rows: slice, arr: Any = arr, attrs: dict[str, Any] = attrs) -> np.ndarray:
         return decode(arr[rows], attrs)

@@ -13,6 +13,7 @@ from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import ReadOnlyCredentials
 
+from proximate.errors import ProximateError
 from proximate.sync.checksums import ChecksumError, from_etag
 from proximate.sync.retry import describe, with_retries, with_retries_blocking
 
@@ -22,11 +23,11 @@ SinkT = TypeVar("SinkT", bound="Sink")
 READ_CHUNK = 2**20
 
 
-class SourceError(RuntimeError):
+class SourceError(ProximateError, RuntimeError):
     """The source cannot be listed (down server, missing bucket, no access): nothing is written."""
 
 
-class ColdObjectError(OSError):
+class ColdObjectError(ProximateError, OSError):
     """The object is archived (GLACIER, DEEP_ARCHIVE, an Intelligent-Tiering archive tier) and not restored: it
     cannot be read until someone restores it. Not a failure of the sync: the object is skipped and reported."""
 

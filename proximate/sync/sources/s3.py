@@ -17,6 +17,7 @@ from typing import Any
 
 from botocore.utils import percent_encode
 
+from proximate.errors import ProximateError, ProximateInputError
 from proximate.sync.s3client import S3Client, find_bucket_region, in_region, open_client
 from proximate.sync.sources.base import (
     ColdObjectError,
@@ -58,7 +59,7 @@ def is_cold(item: Mapping[str, Any]) -> bool:
 _SIGNED_REGION = re.compile(r"Credential=[^/,\s]+/\d{8}/([^/,\s]+)/s3/aws4_request")
 
 
-class S3ReadError(OSError):
+class S3ReadError(ProximateError, OSError):
     """A GET answered with an error status; shaped like botocore's errors so retry rules apply alike.
     ``detail`` says what the answer means and what to do, where the code alone would not."""
 
@@ -118,7 +119,7 @@ class S3Source(ThreadedSource):
         extra = dict(options.get("s3_additional_kwargs") or {})
         unknown = sorted(set(extra) - ADDITIONAL_KWARGS)
         if unknown:
-            raise ValueError(
+            raise ProximateInputError(
                 f"s3_additional_kwargs {unknown} mean nothing to a sync (it reads: {sorted(ADDITIONAL_KWARGS)})"
             )
         payer = bool(options.get("requester_pays")) or extra.get("RequestPayer") == "requester"

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import os
 import select
-import signal
 import struct
 import subprocess
 import sys
@@ -25,10 +24,13 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from proximate import processes
+from proximate.errors import ProximateError
+
 _HEADER = struct.Struct("!Q")
 
 
-class AgentError(RuntimeError):
+class AgentError(ProximateError, RuntimeError):
     """The agent died or did not answer within the timeout (it is killed then: nothing is left hanging)."""
 
 
@@ -65,14 +67,15 @@ class Agent:
 
     def __init__(self, namespace: str, env: Mapping[str, str], stderr: Any = None) -> None:
         self.namespace = namespace
-        self.proc = subprocess.Popen(
+        self.process = processes.start(
             ["ip", "netns", "exec", namespace, sys.executable, "-m", "proximate.testing.testbed.agent"],
+            name=f"agent in {namespace}",
+            env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=stderr,
-            env=dict(env),
-            start_new_session=True,
         )
+        self.proc: subprocess.Popen[bytes] = self.process.popen  # type: ignore[assignment]  # its pipes
 
     @property
     def pid(self) -> int:
@@ -124,12 +127,8 @@ class Agent:
         if self.proc.poll() is None:
             with contextlib.suppress(OSError):
                 self.proc.stdin.close()  # type: ignore[union-attr]
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=15)  # it exits at EOF on its stdin
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=10)
+        # It exits at EOF on its stdin: 15 s for that, then SIGKILL to its group.
+        processes.stop([self.process], [(None, 15.0)])
         if self.proc.stdout is not None:
             self.proc.stdout.close()
 

@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from proximate.errors import ProximateError
+
 T = TypeVar("T")
 _CLONE_NEWNET = 0x40000000
 
@@ -22,7 +24,7 @@ _RATE = re.compile(r"^(\d+(?:\.\d+)?)(|k|m|g|t)bit$")
 _RATE_FACTORS = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
 
 
-class NetnsError(RuntimeError):
+class NetnsError(ProximateError, RuntimeError):
     """An ``ip``/``tc`` step failed or cannot run here; the message names the namespace, device or value."""
 
 
