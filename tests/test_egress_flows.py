@@ -5,13 +5,19 @@ beside measured."""
 from __future__ import annotations
 
 import pytest
-from test_analysis_flows import FC, OBS_SAME, _artifacts, flow_data  # noqa: F401 - flow_data: the module fixture
+from test_analysis_flows import (  # noqa: F401 - the fixtures: files, and results allowed under tmp_path
+    FC,
+    OBS_SAME,
+    _artifacts,
+    flow_data,
+    outputs_under_tmp_path,
+)
 
 from flows.analysis import compare_forecast_to_observations
 from proximate.analysis import ParameterError
 from proximate.egress import EgressBudgetError, EgressPlan
 
-pytestmark = pytest.mark.usefixtures("prefect_server", "flow_data")
+pytestmark = pytest.mark.usefixtures("prefect_server", "flow_data", "outputs_under_tmp_path")
 
 
 def _compare(cluster, out, **kwargs):
