@@ -22,7 +22,7 @@ from typing import Any
 
 import xarray as xr
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.common import (
     DEFAULT_CLUSTER_BLOCK,
@@ -37,6 +37,7 @@ from proximate import analysis
 from proximate.analysis import AnalysisResult, ParameterError
 from proximate.catalog.query import DatasetQuery
 from proximate.datasets import RegionPath
+from proximate.egress import EgressPlan, check_budget, plan, plan_markdown
 from proximate.locality_report import LocalityReport, locality
 from proximate.outputs import OutputPolicy, resolve_output, result_path, write_result
 from proximate.pools import pool
@@ -97,6 +98,33 @@ def _compute(client: Any, lazy: Any) -> tuple[Any, LocalityReport]:
     return result, report
 
 
+def _check_egress_parameter(max_egress_gb: float | None) -> None:
+    if max_egress_gb is not None and not max_egress_gb >= 0:
+        raise ParameterError("max_egress_gb", f"must be a number of GB >= 0, got {max_egress_gb!r}")
+
+
+def _plan(log: logging.LoggerAdapter, key: str, lazy: Any, max_egress_gb: float | None, dry_run: bool) -> EgressPlan:
+    """Predict what computing ``lazy`` moves between regions; refuse above ``max_egress_gb`` before submitting;
+    on a dry run publish the plan as the run's ``<key>-egress-plan`` artifact."""
+    predicted = plan(*(lazy if isinstance(lazy, list) else [lazy]))
+    pairs = "; ".join(f"{s} -> {d} {n:,} B" for (s, d), n in sorted(predicted.bytes_between.items()) if s != d)
+    log.info("predicted to cross regions: %s B (%s)", f"{predicted.cross_region_bytes:,}", pairs or "nothing")
+    if max_egress_gb is not None:
+        check_budget(predicted, int(max_egress_gb * 1e9))
+    if dry_run:
+        _publish_plan(key, predicted)
+        log.info("dry run: nothing computed")
+    return predicted
+
+
+def _publish_plan(key: str, predicted: EgressPlan, report: LocalityReport | None = None) -> None:
+    create_markdown_artifact(
+        key=f"{key}-egress-plan",
+        markdown=plan_markdown(predicted, report),
+        description="Bytes predicted to cross regions before the run" + (", beside those measured" if report else ""),
+    )
+
+
 def _dashboard(client: Any) -> str | None:
     """The cluster's Dask dashboard, when its scheduler serves one."""
     if "dashboard" not in client.scheduler_info(n_workers=0).get("services", {}):
@@ -143,7 +171,9 @@ def compare_forecast_to_observations(
     cluster: str = DEFAULT_CLUSTER_BLOCK,
     scheduler_address: str | None = None,
     overwrite: bool = False,
-) -> AnalysisResult:
+    max_egress_gb: float | None = None,
+    dry_run: bool = False,
+) -> AnalysisResult | EgressPlan:
     """Average an ensemble forecast over its realizations, select a level and subtract the observations, each
     part in the region holding its data; only the small difference crosses regions.
 
@@ -163,11 +193,17 @@ def compare_forecast_to_observations(
         scheduler_address: Use this Dask scheduler instead of the block (tcp://host:port).
         overwrite: Replace an existing output that no proximate flow wrote (an output a flow wrote is replaced
             anyway, atomically).
+        max_egress_gb: Refuse to compute, before anything runs, if the plan predicts more than this many GB
+            (decimal) crossing regions, the result's way to the client included. Empty: no limit.
+        dry_run: Plan only: publish the predicted bytes between regions as the `-egress-plan` artifact, compute
+            and write nothing, and return the plan.
 
     Returns:
-        The written output, the datasets read, and the bytes that crossed regions against the run's budget.
+        The written output, the datasets read, and the bytes that crossed regions against the run's budget (on a
+        dry run, the plan).
     """
     log = get_run_logger()
+    _check_egress_parameter(max_egress_gb)
     policy = output_policy()
     target = resolve_output(output, policy=policy, overwrite=overwrite)
     block = cluster_block(cluster, scheduler_address)
@@ -179,9 +215,12 @@ def compare_forecast_to_observations(
     client = run_on_cluster(block, located)
     fc, obs = _open(log, [("forecast", fc_where, {"chunks": {"realization": 1}}), ("observations", obs_where, {})])
     lazy = analysis.forecast_minus_observations(fc, obs, variable, height=height, height_index=height_index)
+    predicted = _plan(log, "compare", lazy, max_egress_gb, dry_run)
+    if dry_run:
+        return predicted
     result, report = _compute(client, lazy)
     budget = analysis.compare_budget(fc, obs, variable, result, height=height, height_index=height_index)
-    _finish(log, "compare", result, [report], budget, (target, policy, overwrite), client)
+    _finish(log, "compare", result, [report], budget, (target, policy, overwrite), client, predicted)
     return AnalysisResult.of([target], [fc_where, obs_where], [report], budget)
 
 
@@ -193,13 +232,19 @@ def _finish(
     budget: analysis.ByteBudget,
     output: tuple[str, OutputPolicy, bool],
     client: Any,
+    predicted: EgressPlan | None = None,
 ) -> None:
     target, policy, overwrite = output
     plot = start_plot(result)  # rendered while the result is written
     write_result(result, target, policy=policy, overwrite=overwrite)
     _log_run(log, reports, budget)
     log.info("result written to %s", target)
-    publish(key, result, reports[0], budget=budget, output=target, plot=plot, dashboard=_dashboard(client))
+    beside = plan_markdown(predicted, reports[0]) if predicted is not None else None
+    publish(
+        key, result, reports[0], budget=budget, output=target, plot=plot, dashboard=_dashboard(client), predicted=beside
+    )
+    if predicted is not None:
+        _publish_plan(key, predicted, reports[0])
 
 
 @flow(name="seasonal-mean", task_runner=RegionalTaskRunner())
@@ -214,7 +259,9 @@ def seasonal_mean(
     scheduler_address: str | None = None,
     datasets: list[str] | None = None,
     overwrite: bool = False,
-) -> AnalysisResult:
+    max_egress_gb: float | None = None,
+    dry_run: bool = False,
+) -> AnalysisResult | EgressPlan:
     """Seasonal mean (DJF, MAM, JJA, SON) over every dataset a catalog query matches, possibly in several
     regions: each dataset's per-season sums and counts are computed where it lives, and only those cross.
 
@@ -231,11 +278,17 @@ def seasonal_mean(
         datasets: Instead of a query: the datasets, as `region:path` or catalog ids.
         overwrite: Replace an existing output that no proximate flow wrote (an output a flow wrote is replaced
             anyway, atomically).
+        max_egress_gb: Refuse to compute, before anything runs, if the plan predicts more than this many GB
+            (decimal) crossing regions, the result's way to the client included. Empty: no limit.
+        dry_run: Plan only: publish the predicted bytes between regions as the `-egress-plan` artifact, compute
+            and write nothing, and return the plan.
 
     Returns:
-        The written output, the datasets read, and the bytes that crossed regions against the run's budget.
+        The written output, the datasets read, and the bytes that crossed regions against the run's budget (on a
+        dry run, the plan).
     """
     log = get_run_logger()
+    _check_egress_parameter(max_egress_gb)
     policy = output_policy()
     target = resolve_output(output, policy=policy, overwrite=overwrite)
     block = cluster_block(cluster, scheduler_address)
@@ -244,9 +297,13 @@ def seasonal_mean(
     client = run_on_cluster(block, {"datasets" if datasets else "query": wheres})
     opened = _open(log, [(str(w), w, {}) for w in wheres])
     partials = [analysis.seasonal_partials(ds, variable, valid_min=valid_min, valid_max=valid_max) for ds in opened]
-    result, report = _compute(client, analysis.combine_seasonal(partials))
+    lazy = analysis.combine_seasonal(partials)
+    predicted = _plan(log, "seasonal-mean", lazy, max_egress_gb, dry_run)
+    if dry_run:
+        return predicted
+    result, report = _compute(client, lazy)
     budget = analysis.seasonal_budget(opened, partials, variable, result)
-    _finish(log, "seasonal-mean", result, [report], budget, (target, policy, overwrite), client)
+    _finish(log, "seasonal-mean", result, [report], budget, (target, policy, overwrite), client, predicted)
     return AnalysisResult.of([target], wheres, [report], budget)
 
 
@@ -262,7 +319,9 @@ def summarize(
     scheduler_address: str | None = None,
     datasets: list[str] | None = None,
     overwrite: bool = False,
-) -> AnalysisResult:
+    max_egress_gb: float | None = None,
+    dry_run: bool = False,
+) -> AnalysisResult | EgressPlan:
     """Reduce each matching dataset where it lives (mean, min, max, std over the given dimensions) and bring
     only the reductions to the client region.
 
@@ -278,11 +337,17 @@ def summarize(
         datasets: Instead of a query: the datasets, as `region:path` or catalog ids.
         overwrite: Replace an existing output that no proximate flow wrote (an output a flow wrote is replaced
             anyway, atomically).
+        max_egress_gb: Refuse to compute, before anything runs, if the plan predicts more than this many GB
+            (decimal) crossing regions, the result's way to the client included. Empty: no limit.
+        dry_run: Plan only: publish the predicted bytes between regions as the `-egress-plan` artifact, compute
+            and write nothing, and return the plan.
 
     Returns:
-        One output per dataset, the datasets read, and the bytes that crossed regions against the run's budget.
+        One output per dataset, the datasets read, and the bytes that crossed regions against the run's budget (on
+        a dry run, the plan).
     """
     log = get_run_logger()
+    _check_egress_parameter(max_egress_gb)
     if not variables:
         raise ParameterError("variables", "name at least one variable to reduce")
     try:
@@ -297,6 +362,9 @@ def summarize(
     client = run_on_cluster(block, {"datasets" if datasets else "query": wheres})
     opened = _open(log, [(str(w), w, {}) for w in wheres])
     lazy = [analysis.summarize(ds, variables, dims or [], statistics) for ds in opened]  # checks before compute
+    predicted = _plan(log, "summarize", lazy, max_egress_gb, dry_run)
+    if dry_run:
+        return predicted
     computed, report = _compute(client, lazy)
     budget = analysis.summarize_budget(opened, variables, computed)
     written = [
@@ -307,6 +375,7 @@ def summarize(
     log.info("results written to %s", folder)
     rows = analysis.reduction_rows(wheres, computed)
     create_table_artifact(key="summarize-statistics", table=rows, description="Reductions per dataset")
+    _publish_plan("summarize", predicted, report)
     link = _dashboard(client)
     if link:
         publish_dashboard("summarize", link)

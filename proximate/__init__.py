@@ -11,7 +11,11 @@ from typing import Any
 _EXPORTS = {
     "pool": "proximate.pools",
     "propagate_pools": "proximate.pools",
-    "compute": "proximate.pools",
+    "compute": "proximate.egress",
+    "plan": "proximate.egress",
+    "egress_budget": "proximate.egress",
+    "EgressPlan": "proximate.egress",
+    "EgressBudgetError": "proximate.egress",
     "open_dataset": "proximate.io",
     "open_table": "proximate.tables",
     "locality": "proximate.locality_report",

@@ -33,6 +33,7 @@ from distributed.protocol import pickle
 from tornado.ioloop import PeriodicCallback
 
 from proximate.errors import RegionLinkError, RegionUnavailableError
+from proximate.placement import choose_pool
 from proximate.regions import POOL_PREFIX, region_of_resource
 
 logger = logging.getLogger("proximate.scheduler")
@@ -64,18 +65,8 @@ def task_pool(ts: Any) -> str | None:
 
 
 def _choose_pool(deps: Any) -> str | None:
-    """The pool holding most (known) input bytes; ties go to the pool with more inputs, then by name."""
-    weight: dict[str, int] = defaultdict(int)
-    count: dict[str, int] = defaultdict(int)
-    for dts in deps:
-        pool = task_pool(dts)
-        if pool is None:
-            continue
-        weight[pool] += max(int(dts.nbytes), 0)
-        count[pool] += 1
-    if not count:
-        return None
-    return max(count, key=lambda p: (weight[p], count[p], p))
+    """The pool holding most (known) input bytes: :func:`proximate.placement.choose_pool` over the inputs."""
+    return choose_pool((task_pool(dts), dts.nbytes) for dts in deps)
 
 
 class RegionRouter(SchedulerPlugin):

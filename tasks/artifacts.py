@@ -35,12 +35,17 @@ def publish(
     output: str,
     plot: Future[bytes] | None = None,
     dashboard: str | None = None,
+    predicted: str | None = None,
 ) -> None:
-    """Locality report, PNG plot (embedded; from :func:`start_plot` when given), statistics table, and a link
-    to the Dask dashboard when the cluster serves one."""
+    """Locality report (with ``predicted``, the egress plan's Markdown beside the measurement, when given), PNG
+    plot (embedded; from :func:`start_plot` when given), statistics table, and a link to the Dask dashboard when
+    the cluster serves one."""
+    locality_md = budget_markdown(report, budget.minimum, budget.centralised)
+    if predicted:
+        locality_md += "\n\n### Predicted before the run, beside measured\n\n" + predicted
     create_markdown_artifact(
         key=f"{key_prefix}-locality",
-        markdown=budget_markdown(report, budget.minimum, budget.centralised),
+        markdown=locality_md,
         description="Bytes moved between regions, against the physical minimum and a centralised run",
     )
     da = plottable(result)

@@ -1,0 +1,454 @@
+"""Know the bill before the run: predicted cross-region bytes of a Dask computation, and budgets that refuse.
+
+:func:`plan` walks a collection's graph on the client, before anything is submitted. Each task pinned to a region
+(``pool-<region>`` resource annotations: what :func:`proximate.open_dataset` and :func:`proximate.pool` create)
+keeps its region; every derived task is placed, in topological order, by the router's own rule
+(:func:`proximate.placement.choose_pool`: the region holding most of its input bytes) on predicted sizes, which
+is where the router re-pins it once the real sizes are measured. A task's size is its chunk's shape times its
+dtype's item size, read from the array layer that produced it. Every input that crosses from one region to
+another is counted once per (input, destination region), and every output goes to the client.
+
+:func:`compute` and :func:`egress_budget` refuse a computation whose plan exceeds a budget with
+:class:`EgressBudgetError` before any task reaches the scheduler.
+
+Limits (stated in the plan as ``unsized_tasks``/``unplaced_tasks``): tasks whose layer is not a Dask array
+(DataFrames, delayed) have no predicted size and count as 0 bytes; tasks derived only from unpinned data have no
+region and never count as crossing; Dask moves an input once per *worker* that needs it, so the measurement may
+exceed the plan when several workers of a region fetch the same piece.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import math
+from collections import defaultdict
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from proximate.locality_report import CLIENT, key_name
+from proximate.placement import choose_pool
+from proximate.regions import POOL_PREFIX, region_of_resource, validate_region_name
+
+#: USD per decimal GB moved, by ``(from, to)``; ``"*"`` matches any region. The defaults are the usual public cloud
+#: list prices: data between two regions of one provider about 0.02, data out to the internet (the client) 0.09.
+DEFAULT_PRICES: dict[tuple[str, str], float] = {("*", CLIENT): 0.09, ("*", "*"): 0.02}
+
+
+class EgressBudgetError(RuntimeError):
+    """A computation's predicted cross-region traffic exceeds its budget; nothing was submitted."""
+
+    def __init__(self, plan: EgressPlan, budget: str, predicted: str) -> None:
+        super().__init__(budget, predicted)
+        self.plan = plan
+        self.budget = budget
+        self.predicted = predicted
+
+    def __str__(self) -> str:
+        biggest = self.plan.biggest_crossing()
+        where = (
+            f"; the biggest crossing is {biggest.name!r}: {_size(biggest.nbytes)} from {biggest.source!r} to "
+            f"{biggest.destination!r}"
+            if biggest is not None
+            else ""
+        )
+        return f"egress budget exceeded, nothing submitted: predicted {self.predicted}, budget {self.budget}{where}"
+
+
+@dataclass(frozen=True)
+class Crossing:
+    """Data of one name (a Dask layer, e.g. ``'open_dataset-air_temperature-…'``) moving between two places."""
+
+    name: str
+    source: str
+    destination: str
+    nbytes: int
+
+
+@dataclass
+class EgressPlan:
+    """What a computation is predicted to move between regions, before it runs."""
+
+    #: Predicted bytes from one region to another (or to ``"client"``), by ``(from, to)``.
+    bytes_between: dict[tuple[str, str], int] = field(default_factory=dict)
+    #: Tasks the plan places in each region (after culling to what the outputs need).
+    tasks_by_region: dict[str, int] = field(default_factory=dict)
+    #: Every crossing by data name and direction.
+    crossings: list[Crossing] = field(default_factory=list)
+    #: Tasks no pinned data reaches: they may run anywhere, so what they move is not predicted.
+    unplaced_tasks: int = 0
+    #: Tasks whose output size is unknown (not a Dask array chunk): counted as 0 bytes.
+    unsized_tasks: int = 0
+    #: Bytes of the outputs (what the client receives).
+    result_bytes: int = 0
+
+    @property
+    def cross_region_bytes(self) -> int:
+        """Predicted bytes between different places, the client counting as one (as in the locality report)."""
+        return sum(n for (src, dst), n in self.bytes_between.items() if src != dst)
+
+    @property
+    def exact(self) -> bool:
+        """True when every task was placed and sized: the prediction is not a lower bound."""
+        return not self.unplaced_tasks and not self.unsized_tasks
+
+    def cost(self, prices: Mapping[tuple[str, str], float] | None = None) -> float:
+        """Predicted charge in USD for the bytes crossing, at ``prices`` per decimal GB.
+
+        Args:
+            prices: USD per GB by ``(from, to)``; ``"*"`` matches any place. Looked up exact pair first, then
+                ``(from, "*")``, ``("*", to)``, ``("*", "*")``; entries given override :data:`DEFAULT_PRICES`.
+
+        Returns:
+            The sum over crossings of GB times price.
+
+        Examples:
+            >>> EgressPlan(bytes_between={("a", "b"): 10**9}).cost()
+            0.02
+            >>> EgressPlan(bytes_between={("a", "b"): 10**9}).cost({("a", "b"): 0.01})
+            0.01
+        """
+        table = {**DEFAULT_PRICES, **(prices or {})}
+        total = 0.0
+        for (src, dst), n in self.bytes_between.items():
+            if src == dst:
+                continue
+            for pair in ((src, dst), (src, "*"), ("*", dst), ("*", "*")):
+                if pair in table:
+                    total += n / 1e9 * table[pair]
+                    break
+        return total
+
+    def biggest_crossing(self) -> Crossing | None:
+        """The largest movement of one named piece of data between two places, or None when nothing crosses.
+
+        On a tie, a crossing between two regions is named before the result's way to the client: it is the one a
+        change of placement or of the computation can avoid.
+        """
+        return max(self.crossings, key=lambda c: (c.nbytes, c.destination != CLIENT, c.name), default=None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready summary (for artifacts and logs)."""
+        biggest = self.biggest_crossing()
+        return {
+            "cross_region_bytes": self.cross_region_bytes,
+            "bytes_between": {f"{s}->{d}": n for (s, d), n in sorted(self.bytes_between.items())},
+            "tasks_by_region": dict(sorted(self.tasks_by_region.items())),
+            "result_bytes": self.result_bytes,
+            "cost_usd": self.cost(),
+            "biggest_crossing": None if biggest is None else vars(biggest),
+            "unplaced_tasks": self.unplaced_tasks,
+            "unsized_tasks": self.unsized_tasks,
+        }
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes:,} bytes ({nbytes / 2**20:.2f} MiB)"
+
+
+# -- the graph walk ------------------------------------------------------------------------------------------------
+
+
+class _LayerInfo:
+    """What a layer tells about each of its tasks: the region its annotations pin them to, their chunk sizes."""
+
+    __slots__ = ("chunks", "itemsize", "region", "resources")
+
+    def __init__(self, layer: Any) -> None:
+        self.resources = (layer.annotations or {}).get("resources")
+        self.region = None if callable(self.resources) else _pinned_region(self.resources)
+        info = getattr(layer, "collection_annotations", None) or {}
+        self.chunks = info.get("chunks")
+        try:
+            self.itemsize = np.dtype(info["dtype"]).itemsize if info.get("dtype") is not None else None
+        except TypeError:
+            self.itemsize = None
+
+    def region_of(self, key: Any) -> str | None:
+        """The region ``key`` is pinned to, if any."""
+        if callable(self.resources):  # dask.annotate with a function of the key
+            return _pinned_region(self.resources(key))
+        return self.region
+
+    def bytes_of(self, key: Any) -> int | None:
+        """Shape times item size of the chunk ``key`` names, from the array that made the layer; None if unknown."""
+        chunks = self.chunks
+        if chunks is None or self.itemsize is None or not isinstance(key, tuple) or len(key) != len(chunks) + 1:
+            return None
+        try:
+            return self.itemsize * math.prod(chunks[d][i] for d, i in enumerate(key[1:]))
+        except (IndexError, TypeError):
+            return None
+
+
+def _pinned_region(resources: Any) -> str | None:
+    for resource in resources or ():
+        if str(resource).startswith(POOL_PREFIX):
+            return region_of_resource(resource)
+    return None
+
+
+def _graph_and_keys(collections: tuple[Any, ...]) -> tuple[Any, list[Any]]:
+    from dask.base import unpack_collections
+    from dask.core import flatten
+    from dask.highlevelgraph import HighLevelGraph
+
+    collections, _ = unpack_collections(*collections)
+    graphs, keys = [], []
+    for obj in collections:
+        graph = obj.__dask_graph__()
+        if not isinstance(graph, HighLevelGraph):
+            graph = HighLevelGraph.from_collections(str(id(graph)), dict(graph))
+        graphs.append(graph)
+        keys.extend(flatten(obj.__dask_keys__()))
+    return HighLevelGraph.merge(*graphs), keys
+
+
+def plan(*collections: Any, region: str | None = None) -> EgressPlan:
+    """Predict what computing ``collections`` moves between regions, without submitting anything.
+
+    Args:
+        *collections: Dask collections (xarray objects, dask arrays) built on region-pinned data.
+        region: Plan as :func:`compute` with ``region=`` runs: every task pinned to this region.
+
+    Returns:
+        The :class:`EgressPlan`.
+
+    Examples:
+        >>> import dask.array as da, proximate
+        >>> with proximate.pool("a"):
+        ...     x = da.ones((1000, 1000), chunks=500)
+        >>> proximate.plan(x.sum()).bytes_between
+        {('a', 'client'): 8}
+    """
+    from dask._task_spec import convert_legacy_graph
+
+    if region is not None:
+        validate_region_name(region)
+    graph, outputs = _graph_and_keys(collections)
+    # Cull before materialising (array layers cull without building their tasks), then materialise once: the
+    # graph's own construction is most of a plan's time.
+    # Read annotations before culling: a culled MaterializedLayer loses its array's chunks and dtype.
+    infos = {name: _LayerInfo(layer) for name, layer in graph.layers.items()}
+    graph = graph.cull(set(outputs))
+    layer_of: dict[Any, _LayerInfo] = {}
+    for name, layer in graph.layers.items():
+        # A culled layer may be renamed "<name>-<token>".
+        info = infos.get(name) or infos.get(name.rsplit("-", 1)[0]) or _LayerInfo(layer)
+        keys = layer.get_output_keys() if hasattr(layer, "get_output_keys") else layer.keys()
+        for key in keys:
+            layer_of[key] = info
+    tasks = convert_legacy_graph(graph.to_dict())
+    dependencies = {key: task.dependencies for key, task in tasks.items()}
+    # Order what the outputs need inputs first (iteratively: graphs are deep).
+    order: list[Any] = []
+    state: set[Any] = set()
+    for out in outputs:
+        stack = [(out, False)]
+        while stack:
+            key, expanded = stack.pop()
+            if expanded:
+                order.append(key)
+                continue
+            if key in state:
+                continue
+            state.add(key)
+            stack.append((key, True))
+            stack.extend((d, False) for d in dependencies.get(key, ()) if d not in state)
+    out = EgressPlan()
+    # Regions stand for their pools here: choose_pool compares labels by name only to break ties, and
+    # "pool-" + a < "pool-" + b exactly when a < b, so the choice is the router's.
+    region_of: dict[Any, str | None] = {}
+    nbytes: dict[Any, int] = {}
+    for key in order:
+        info = layer_of.get(key)
+        size = info.bytes_of(key) if info is not None else None
+        if size is None:
+            out.unsized_tasks += 1
+        nbytes[key] = size or 0
+        here = region if region is not None else info.region_of(key) if info is not None else None
+        if here is None:
+            here = choose_pool((region_of[d], nbytes[d]) for d in dependencies.get(key, ()))
+        region_of[key] = here
+        if here is None:
+            out.unplaced_tasks += 1
+        else:
+            out.tasks_by_region[here] = out.tasks_by_region.get(here, 0) + 1
+    # Each input crosses once per destination region that needs it.
+    moved: dict[tuple[str, str, str], int] = defaultdict(int)
+    seen: set[tuple[Any, str]] = set()
+    for key in order:
+        to = region_of[key]
+        if to is None:
+            continue
+        for dep in dependencies.get(key, ()):
+            source = region_of[dep]
+            if source is None or source == to or (dep, to) in seen:
+                continue
+            seen.add((dep, to))
+            moved[(key_name(dep), source, to)] += nbytes[dep]
+    for key in dict.fromkeys(outputs):
+        out.result_bytes += nbytes[key]
+        if region_of[key] is not None:
+            moved[(key_name(key), region_of[key], CLIENT)] += nbytes[key]
+    between: dict[tuple[str, str], int] = defaultdict(int)
+    for (name, src, dst), n in moved.items():
+        between[(src, dst)] += n
+        out.crossings.append(Crossing(name, src, dst, n))
+    out.bytes_between = dict(between)
+    return out
+
+
+# -- budgets ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Budget:
+    max_bytes: int | None
+    max_usd: float | None
+    prices: Mapping[tuple[str, str], float] | None
+
+
+_BUDGETS: contextvars.ContextVar[tuple[_Budget, ...]] = contextvars.ContextVar("proximate_egress_budgets", default=())
+
+
+@contextlib.contextmanager
+def egress_budget(
+    max_bytes: int | None = None,
+    max_usd: float | None = None,
+    prices: Mapping[tuple[str, str], float] | None = None,
+) -> Iterator[None]:
+    """Refuse every :func:`proximate.compute` inside the block whose plan exceeds the budget.
+
+    Budgets nest: each enclosing one must hold. Plain ``.compute()`` calls are not checked (Dask offers no hook
+    that runs on the client before a distributed submission); compute through :func:`proximate.compute`.
+
+    Args:
+        max_bytes: Most predicted cross-region bytes (the client counting as a region) per computation.
+        max_usd: Most predicted cost per computation, at ``prices``.
+        prices: Price table for ``max_usd`` (see :meth:`EgressPlan.cost`).
+
+    Raises:
+        ValueError: A negative budget.
+
+    Examples:
+        >>> import proximate
+        >>> with proximate.egress_budget(max_bytes=10 * 2**20):  # doctest: +SKIP
+        ...     proximate.compute(mean - observations)
+    """
+    for name, value in (("max_bytes", max_bytes), ("max_usd", max_usd)):
+        if value is not None and value < 0:
+            raise ValueError(f"egress_budget {name} must be >= 0, got {value!r}")
+    token = _BUDGETS.set((*_BUDGETS.get(), _Budget(max_bytes, max_usd, prices)))
+    try:
+        yield
+    finally:
+        _BUDGETS.reset(token)
+
+
+def check_budget(
+    egress: EgressPlan, max_cross_region_bytes: int | None = None, budgets: tuple[_Budget, ...] | None = None
+) -> None:
+    """Raise :class:`EgressBudgetError` if ``egress`` exceeds ``max_cross_region_bytes`` or an active budget."""
+    limits = [_Budget(max_cross_region_bytes, None, None)] if max_cross_region_bytes is not None else []
+    limits.extend(_BUDGETS.get() if budgets is None else budgets)
+    for budget in limits:
+        predicted = egress.cross_region_bytes
+        if budget.max_bytes is not None and predicted > budget.max_bytes:
+            raise EgressBudgetError(egress, f"max {_size(int(budget.max_bytes))}", _size(predicted))
+        if budget.max_usd is not None:
+            usd = egress.cost(budget.prices)
+            if usd > budget.max_usd:
+                raise EgressBudgetError(egress, f"max ${budget.max_usd:g}", f"${usd:.6f} for {_size(predicted)}")
+
+
+def compute(
+    *collections: Any,
+    region: str | None = None,
+    max_cross_region_bytes: int | None = None,
+    client: Any = None,
+    **kwargs: Any,
+) -> Any:
+    """Compute collections on the cluster, refusing first if their plan exceeds a budget.
+
+    Args:
+        *collections: Dask collections.
+        region: Pin every task of the graphs to this region (the way to route DataFrames).
+        max_cross_region_bytes: Refuse if the plan predicts more bytes crossing (the result to the client counts).
+        client: The Dask client; the default client otherwise (a worker client inside a task).
+        **kwargs: Passed to ``Client.compute``.
+
+    Returns:
+        The computed values (a tuple for several collections).
+
+    Raises:
+        EgressBudgetError: The plan exceeds ``max_cross_region_bytes`` or an :func:`egress_budget` around the call;
+            raised before any task is submitted.
+
+    Examples:
+        >>> proximate.compute(mean - observations, max_cross_region_bytes=10 * 2**20)  # doctest: +SKIP
+    """
+    from proximate.client import client_context
+    from proximate.pools import compute as compute_in_region
+
+    if max_cross_region_bytes is not None and max_cross_region_bytes < 0:
+        raise ValueError(f"max_cross_region_bytes must be >= 0, got {max_cross_region_bytes!r}")
+    if max_cross_region_bytes is not None or _BUDGETS.get():
+        check_budget(plan(*collections, region=region), max_cross_region_bytes)
+    if region is not None:
+        return compute_in_region(*collections, region=region, client=client, **kwargs)
+    with client_context(client) as c:
+        futures = c.compute(list(collections), **kwargs)
+        results = c.gather(futures)
+    return results[0] if len(results) == 1 else tuple(results)
+
+
+# -- reporting ---------------------------------------------------------------------------------------------------
+
+
+def plan_markdown(egress: EgressPlan, measured: Any = None) -> str:
+    """The plan as a Markdown table, with what was measured beside it when a locality report is given.
+
+    Args:
+        egress: The plan.
+        measured: The :class:`~proximate.locality_report.LocalityReport` of the run, or None for a dry run.
+
+    Returns:
+        Markdown: one row per direction (from, to) with predicted and, if given, measured bytes.
+
+    Examples:
+        >>> print(plan_markdown(EgressPlan(bytes_between={("a", "client"): 8})).splitlines()[2])
+        | a | client | 8 |
+    """
+    pairs = set(egress.bytes_between)
+    if measured is not None:
+        pairs |= set(measured.bytes_between)
+    pairs = {p for p in pairs if p[0] != p[1]}
+    head = "| from | to | predicted bytes |" + (" measured bytes |" if measured is not None else "")
+    rule = "|---|---|---:|" + ("---:|" if measured is not None else "")
+    rows = [head, rule]
+    for src, dst in sorted(pairs):
+        row = f"| {src} | {dst} | {egress.bytes_between.get((src, dst), 0):,} |"
+        if measured is not None:
+            row += f" {measured.bytes_between.get((src, dst), 0):,} |"
+        rows.append(row)
+    total = f"| **total** | | **{egress.cross_region_bytes:,}** |"
+    if measured is not None:
+        total += f" **{measured.cross_region_bytes:,}** |"
+    rows.append(total)
+    biggest = egress.biggest_crossing()
+    notes = [f"Predicted cost at default prices: ${egress.cost():.6f}."]
+    if biggest is not None:
+        notes.append(
+            f"Biggest crossing: `{biggest.name}`, {_size(biggest.nbytes)} from {biggest.source} to "
+            f"{biggest.destination}."
+        )
+    if not egress.exact:
+        notes.append(
+            f"A lower bound: {egress.unsized_tasks} task(s) of unknown size and {egress.unplaced_tasks} task(s) "
+            "not derived from pinned data are not counted."
+        )
+    return "\n".join(rows) + "\n\n" + " ".join(notes) + "\n"
