@@ -29,6 +29,7 @@ from flows.common import (
     RegionalTaskRunner,
     catalog_settings,
     cluster_block,
+    fails_on_input_errors,
     locate_parameters,
     output_policy,
     run_on_cluster,
@@ -71,6 +72,12 @@ def _datasets(
     return locate_parameters({"datasets": list(datasets or [])}, catalog, _variables_check(variables))["datasets"]
 
 
+def _label(name: str, where: RegionPath) -> str:
+    """How the log names an opened dataset: its role and where it is, or only where when that is its name (the
+    query flows name each dataset by its location)."""
+    return str(where) if name == str(where) else f"{name} {where}"
+
+
 def _open(log: logging.LoggerAdapter, wanted: Sequence[tuple[str, RegionPath, dict[str, Any]]]) -> list[xr.Dataset]:
     """Open each (name, where, xarray kwargs) in its region: one Prefect task per region, side by side, each
     routed to its region's workers by ``pool``. Returns the lazy datasets in the order asked."""
@@ -87,7 +94,7 @@ def _open(log: logging.LoggerAdapter, wanted: Sequence[tuple[str, RegionPath, di
     for region, idx in by_region.items():
         for i, ds in zip(idx, futures[region].result(), strict=True):
             opened[i] = ds
-        log.info("opened in region %s: %s", region, ", ".join(f"{wanted[i][0]} {wanted[i][1]}" for i in idx))
+        log.info("opened in region %s: %s", region, ", ".join(_label(wanted[i][0], wanted[i][1]) for i in idx))
     return opened  # type: ignore[return-value]
 
 
@@ -160,6 +167,7 @@ def _log_run(log: logging.LoggerAdapter, reports: Sequence[LocalityReport], budg
 
 
 @flow(name="compare-forecast-to-observations", task_runner=RegionalTaskRunner())
+@fails_on_input_errors
 def compare_forecast_to_observations(
     forecast: str,
     observations: str,
@@ -248,6 +256,7 @@ def _finish(
 
 
 @flow(name="seasonal-mean", task_runner=RegionalTaskRunner())
+@fails_on_input_errors
 def seasonal_mean(
     query: DatasetQuery | None = None,
     variable: str = "tas",
@@ -308,6 +317,7 @@ def seasonal_mean(
 
 
 @flow(name="summarize", task_runner=RegionalTaskRunner())
+@fails_on_input_errors
 def summarize(
     query: DatasetQuery | None = None,
     variables: list[str] | None = None,

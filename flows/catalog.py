@@ -18,6 +18,7 @@ from flows.common import (
     RegionalTaskRunner,
     catalog_settings,
     cluster_block,
+    fails_on_input_errors,
     run_regions_on_cluster,
 )
 from proximate.catalog import CatalogSettings
@@ -27,6 +28,7 @@ from tasks.catalog import extract_and_index, list_region_datasets, plan_index, r
 
 
 @flow(name="index-region", task_runner=RegionalTaskRunner())
+@fails_on_input_errors
 def index_region(
     region: str,
     changed: list[str] | None = None,

@@ -11,6 +11,8 @@ and no client or cluster for a run whose parameters are wrong.
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,9 @@ from blocks.cluster import DEFAULT_CLUSTER_BLOCK, LOCAL, RegionalCluster
 from blocks.region import Region
 from proximate.analysis import ParameterError
 from proximate.catalog import CatalogSettings
+from proximate.catalog.errors import CatalogError
 from proximate.datasets import CatalogId, DatasetRefError, RegionPath, locate, parse_reference
+from proximate.errors import ProximateInputError
 from proximate.outputs import OutputPolicy
 
 __all__ = [
@@ -32,6 +36,7 @@ __all__ = [
     "RegionalTaskRunner",
     "catalog_settings",
     "cluster_block",
+    "fails_on_input_errors",
     "output_policy",
     "parse_references",
     "run_on_cluster",
@@ -40,6 +45,62 @@ __all__ = [
 
 #: The CatalogConfig block the analysis flows read when no catalog is named, if one is saved under this name.
 DEFAULT_CATALOG_BLOCK = "proximate-catalog"
+
+
+#: The errors a run ends on with its message alone: bad parameters or inputs (ParameterError, AnalysisInputError,
+#: TableInputError, DatasetRefError... all ProximateInputError) and a catalog that cannot answer as asked.
+INPUT_ERRORS: tuple[type[BaseException], ...] = (ProximateInputError, CatalogError)
+
+
+def fails_on_input_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Make a flow function end its run Failed with the message of a parameter or input error, once, without a
+    traceback on the run page.
+
+    Left to Prefect, such an error is logged with its full traceback ("Encountered exception during execution")
+    and again in the state message: a user who misspelt a variable reads a stack of library frames twice. Here
+    the error's message is logged once at ERROR, the traceback only at DEBUG (for whoever debugs proximate), and
+    the run ends in ``Failed(message=...)`` carrying the exception, so a Python caller of the flow still gets it
+    raised. Any other exception is a bug and keeps Prefect's traceback.
+
+    Put it under ``@flow`` (Prefect reads the parameters and docstring through ``functools.wraps``).
+
+    Args:
+        fn: The flow function.
+
+    Returns:
+        The wrapped function: its return value, or a Failed state on an error of :data:`INPUT_ERRORS`.
+
+    Examples:
+        >>> from prefect import flow
+        >>> @flow(name="needs-positive")
+        ... @fails_on_input_errors
+        ... def needs_positive(n: int) -> int:
+        ...     if n <= 0:
+        ...         raise ParameterError("n", f"must be > 0, got {n}")
+        ...     return n
+        >>> needs_positive(-1)  # doctest: +SKIP
+        Traceback (most recent call last):
+        ParameterError: n: must be > 0, got -1
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except INPUT_ERRORS as exc:
+            from prefect import get_run_logger
+            from prefect.states import Failed
+
+            log = get_run_logger()
+            message = str(exc) or type(exc).__name__
+            log.error("%s", message)
+            log.debug("%s raised by %s", type(exc).__name__, fn.__name__, exc_info=exc)
+            return Failed(message=message, data=exc)
+
+    # Prefect validates parameters against the signature in the namespace of the function it holds (this module's,
+    # for the wrapper): hand it the annotations already evaluated in the flow's own module.
+    wrapper.__signature__ = inspect.signature(fn, eval_str=True)  # type: ignore[attr-defined]
+    return wrapper
 
 
 def _load_block(block_type: type, name: str) -> Any | None:
@@ -235,7 +296,15 @@ class RegionalTaskRunner(DaskTaskRunner):
             raise RuntimeError("RegionalTaskRunner used before the flow attached it to a cluster")
         from distributed.comm import resolve_address
 
-        client = super().client
+        try:
+            client = super().client
+        except KeyError as exc:
+            # prefect-dask logs the client's dashboard_link once connected, which raises KeyError('dashboard') on a
+            # scheduler with no HTTP server (proximate.no_http drops it from the services it advertises). The
+            # client is connected by then and kept by prefect-dask; asking again returns it.
+            if exc.args != ("dashboard",):
+                raise
+            client = super().client
         # prefect-dask prefers a default client found in the process over the address; refuse another cluster's.
         if resolve_address(client.scheduler.address) != resolve_address(self.address):
             raise RuntimeError(

@@ -20,6 +20,7 @@ from flows.common import (
     RegionalTaskRunner,
     catalog_settings,
     cluster_block,
+    fails_on_input_errors,
     run_regions_on_cluster,
 )
 from flows.sync import checked_region, sync_on_region_workers, sync_outcome
@@ -29,6 +30,7 @@ from tasks.sync import acknowledge_indexed
 
 
 @flow(name="nightly-region", task_runner=RegionalTaskRunner())
+@fails_on_input_errors
 def nightly_region(
     region: str,
     delete: bool = True,

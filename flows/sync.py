@@ -9,7 +9,13 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.states import Failed, State
 
-from flows.common import DEFAULT_CLUSTER_BLOCK, RegionalTaskRunner, cluster_block, run_regions_on_cluster
+from flows.common import (
+    DEFAULT_CLUSTER_BLOCK,
+    RegionalTaskRunner,
+    cluster_block,
+    fails_on_input_errors,
+    run_regions_on_cluster,
+)
 from proximate.analysis import ParameterError
 from proximate.pools import pool
 from proximate.regions import RegionError, validate_region_name
@@ -67,6 +73,7 @@ def sync_outcome(region: str, result: SyncResult, data: dict[str, Any]) -> dict[
 
 
 @flow(name="sync-region", task_runner=RegionalTaskRunner())
+@fails_on_input_errors
 def sync_region(
     region: str,
     delete: bool = False,

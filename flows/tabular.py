@@ -17,6 +17,7 @@ from flows.common import (
     DEFAULT_CLUSTER_BLOCK,
     RegionalTaskRunner,
     cluster_block,
+    fails_on_input_errors,
     locate_parameters,
     output_policy,
     run_on_cluster,
@@ -83,6 +84,7 @@ def _run(
 
 
 @flow(name="describe-table", task_runner=RegionalTaskRunner())
+@fails_on_input_errors
 def describe_table(
     datasets: list[str],
     columns: list[str] | None = None,
@@ -139,6 +141,7 @@ def describe_table(
 
 
 @flow(name="fit-linear-regression", task_runner=RegionalTaskRunner())
+@fails_on_input_errors
 def fit_linear_regression(
     datasets: list[str],
     target: str,

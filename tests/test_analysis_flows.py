@@ -540,3 +540,118 @@ def test_observations_at_a_level_are_compared_with_the_forecast_at_that_level():
         minimum=min(level.nbytes, obs.air_temperature.nbytes) + diff.nbytes,
         centralised=level.nbytes * 2 + obs.air_temperature.nbytes,
     )
+
+
+# -- errors once, logs once ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def run_page_logs():
+    """Let the flow runs' INFO records reach the Prefect API (the session runs at WARNING); yields a reader of a
+    flow run's logs as the run page shows them, (level, message) in order, after flushing what is queued."""
+    import logging
+
+    from prefect.logging.handlers import APILogHandler
+
+    run_logger = logging.getLogger("prefect.flow_runs")
+    level = run_logger.level
+    run_logger.setLevel(logging.INFO)
+
+    def read(flow_run_id) -> list[tuple[int, str]]:
+        from prefect import get_client
+        from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+        from prefect.client.schemas.sorting import LogSort
+
+        APILogHandler().flush()
+
+        async def fetch():
+            async with get_client() as c:
+                return await c.read_logs(
+                    log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])), sort=LogSort.TIMESTAMP_ASC
+                )
+
+        return [(log.level, log.message) for log in asyncio.run(fetch())]
+
+    try:
+        yield read
+    finally:
+        run_logger.setLevel(level)
+
+
+def _run_record(flow_run_id):
+    from prefect import get_client
+
+    async def fetch():
+        async with get_client() as c:
+            return await c.read_flow_run(flow_run_id)
+
+    return asyncio.run(fetch())
+
+
+@pytest.mark.parametrize(
+    ("parameters", "message"),
+    [
+        ({"query": {"text": "no such words anywhere"}}, "query matched no datasets: text='no such words anywhere'"),
+        ({"query": {"text": "synthetic daily temperature"}, "variable": "pr"}, "variable 'pr' is not in"),
+        ({"datasets": ["a:seasonal/tas_2024.nc"], "max_egress_gb": -1.0}, "max_egress_gb: must be a number of GB"),
+    ],
+    ids=["query-matches-nothing", "misspelt-variable", "bad-parameter"],
+)
+def test_an_input_error_fails_the_run_once_without_a_traceback_before_any_work(
+    cluster, seasonal_catalog, run_page_logs, tmp_path, parameters, message
+):
+    """What the run page shows for a user's mistake: the message once at ERROR, no traceback at INFO or above, the
+    run Failed with that message, and soon (the checks come before the cluster and the datasets)."""
+    import logging
+
+    from flows.analysis import seasonal_mean
+    from proximate.catalog.query import DatasetQuery
+
+    if "query" in parameters:
+        parameters = {**parameters, "query": DatasetQuery(**parameters["query"])}
+    state = seasonal_mean(
+        **parameters,
+        output=str(tmp_path / "x.nc"),
+        catalog="test-seasonal-catalog",
+        scheduler_address=cluster.address,
+        return_state=True,
+    )
+    assert state.is_failed()
+    assert message in state.message
+    with pytest.raises(
+        ValueError, match=message.replace("(", r"\(").replace(")", r"\)")
+    ):  # Python callers still get it
+        state.result()
+    run = _run_record(state.state_details.flow_run_id)
+    assert run.state.is_failed() and message in run.state.message
+
+    logs = run_page_logs(state.state_details.flow_run_id)
+    errors = [text for level, text in logs if level >= logging.ERROR]
+    assert len(errors) == 1 and message in errors[0], logs
+    assert not [text for level, text in logs if level >= logging.INFO and "Traceback" in text], logs
+    assert not [text for _, text in logs if "Encountered exception" in text], logs
+    # Prefect's own closing line repeats the state it ends in; no other line carries the message
+    others = [text for _, text in logs if message in text and text != errors[0]]
+    assert all(text.startswith("Finished in state Failed(") for text in others) and len(others) <= 1, logs
+    # a generous bound, for the property only: nothing slow (cluster attach, dataset opens) before the checks
+    assert (run.end_time - run.start_time).total_seconds() < 5, (run.start_time, run.end_time)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_seasonal_mean_logs_each_opened_path_once(cluster, seasonal_catalog, run_page_logs, tmp_path):
+    from flows.analysis import seasonal_mean
+
+    state = seasonal_mean(
+        datasets=["a:seasonal/tas_2024.nc", "b:seasonal/tas_2025.nc"],
+        output=str(tmp_path / "x.nc"),
+        catalog="test-seasonal-catalog",
+        scheduler_address=cluster.address,
+        dry_run=True,
+        return_state=True,
+    )
+    assert state.is_completed()
+    opened = [text for _, text in run_page_logs(state.state_details.flow_run_id) if text.startswith("opened in")]
+    assert sorted(opened) == [
+        "opened in region a: a:seasonal/tas_2024.nc",
+        "opened in region b: b:seasonal/tas_2025.nc",
+    ]
