@@ -222,3 +222,60 @@ def test_tables_are_catalogued_with_columns_rows_time_span_and_bbox(tmp_path):
     from proximate.formats import detect_format
 
     assert detect_format(tmp_path / "notes.txt") == "unknown"
+
+
+# -- a table flow's minimum and measured bytes ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def regression_run(prefect_server, cluster, trips, tmp_path_factory, region_roots):
+    """One fit-linear-regression run on the two regions, and each region's partial as pickled alone (computed here,
+    through a plain client, not by the flow)."""
+    import pickle
+
+    from distributed import Client
+
+    from flows.tabular import fit_linear_regression
+
+    out = tmp_path_factory.mktemp("fit")
+    question = tables.TableQuestion(
+        "regression", ("trip_distance", "passenger_count"), target="trip_dur_secs", derive=tables.Derivations(DURATION)
+    )
+    with pytest.MonkeyPatch.context() as mp:  # the autouse fixture is per test; this run is per module
+        mp.setenv("PROXIMATE_OUTPUT_ROOTS", str(out))
+        res = fit_linear_regression(
+            datasets=[f"a:{TRIPS_A}", f"b:{TRIPS_B}"],
+            target="trip_dur_secs",
+            features=["trip_distance", "passenger_count"],
+            derive=DURATION,
+            output=str(out / "fit.json"),
+            scheduler_address=cluster.address,
+        )
+    with Client(cluster.address, set_as_default=False) as c:
+        alone = [
+            len(pickle.dumps(tables.region_partial(c, [RegionPath(r, p)], question), protocol=5))
+            for r, p in (("a", TRIPS_A), ("b", TRIPS_B))
+        ]
+    return res, alone
+
+
+@pytest.mark.slow  # a flow run and two region reductions: over 10 s under load
+def test_table_flow_minimum_counts_the_partials_as_prefect_carries_them(regression_run):
+    res, alone = regression_run
+    # Prefect's task state around each partial is counted now (the minimum was the partials alone: 20x below
+    # what was measured), and it stays kilobytes: the state, not rows.
+    assert res["minimum_bytes"] > sum(alone) + 2 * 512, (res["minimum_bytes"], alone)
+    assert res["minimum_bytes"] < 2 * 8 * 2**10, res["minimum_bytes"]
+    assert res["minimum_bytes"] <= res["cross_region_bytes"], res
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="the locality report counts each region task's in-region gather of its table plan (plan_table, ~8.6 kB"
+    " by dask.sizeof) as crossing to the client region (a client's get_data has who=None), and the Prefect state"
+    " that does cross at its dask.sizeof estimate (80 B) rather than its serialised ~1.8 kB",
+)
+def test_table_flow_measured_bytes_are_near_the_minimum(regression_run):
+    res, _ = regression_run
+    assert 0.8 <= res["cross_region_bytes"] / res["minimum_bytes"] <= 1.5, res
