@@ -47,6 +47,22 @@ SORT_COLUMNS = {"path": "path", "size": "size", "time_start": "time_start", "tim
 SETTINGS: dict[str, Any] = {"index": {"number_of_shards": 1, "max_result_window": 10_000}}
 
 
+def document_shape(bbox: Sequence[float]) -> dict[str, Any]:
+    """A record's box as the one geo_shape value its document holds: the envelope (or point), or for a box
+    crossing the antimeridian a geometry collection of its two halves.
+
+    One value, not an array of the halves: OpenSearch 2.x keeps doc values for geo_shape fields and refuses
+    a document with two values in one ("DocValuesField "bbox" appears more than once"), which every record
+    crossing 180 degrees hit on a real node (the emulator the tests used before took the array).
+
+    Examples:
+        >>> document_shape([150, -20, -150, 20])["type"]
+        'geometrycollection'
+    """
+    shapes = bbox_shapes(bbox)
+    return shapes[0] if len(shapes) == 1 else {"type": "geometrycollection", "geometries": shapes}
+
+
 def to_document(record: DatasetRecord) -> dict[str, Any]:
     """The indexed fields plus the whole record (stored, not indexed) to give it back on search."""
     return {
@@ -60,7 +76,7 @@ def to_document(record: DatasetRecord) -> dict[str, Any]:
         "text": search_text(record),
         "time_start": record.time_start,
         "time_end": record.time_end,
-        "bbox": bbox_shapes(record.bbox) if record.bbox else None,
+        "bbox": document_shape(record.bbox) if record.bbox else None,
         "size": record.size,
         "mtime_ns": record.mtime_ns,
         "mtime_ms": None if record.mtime_ns is None else record.mtime_ns // 1_000_000,
