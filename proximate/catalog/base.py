@@ -14,6 +14,18 @@ class CatalogError(RuntimeError):
     """The catalog cannot be used (unreachable server, unreadable database...); the message names it."""
 
 
+class RecordsRejected(CatalogError):
+    """The catalog refused some records of a bulk write and stored the others.
+
+    Attributes:
+        rejected: Record id -> the catalog's reason, for every refused record.
+    """
+
+    def __init__(self, message: str, rejected: dict[str, str]) -> None:
+        super().__init__(message)
+        self.rejected = rejected
+
+
 class Fingerprint(NamedTuple):
     """What the incremental indexer compares with a file's current state."""
 
