@@ -164,11 +164,12 @@ def test_an_index_lacking_a_newer_field_gets_it_added(opensearch_url):
         assert res.ids() == [r.id for r in sorted(records, key=lambda r: -r.mtime_ns)[:3]]
 
 
-def _netcdf_with_standard_name(standard_name: str) -> bytes:
+def _netcdf_without_time(i: int) -> bytes:
+    """A small NetCDF file with a variable and no time (written by xarray, not by the code under test)."""
     import numpy as np
     import xarray as xr
 
-    ds = xr.Dataset({"odd": (("x",), np.arange(3.0), {"standard_name": standard_name})})
+    ds = xr.Dataset({"depth": (("x",), np.arange(3.0) + i, {"standard_name": "sea_floor_depth_below_geoid"})})
     return bytes(ds.to_netcdf())
 
 
@@ -176,25 +177,33 @@ def _netcdf_with_standard_name(standard_name: str) -> bytes:
 def test_a_bulk_write_partly_refused_names_the_records_stores_the_rest_and_keeps_them_in_the_backlog(
     prefect_server, s3, opensearch_url, fault_cluster
 ):
-    """A file whose standard_name is 40,000 characters: OpenSearch refuses its record (a keyword term longer
-    than Lucene's 32,766 bytes) and takes the others of the same bulk request."""
+    """The catalog's alias points at an index another tool made, whose date fields take days only
+    ("yyyy-MM-dd"; the types match, so the catalog opens it): the node refuses, within the same bulk request,
+    every record with a time span, and stores the others."""
     from flows.nightly import nightly_region
     from proximate.sync import read_backlog
 
     cluster, roots = fault_cluster
     root = roots[REFUSE_REGION]
-    hostile = "refuse/huge_name.nc"
-    objects = {f"refuse/f{i:02d}.nc": _netcdf(i) for i in range(20)}
-    objects[hostile] = _netcdf_with_standard_name("x" * 40_000)
+    timed = {f"refuse/timed_{i}.nc": _netcdf(i) for i in range(2)}
+    timeless = {f"refuse/timeless_{i:02d}.nc": _netcdf_without_time(i) for i in range(10)}
+    objects = timed | timeless
     _bucket(s3, "os-refuse", objects)
     block = _region_and_catalog(s3, REFUSE_REGION, root, "os-refuse", opensearch_url, "refused")
+    days_only = {"type": "date", "format": "yyyy-MM-dd"}
+    mapping = {**MAPPING, "properties": {**MAPPING["properties"], "time_start": days_only, "time_end": days_only}}
+    client = OpenSearch(hosts=[opensearch_url])
+    client.indices.create(index="refused-by-another-tool", body={"settings": SETTINGS, "mappings": mapping})
+    client.indices.put_alias(index="refused-by-another-tool", name="refused")
 
     for run in range(2):
         state = nightly_region(REFUSE_REGION, catalog=block, scheduler_address=cluster.address, return_state=True)
-        assert state.is_failed() and hostile in state.message and "immense term" in state.message, state.message
+        assert state.is_failed(), state.message
+        assert "refused 2 record(s)" in state.message and all(p in state.message for p in timed), state.message
         data = state.result(raise_on_failure=False)
-        assert [path for path, _ in data["index"]["rejected"]] == [hostile]
-        assert data["index"]["extracted"] == (len(objects) if run == 0 else 1)  # then only the backlog's one
-        stored = _catalog_paths(opensearch_url, "refused", REFUSE_REGION)
-        assert stored == {p: "ok" for p in objects if p != hostile}
-        assert list(read_backlog(root).changed) == [hostile]
+        rejected = dict(data["index"]["rejected"])
+        assert sorted(rejected) == sorted(timed)
+        assert all("time_start" in reason for reason in rejected.values()), rejected
+        assert data["index"]["extracted"] == (len(objects) if run == 0 else len(timed))  # then the backlog's
+        assert _catalog_paths(opensearch_url, "refused", REFUSE_REGION) == dict.fromkeys(sorted(timeless), "ok")
+        assert sorted(read_backlog(root).changed) == sorted(timed)
