@@ -57,6 +57,7 @@ def _catalog_paths(url: str, alias: str, region: str) -> dict[str, str]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # node restarts and nightly runs; at load 20-40 this test took 5-10 minutes here
 def test_node_killed_mid_indexing_fails_the_run_keeps_the_backlog_and_the_next_run_completes(
     prefect_server, s3, opensearch_url, opensearch_node, fault_cluster, monkeypatch
 ):
@@ -110,6 +111,7 @@ def test_node_killed_mid_indexing_fails_the_run_keeps_the_backlog_and_the_next_r
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # node restarts and nightly runs; at load 20-40 this test took 5-10 minutes here
 def test_a_catalog_reconnects_after_the_node_restarts(opensearch_url, opensearch_node):
     """One long-lived catalog object (as a server holds it) keeps working across a restart of the node: an
     error naming the catalog while the node is down, the same records and new writes after."""
@@ -174,6 +176,7 @@ def _netcdf_without_time(i: int) -> bytes:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # node restarts and nightly runs; at load 20-40 this test took 5-10 minutes here
 def test_a_bulk_write_partly_refused_names_the_records_stores_the_rest_and_keeps_them_in_the_backlog(
     prefect_server, s3, opensearch_url, fault_cluster
 ):
