@@ -229,7 +229,7 @@ def test_bbox_searches_across_the_antimeridian_find_global_meshes(tmp_path, back
     if backend == "sqlite":
         cat = open_catalog("sqlite", sqlite_path=tmp_path / "c.sqlite")
     else:
-        cat = open_catalog("opensearch", opensearch_url=request.getfixturevalue("osmem_clone").url, index="meshes")
+        cat = open_catalog("opensearch", opensearch_url=request.getfixturevalue("opensearch_url"), index="meshes")
     try:
         cat.upsert(records)
         found = lambda bbox: {r.path[:-3] for r in cat.search(CatalogQuery(bbox=bbox, page_size=50)).records}  # noqa: E731
