@@ -235,7 +235,16 @@ class RegionalTaskRunner(DaskTaskRunner):
             raise RuntimeError("RegionalTaskRunner used before the flow attached it to a cluster")
         from distributed.comm import resolve_address
 
-        client = super().client
+        try:
+            client = super().client
+        except KeyError as exc:
+            # prefect-dask logs client.dashboard_link as soon as it has connected, and distributed's dashboard_link
+            # raises KeyError('dashboard') for a scheduler that serves no dashboard (proximate.no_http closes it
+            # unless one is asked for). The client is connected and kept by then: asked again, prefect-dask
+            # returns it without that line.
+            if exc.args != ("dashboard",):
+                raise
+            client = super().client
         # prefect-dask prefers a default client found in the process over the address; refuse another cluster's.
         if resolve_address(client.scheduler.address) != resolve_address(self.address):
             raise RuntimeError(
