@@ -10,11 +10,7 @@ from proximate.cli.scaling import add_scaling_options, bounds_from_args
 
 
 def register(subparsers: Any) -> None:
-    """Add ``autoscale`` to the ``proximate`` parser's subcommands.
-
-    Args:
-        subparsers: what ``add_subparsers`` returned for the ``proximate`` parser.
-    """
+    """Add ``autoscale`` to ``subparsers`` (the ``proximate`` parser's), ``run`` its function."""
     autoscale = subparsers.add_parser(
         "autoscale",
         help="scale each region's ECS service of workers on its own backlog (production; runs until SIGTERM)",

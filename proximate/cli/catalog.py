@@ -8,11 +8,7 @@ from typing import Any
 
 
 def register(subparsers: Any) -> None:
-    """Add ``catalog`` to the ``proximate`` parser's subcommands.
-
-    Args:
-        subparsers: what ``add_subparsers`` returned for the ``proximate`` parser.
-    """
+    """Add ``catalog`` to ``subparsers`` (the ``proximate`` parser's), ``run`` its function."""
     catalog = subparsers.add_parser("catalog", help="the dataset catalog")
     catalog_sub = catalog.add_subparsers(dest="catalog_command", required=True)
     export = catalog_sub.add_parser(

@@ -13,11 +13,7 @@ from proximate.regions import RegionError
 
 
 def register(subparsers: Any) -> None:
-    """Add ``cluster`` (with its ``up``) to the ``proximate`` parser's subcommands.
-
-    Args:
-        subparsers: what ``add_subparsers`` returned for the ``proximate`` parser.
-    """
+    """Add ``cluster`` (with its ``up``) to ``subparsers`` (the ``proximate`` parser's), ``run`` its function."""
     cluster = subparsers.add_parser("cluster", help="a local multi-region Dask cluster")
     csub = cluster.add_subparsers(dest="cluster_command", required=True)
     up = csub.add_parser("up", help="start it, print the scheduler address, run until interrupted")
@@ -33,7 +29,7 @@ def register(subparsers: Any) -> None:
         type=int,
         help="workers each region starts with (default 2; with --max-workers, each region's minimum)",
     )
-    add_scaling_options(up, when="with --max-workers: ")
+    add_scaling_options(up, when="with --max-workers: ", hide_interval=True)
     up.add_argument("--threads-per-worker", type=int, default=1)
     up.add_argument("--port", type=int, default=0, help="scheduler port (0: any free port)")
     up.add_argument(

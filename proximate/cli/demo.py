@@ -10,11 +10,7 @@ from proximate.cli.common import find_command, require_demo_extra, terminate_on_
 
 
 def register(subparsers: Any) -> None:
-    """Add ``demo`` to the ``proximate`` parser's subcommands.
-
-    Args:
-        subparsers: what ``add_subparsers`` returned for the ``proximate`` parser.
-    """
+    """Add ``demo`` to ``subparsers`` (the ``proximate`` parser's), ``run`` its function."""
     demo = subparsers.add_parser("demo", help="the end-to-end demo on the embedded defaults")
     demo.add_argument("--workdir", default="proximate-demo", help="where regions' data and results go")
     demo.add_argument("--workers-per-region", type=int, default=2)

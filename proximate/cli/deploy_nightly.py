@@ -9,11 +9,7 @@ from proximate.cli.common import find_command
 
 
 def register(subparsers: Any) -> None:
-    """Add ``deploy-nightly`` to the ``proximate`` parser's subcommands.
-
-    Args:
-        subparsers: what ``add_subparsers`` returned for the ``proximate`` parser.
-    """
+    """Add ``deploy-nightly`` to ``subparsers`` (the ``proximate`` parser's), ``run`` its function."""
     nightly = subparsers.add_parser(
         "deploy-nightly",
         help="one scheduled nightly deployment per saved Region block with a nightly_cron (and none without)",

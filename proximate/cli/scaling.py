@@ -20,12 +20,13 @@ from proximate.autoscale.policy import (
 from proximate.regions import RegionError
 
 
-def add_scaling_options(parser: argparse.ArgumentParser, *, when: str = "") -> None:
+def add_scaling_options(parser: argparse.ArgumentParser, *, when: str = "", hide_interval: bool = False) -> None:
     """Add ``--min-workers``, ``--max-workers``, ``--scale-down-after``, ``--target-duration``, ``--scale-interval``.
 
     Args:
         parser: the command's parser.
         when: what the options' help starts with when they apply only sometimes (``"with --max-workers: "``).
+        hide_interval: leave ``--scale-interval`` out of the help (a local cluster's tests tune it, users need not).
 
     Examples:
         >>> parser = argparse.ArgumentParser()
@@ -54,7 +55,9 @@ def add_scaling_options(parser: argparse.ArgumentParser, *, when: str = "") -> N
         ("--scale-interval", DEFAULT_SCALE_INTERVAL, "time between two scaling decisions"),
     )
     for option, default, text in timings:
-        parser.add_argument(option, type=float, default=default, metavar="SECONDS", help=f"{when}{text}")
+        shown = not (hide_interval and option == "--scale-interval")
+        help_text = f"{when}{text}" if shown else argparse.SUPPRESS
+        parser.add_argument(option, type=float, default=default, metavar="SECONDS", help=help_text)
 
 
 def bounds_from_args(args: argparse.Namespace, region_names: list[str]) -> dict[str, RegionBounds]:

@@ -11,11 +11,7 @@ from proximate.errors import ProximateInputError
 
 
 def register(subparsers: Any) -> None:
-    """Add ``sync`` to the ``proximate`` parser's subcommands.
-
-    Args:
-        subparsers: what ``add_subparsers`` returned for the ``proximate`` parser.
-    """
+    """Add ``sync`` to ``subparsers`` (the ``proximate`` parser's), ``run`` its function."""
     sync = subparsers.add_parser(
         "sync",
         help="mirror an s3:// (or file://) prefix into a folder once: incremental, atomic, verified",

@@ -10,11 +10,7 @@ from proximate.cli.common import require_demo_extra
 
 
 def register(subparsers: Any) -> None:
-    """Add ``testbed`` to the ``proximate`` parser's subcommands.
-
-    Args:
-        subparsers: what ``add_subparsers`` returned for the ``proximate`` parser.
-    """
+    """Add ``testbed`` to ``subparsers`` (the ``proximate`` parser's), ``run`` its function."""
     testbed = subparsers.add_parser(
         "testbed",
         help="regions as network namespaces on this machine, joined by shaped links (Linux, root)",

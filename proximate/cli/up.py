@@ -10,11 +10,7 @@ from proximate.cli.common import find_command, require_demo_extra, terminate_on_
 
 
 def register(subparsers: Any) -> None:
-    """Add ``up`` to the ``proximate`` parser's subcommands.
-
-    Args:
-        subparsers: what ``add_subparsers`` returned for the ``proximate`` parser.
-    """
+    """Add ``up`` to ``subparsers`` (the ``proximate`` parser's), ``run`` its function."""
     up = subparsers.add_parser(
         "up",
         help="the embedded default kept running for the Prefect UI: server, cluster, work pool, worker, deployments",

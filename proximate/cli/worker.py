@@ -13,11 +13,7 @@ from proximate.regions import RegionError, validate_region_name
 
 
 def register(subparsers: Any) -> None:
-    """Add ``worker`` to the ``proximate`` parser's subcommands.
-
-    Args:
-        subparsers: what ``add_subparsers`` returned for the ``proximate`` parser.
-    """
+    """Add ``worker`` to ``subparsers`` (the ``proximate`` parser's), ``run`` its function."""
     worker = subparsers.add_parser("worker", help="one region's Dask worker, as an ECS task in that region runs it")
     worker.add_argument("--region", required=True)
     worker.add_argument("--root", required=True, help="the region's data root (its FSx mount)")
