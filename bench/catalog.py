@@ -256,7 +256,9 @@ def main(argv: list[str] | None = None) -> None:
         choices=["NETCDF4", "NETCDF4_CLASSIC", "NETCDF3_64BIT_OFFSET", "GRIB", "GEOTIFF"],
         help="file format: HDF5-based NetCDF-4 (slower to open), classic CDF, GRIB 2 or GeoTIFF",
     )
-    ap.add_argument("--opensearch-url", default=None, help="a real cluster instead of osmem-server")
+    ap.add_argument(
+        "--opensearch-url", default=None, help="an OpenSearch cluster to use (default: a local node started here)"
+    )
     ap.add_argument("--workdir", default=None, help="keep files here instead of a temp dir")
     ap.add_argument("--skip-index", action="store_true", help="only the search benchmark")
     args = ap.parse_args(argv)
@@ -276,9 +278,12 @@ def main(argv: list[str] | None = None) -> None:
         url = args.opensearch_url
         if url is None:
             if server is None:
-                from osmem_server import OsmemServer
+                from proximate.testing.opensearch import OpenSearchNode
 
-                server = OsmemServer.start(japanese=False)
+                t0 = time.perf_counter()
+                server = OpenSearchNode()
+                server.start()
+                print(f"started a local OpenSearch node at {server.url} in {time.perf_counter() - t0:.1f} s")
             url = server.url
         return open_catalog("opensearch", opensearch_url=url, index=f"bench-{tag}-{os.getpid()}")
 

@@ -11,7 +11,7 @@ from prefect_dask import DaskTaskRunner
 from pydantic import Field, model_validator
 
 from blocks.region import DOCS, LOGO, Region
-from proximate.autoscale import RegionBounds, autoscaled, parse_bounds
+from proximate.autoscale import RegionBounds, autoscaled, check_scaling, parse_bounds
 from proximate.cluster import LocalRegionalCluster, RegionSpec, TLSFiles
 
 LOCAL = "local"
@@ -82,8 +82,10 @@ class RegionalCluster(Block):
             )
         if scaling and self.max_workers is None:
             raise ValueError("min/max_workers_per_region need max_workers")
-        if self.max_workers is not None and self.min_workers > self.max_workers:
-            raise ValueError(f"min_workers {self.min_workers} is more than max_workers {self.max_workers}")
+        # the same check as `proximate cluster up`'s options, naming the fields
+        check_scaling(
+            min_workers=self.min_workers, max_workers=self.max_workers, scale_down_after=self.scale_down_after
+        )
         if self.max_workers is not None:
             self.bounds([*self.max_workers_per_region, *self.min_workers_per_region])  # numbers; names when run
         return self

@@ -299,9 +299,10 @@ class RegionalTaskRunner(DaskTaskRunner):
         try:
             client = super().client
         except KeyError as exc:
-            # prefect-dask logs the client's dashboard_link once connected, which raises KeyError('dashboard') on a
-            # scheduler with no HTTP server (proximate.no_http drops it from the services it advertises). The
-            # client is connected by then and kept by prefect-dask; asking again returns it.
+            # prefect-dask logs client.dashboard_link as soon as it has connected, and distributed's dashboard_link
+            # raises KeyError('dashboard') for a scheduler that serves no dashboard (proximate.no_http closes it
+            # unless one is asked for). The client is connected and kept by then: asked again, prefect-dask
+            # returns it without that line.
             if exc.args != ("dashboard",):
                 raise
             client = super().client

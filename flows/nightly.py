@@ -12,7 +12,7 @@ from typing import Any
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
-from prefect.states import State
+from prefect.states import Failed, State
 
 from flows.catalog import index_with
 from flows.common import (
@@ -26,6 +26,7 @@ from flows.common import (
 from flows.sync import checked_region, sync_on_region_workers, sync_outcome
 from proximate.ingestion import IngestionReport, link_delta, pickled_size, testbed_link_counters
 from proximate.pools import pool
+from proximate.sync import IndexBacklog
 from tasks.sync import acknowledge_indexed
 
 
@@ -64,9 +65,12 @@ def nightly_region(
     index = index_with(
         client, region, settings, changed=sorted(backlog.changed), deleted=backlog.deleted, etags=backlog.changed
     )
-    if backlog:
+    # What the catalog refused stays in the backlog (the next run tries it again); the rest is acknowledged.
+    refused = {path for path, _ in index.rejected}
+    indexed = IndexBacklog({p: fp for p, fp in backlog.changed.items() if p not in refused}, backlog.deleted)
+    if indexed:
         with pool(region):
-            acknowledge_indexed.submit(region, backlog).result()
+            acknowledge_indexed.submit(region, indexed).result()
     report = IngestionReport(
         region,
         object_bytes=synced.result.bytes_transferred,
@@ -79,4 +83,13 @@ def nightly_region(
         report.markdown(), key=f"ingestion-{region}-locality", description=f"Where region {region}'s bytes went"
     )
     data = {"sync": synced.result.to_dict(), "index": index.as_dict(), "locality": report.as_dict()}
-    return sync_outcome(region, synced.result, data)
+    outcome = sync_outcome(region, synced.result, data)
+    if index.rejected and not isinstance(outcome, State):
+        names = ", ".join(f"{path} ({reason})" for path, reason in index.rejected[:5])
+        more = f" and {len(index.rejected) - 5} more" if len(index.rejected) > 5 else ""
+        return Failed(
+            message=f"region {region!r}: the catalog refused {len(index.rejected)} record(s), kept in the index "
+            f"backlog for the next run: {names}{more}",
+            data=data,
+        )
+    return outcome

@@ -38,6 +38,17 @@ class ProximateInputError(ProximateError, ValueError):
     exit_code = 2
 
 
+class TableInputError(ProximateInputError):
+    """A table workload cannot run as asked (a missing column, an expression not allowed, no rows...).
+
+    Raised on workers and in the sandbox's children as well as on the client, hence defined here.
+
+    Examples:
+        >>> TableInputError("derived column 'x': 'a +' is not an expression").exit_code
+        2
+    """
+
+
 class RegionUnavailableError(ProximateError, RuntimeError):
     """A task needs a region that has no live worker (for longer than the bound), or that does not exist."""
 

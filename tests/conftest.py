@@ -1,10 +1,9 @@
-"""Real parts for the tests: Prefect's own server, an S3 server, an OpenSearch-API server and a multi-region
+"""Real parts for the tests: Prefect's own server, an S3 server, a real OpenSearch node and a multi-region
 Dask cluster of separate processes. Each binds to 127.0.0.1, starts once per session and is stopped by PID."""
 
 from __future__ import annotations
 
 import os
-import signal
 import tempfile
 import urllib.request
 from collections.abc import Iterator
@@ -76,21 +75,31 @@ def s3(s3_server: str) -> Iterator[dict]:
     }
 
 
-# -- OpenSearch API (osmem-server) -----------------------------------------------------------------------------
+# -- OpenSearch (a real node) ---------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")
-def osmem_server():
-    """osmem-server with --no-ja (overrides the plugin's fixture); tests use ``osmem_clone`` for isolation."""
-    from osmem_server import OsmemServer
+def opensearch_node():
+    """A real single-node OpenSearch (proximate.testing.opensearch) for the whole session, stopped by PID. The
+    first start on a machine downloads its jars from Maven Central. Fault tests may kill and restart it; each
+    test through ``opensearch_url`` finds it running."""
+    from proximate.testing.opensearch import OpenSearchNode
 
-    server = OsmemServer.start(japanese=False, addr="127.0.0.1:0")
-    try:
-        yield server
-    finally:
-        server.close()
-        if server.process.poll() is None:
-            os.kill(server.pid, signal.SIGKILL)
+    with OpenSearchNode() as node:
+        yield node
+
+
+@pytest.fixture
+def opensearch_url(opensearch_node) -> str:
+    """The session's node, running and without indices (each test starts from an empty cluster)."""
+    from opensearchpy import OpenSearch
+
+    if opensearch_node.pid is None:  # a fault test before this one stopped it and failed before its restart
+        opensearch_node.start()
+    with OpenSearch(hosts=[opensearch_node.url], timeout=60) as client:
+        # Indices only: their aliases go with them. Hidden (system) indices are the node's own.
+        client.indices.delete(index="*", expand_wildcards="open,closed")
+    return opensearch_node.url
 
 
 # -- The multi-region cluster ----------------------------------------------------------------------------------

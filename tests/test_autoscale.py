@@ -79,6 +79,27 @@ def test_cluster_up_refuses_bad_scaling_before_anything_starts(tmp_path, monkeyp
     assert started == []
 
 
+@pytest.mark.parametrize(
+    ("flag", "value", "rule"),
+    [
+        ("--target-duration", "0", "must be positive, got 0.0"),
+        ("--scale-interval", "-1", "must be positive, got -1.0"),
+        ("--scale-down-after", "-2", "must not be negative, got -2.0"),
+    ],
+)
+def test_cluster_up_and_autoscale_refuse_a_bad_timing_alike(tmp_path, monkeypatch, capsys, flag, value, rule):
+    """The two commands share their scaling options and one check: the same value, the same one-line refusal."""
+    (tmp_path / "a").mkdir()
+    started = []
+    monkeypatch.setattr("proximate.cluster.LocalRegionalCluster.start", lambda self: started.append(self))
+    up = ["cluster", "up", "--region", f"a={tmp_path / 'a'}", "--max-workers", "2", flag, value]
+    ecs = ["autoscale", "--scheduler", "tcp://127.0.0.1:1", "--ecs-service", "a=eu-west-2:c/s", "--max-workers", "2"]
+    for argv in (up, [*ecs, flag, value]):
+        assert cli.main(argv) == 2
+        assert capsys.readouterr().err == f"proximate: error: {flag} {rule}\n"
+    assert started == []
+
+
 # -- the policy ---------------------------------------------------------------------------------------------------
 
 

@@ -18,8 +18,8 @@ from proximate.catalog.opensearch import MAPPING
 from proximate.catalog.sqlite import SQLiteCatalog
 
 
-def test_opensearch_index_has_the_explicit_mapping_behind_an_alias(osmem_clone):
-    cat = open_catalog("opensearch", opensearch_url=osmem_clone.url, index="maps")
+def test_opensearch_index_has_the_explicit_mapping_behind_an_alias(opensearch_url):
+    cat = open_catalog("opensearch", opensearch_url=opensearch_url, index="maps")
     (index,) = cat.client.indices.get_alias(name="maps")
     assert index.startswith("maps-") and index != "maps"
     props = cat.client.indices.get_mapping(index=index)[index]["mappings"]["properties"]
@@ -31,8 +31,8 @@ def test_opensearch_index_has_the_explicit_mapping_behind_an_alias(osmem_clone):
     assert set(MAPPING["properties"]) <= set(props)
 
 
-def test_opensearch_reindex_swaps_the_alias_and_drops_the_old_index(osmem_clone):
-    cat = open_catalog("opensearch", opensearch_url=osmem_clone.url, index="swap")
+def test_opensearch_reindex_swaps_the_alias_and_drops_the_old_index(opensearch_url):
+    cat = open_catalog("opensearch", opensearch_url=opensearch_url, index="swap")
     records = sample_records()
     cat.upsert(records[:5])
     (old,) = cat.client.indices.get_alias(name="swap")
@@ -46,20 +46,26 @@ def test_opensearch_reindex_swaps_the_alias_and_drops_the_old_index(osmem_clone)
     assert doc["_source"]["path"] == records[5].path
 
 
-def test_opensearch_stores_crossing_boxes_as_two_halves(osmem_clone):
-    cat = open_catalog("opensearch", opensearch_url=osmem_clone.url, index="geo")
+def test_opensearch_stores_crossing_boxes_as_two_halves(opensearch_url):
+    """One geo_shape value of two halves: a real node refuses two values in one document (doc values)."""
+    cat = open_catalog("opensearch", opensearch_url=opensearch_url, index="geo")
     pacific = next(r for r in sample_records() if r.path.startswith("pacific/"))
-    cat.upsert([pacific])
-    shapes = cat.client.get(index="geo", id=pacific.id)["_source"]["bbox"]
-    assert [s["coordinates"] for s in shapes] == [[[150.0, 20.0], [180.0, -20.0]], [[-180.0, 20.0], [-150.0, -20.0]]]
+    assert cat.upsert([pacific]) == 1
+    shape = cat.client.get(index="geo", id=pacific.id)["_source"]["bbox"]
+    assert shape["type"] == "geometrycollection"
+    halves = [g["coordinates"] for g in shape["geometries"]]
+    assert halves == [[[150.0, 20.0], [180.0, -20.0]], [[-180.0, 20.0], [-150.0, -20.0]]]
+    for west, east, hit in ((160, 170, True), (-170, -160, True), (-140, 140, False)):
+        query = {"geo_shape": {"bbox": {"shape": {"type": "envelope", "coordinates": [[west, 5], [east, -5]]}}}}
+        assert cat.client.count(index="geo", body={"query": query})["count"] == int(hit), (west, east)
 
 
-def test_an_existing_index_under_the_alias_name_is_refused(osmem_clone):
+def test_an_existing_index_under_the_alias_name_is_refused(opensearch_url):
     from opensearchpy import OpenSearch
 
-    OpenSearch(hosts=[osmem_clone.url]).indices.create(index="taken")
+    OpenSearch(hosts=[opensearch_url]).indices.create(index="taken")
     with pytest.raises(CatalogError, match="'taken'"):
-        open_catalog("opensearch", opensearch_url=osmem_clone.url, index="taken")
+        open_catalog("opensearch", opensearch_url=opensearch_url, index="taken")
 
 
 def test_opensearch_down_gives_a_clear_error():
@@ -127,7 +133,7 @@ def test_sqlite_catalog_from_before_the_search_tuning_is_migrated_on_open(tmp_pa
 
 
 class _RecordingProxy(http.server.ThreadingHTTPServer):
-    """Forwards to osmem-server and keeps each request's Authorization header."""
+    """Forwards to the OpenSearch node and keeps each request's Authorization header."""
 
     def __init__(self, target: str) -> None:
         self.target = target
@@ -166,8 +172,8 @@ class _RecordingProxy(http.server.ThreadingHTTPServer):
 
 
 @pytest.fixture
-def proxy(osmem_clone) -> Iterator[_RecordingProxy]:
-    server = _RecordingProxy(osmem_clone.url)
+def proxy(opensearch_url) -> Iterator[_RecordingProxy]:
+    server = _RecordingProxy(opensearch_url)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

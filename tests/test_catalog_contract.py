@@ -1,11 +1,8 @@
 """The catalog contract: one suite, every backend (as stac-fastapi's Elasticsearch and OpenSearch backends
-share theirs). SQLite on a temp file, OpenSearch through osmem-server, and a real OpenSearch cluster when
-OPENSEARCH_URL is set. Expected answers come from the brute-force reference in ``catalog_records``."""
+share theirs). SQLite on a temp file and a real OpenSearch node (tests/conftest.py). Expected answers come from
+the brute-force reference in ``catalog_records``."""
 
 from __future__ import annotations
-
-import os
-import uuid
 
 import pytest
 from catalog_records import make_record, matches, sample_records
@@ -13,34 +10,19 @@ from catalog_records import make_record, matches, sample_records
 from proximate.catalog import CatalogQuery, open_catalog
 from proximate.catalog.records import record_id
 
-BACKENDS = ["sqlite", "opensearch", "opensearch-real"]
+BACKENDS = ["sqlite", "opensearch"]
 
 
 @pytest.fixture(params=BACKENDS)
 def catalog(request, tmp_path):
     if request.param == "sqlite":
         cat = open_catalog("sqlite", sqlite_path=tmp_path / "catalog" / "c.sqlite")
-    elif request.param == "opensearch":
-        clone = request.getfixturevalue("osmem_clone")
-        cat = open_catalog("opensearch", opensearch_url=clone.url, index="test-datasets")
     else:
-        url = os.environ.get("OPENSEARCH_URL")
-        if not url:
-            pytest.skip("set OPENSEARCH_URL to run the contract against a real OpenSearch cluster")
-        cat = open_catalog(
-            "opensearch",
-            opensearch_url=url,
-            index=f"proximate-test-{uuid.uuid4().hex[:8]}",
-            username=os.environ.get("OPENSEARCH_USERNAME"),
-            password=os.environ.get("OPENSEARCH_PASSWORD"),
-            verify_certs=os.environ.get("OPENSEARCH_VERIFY_CERTS", "true") != "false",
-        )
+        url = request.getfixturevalue("opensearch_url")
+        cat = open_catalog("opensearch", opensearch_url=url, index="test-datasets")
     try:
         yield cat
     finally:
-        if request.param == "opensearch-real":
-            for index in cat._indices():
-                cat.client.indices.delete(index=index)
         cat.close()
 
 

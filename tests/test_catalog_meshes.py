@@ -17,7 +17,7 @@ import xarray as xr
 from conftest import REAL_DATA
 
 from proximate.catalog import CatalogQuery, open_catalog
-from proximate.catalog import extract as extract_module
+from proximate.catalog import bbox as bbox_module
 from proximate.catalog.extract import extract
 
 GLOBAL = [-180.0, -90.0, 180.0, 90.0]
@@ -166,7 +166,7 @@ def test_tripolar_grid_is_global(tmp_path):
 
 def test_cells_read_in_blocks_and_from_zarr(tmp_path, monkeypatch):
     """Big meshes are traced a block of cells at a time (here 100), from NetCDF and Zarr alike."""
-    monkeypatch.setattr(extract_module, "CELLS_PER_BLOCK", 100)
+    monkeypatch.setattr(bbox_module, "CELLS_PER_BLOCK", 100)  # read where the cells are traced
     write_ugrid(tmp_path / "C24.nc", *cubed_sphere(24, 10.0))
     write_tripolar(tmp_path / "tripolar.nc", *tripolar())
     lon, lat, faces = pacific_patch()
@@ -229,7 +229,7 @@ def test_bbox_searches_across_the_antimeridian_find_global_meshes(tmp_path, back
     if backend == "sqlite":
         cat = open_catalog("sqlite", sqlite_path=tmp_path / "c.sqlite")
     else:
-        cat = open_catalog("opensearch", opensearch_url=request.getfixturevalue("osmem_clone").url, index="meshes")
+        cat = open_catalog("opensearch", opensearch_url=request.getfixturevalue("opensearch_url"), index="meshes")
     try:
         cat.upsert(records)
         found = lambda bbox: {r.path[:-3] for r in cat.search(CatalogQuery(bbox=bbox, page_size=50)).records}  # noqa: E731

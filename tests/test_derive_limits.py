@@ -159,11 +159,12 @@ def _sandbox_cpu(worker_pids) -> dict[int, float]:
 @pytest.mark.slow
 @pytest.mark.timeout(900)  # a Prefect server and a cluster to start on a loaded machine, then two flow runs
 def test_the_describe_table_flow_fails_naming_a_runaway_expression_and_the_next_run_completes(
-    prefect_server, cluster, client, region_roots, tmp_path
+    prefect_server, cluster, client, region_roots, tmp_path, monkeypatch
 ):
     """The flow path, with the workers' own limits (the environment's defaults): the runaway's flow run fails
     with a TableInputError naming the expression; region a's workers are the same processes afterwards, and a
     run over both regions completes."""
+    monkeypatch.setenv("PROXIMATE_OUTPUT_ROOTS", str(tmp_path))  # its outputs are absolute, under tmp_path
     from flows.tabular import describe_table
 
     runaway_csv = region_roots["a"] / "runaway-flow" / "text.csv"

@@ -24,8 +24,8 @@ def test_s3_server_resets_between_tests(s3):
     assert fs.ls("") == []
 
 
-def test_opensearch_py_create_bulk_search(osmem_clone):
-    client = OpenSearch(hosts=[osmem_clone.url])
+def test_opensearch_py_create_bulk_search(opensearch_url):
+    client = OpenSearch(hosts=[opensearch_url])
     client.indices.create(
         index="things", body={"mappings": {"properties": {"name": {"type": "keyword"}, "n": {"type": "long"}}}}
     )

@@ -17,12 +17,15 @@ from proximate.autoscale.backends import Backend, ECSBackend, ECSService, LocalB
 from proximate.autoscale.loop import Autoscaler, ClientSchedulerView, Sample
 from proximate.autoscale.policy import (
     DEFAULT_SCALE_DOWN_AFTER,
+    DEFAULT_SCALE_INTERVAL,
     DEFAULT_TARGET_DURATION,
     AdaptivePolicy,
     RegionBacklog,
     RegionBounds,
     WorkerLoad,
+    check_scaling,
     desired_workers,
+    option_name,
     parse_bounds,
     workers_to_retire,
 )
@@ -43,7 +46,9 @@ __all__ = [
     "Sample",
     "WorkerLoad",
     "autoscaled",
+    "check_scaling",
     "desired_workers",
+    "option_name",
     "parse_bounds",
     "workers_to_retire",
 ]
@@ -54,7 +59,7 @@ def autoscaled(
     cluster: LocalRegionalCluster,
     bounds: Mapping[str, RegionBounds],
     *,
-    interval: float = 1.0,
+    interval: float = DEFAULT_SCALE_INTERVAL,
     scale_down_after: float = DEFAULT_SCALE_DOWN_AFTER,
     target_duration: float = DEFAULT_TARGET_DURATION,
 ) -> Iterator[Autoscaler]:

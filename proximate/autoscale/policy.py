@@ -9,11 +9,10 @@ data (from :func:`proximate.scheduler_plugin.scheduler_backlog`), decisions go o
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from proximate.errors import ProximateInputError
 from proximate.regions import RegionError
 
 #: Dask's own default for ``distributed.adaptive.target-duration``: enough workers to clear the backlog in it.
@@ -21,6 +20,8 @@ DEFAULT_TARGET_DURATION = 5.0
 #: A region's target must stay below its worker count this long before a worker is retired: a short lull
 #: between two bursts should not cost a worker start (several seconds) a moment later.
 DEFAULT_SCALE_DOWN_AFTER = 10.0
+#: Seconds between two decisions of the autoscaler's loop.
+DEFAULT_SCALE_INTERVAL = 1.0
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,64 @@ def parse_bounds(
             raise RegionError(f"region {region!r}: --min-workers {lo} is more than --max-workers {hi}")
         out[region] = RegionBounds(lo, hi)
     return out
+
+
+def check_scaling(
+    *,
+    min_workers: int | None = None,
+    max_workers: int | None = None,
+    scale_down_after: float = DEFAULT_SCALE_DOWN_AFTER,
+    target_duration: float = DEFAULT_TARGET_DURATION,
+    scale_interval: float = DEFAULT_SCALE_INTERVAL,
+    spell: Callable[[str], str] = str,
+) -> None:
+    """Refuse scaling settings no region could follow, naming the setting as its front end spells it.
+
+    One check for every front end: ``proximate cluster up`` and ``proximate autoscale`` (options), the
+    ``RegionalCluster`` block (fields) and :class:`AdaptivePolicy` (arguments); per-region bounds are
+    :func:`parse_bounds`'s.
+
+    Args:
+        min_workers: every region's default minimum, when one is given as a number.
+        max_workers: every region's default maximum, likewise.
+        scale_down_after: the cool-down before a worker retires, in seconds (0 or more).
+        target_duration: seconds within which a backlog should be cleared (more than 0).
+        scale_interval: seconds between two decisions (more than 0).
+        spell: a setting's name (``"scale_down_after"``) as the user wrote it (``"--scale-down-after"``).
+
+    Raises:
+        RegionError: a value is out of range; the message names it and its value.
+
+    Examples:
+        >>> check_scaling(min_workers=1, max_workers=3, scale_down_after=0.0)
+        >>> check_scaling(target_duration=0, spell=option_name)
+        Traceback (most recent call last):
+        ...
+        proximate.regions.RegionError: --target-duration must be positive, got 0
+    """
+    if min_workers is not None and max_workers is not None and min_workers > max_workers:
+        raise RegionError(f"{spell('min_workers')} {min_workers} is more than {spell('max_workers')} {max_workers}")
+    if scale_down_after < 0:
+        raise RegionError(f"{spell('scale_down_after')} must not be negative, got {scale_down_after}")
+    for name, value in (("target_duration", target_duration), ("scale_interval", scale_interval)):
+        if value <= 0:
+            raise RegionError(f"{spell(name)} must be positive, got {value}")
+
+
+def option_name(setting: str) -> str:
+    """A scaling setting's command-line option: ``"scale_down_after"`` is ``"--scale-down-after"``.
+
+    Args:
+        setting: the setting's Python name.
+
+    Returns:
+        The option as the commands spell it.
+
+    Examples:
+        >>> option_name("target_duration")
+        '--target-duration'
+    """
+    return "--" + setting.replace("_", "-")
 
 
 @dataclass(frozen=True)
@@ -215,10 +274,7 @@ class AdaptivePolicy:
     state: dict[str, RegionState] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.target_duration <= 0:
-            raise ProximateInputError(f"target_duration must be positive, got {self.target_duration}")
-        if self.scale_down_after < 0:
-            raise ProximateInputError(f"scale_down_after must not be negative, got {self.scale_down_after}")
+        check_scaling(scale_down_after=self.scale_down_after, target_duration=self.target_duration)
 
     def decide(self, now: float, backlogs: Mapping[str, RegionBacklog], requested: Mapping[str, int]) -> list[Decision]:
         """One decision per region.

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from proximate.catalog.base import Catalog, CatalogError, Fingerprint
+from proximate.catalog.base import Catalog, CatalogError, Fingerprint, RecordsRejected
 from proximate.catalog.query import CatalogQuery, SearchResult
 from proximate.catalog.records import DatasetRecord
 from proximate.catalog.settings import DEFAULT_INDEX, DEFAULT_SQLITE_PATH, CatalogSettings
@@ -25,6 +25,7 @@ __all__ = [
     "CatalogSettings",
     "DatasetRecord",
     "Fingerprint",
+    "RecordsRejected",
     "SearchResult",
     "open_catalog",
     "open_from_catalog",

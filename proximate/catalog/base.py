@@ -13,6 +13,18 @@ from proximate.catalog.records import DatasetRecord
 __all__ = ["Catalog", "CatalogError", "Fingerprint", "check_facet_fields"]
 
 
+class RecordsRejected(CatalogError):
+    """The catalog refused some records of a bulk write and stored the others.
+
+    Attributes:
+        rejected: Record id -> the catalog's reason, for every refused record.
+    """
+
+    def __init__(self, message: str, rejected: dict[str, str]) -> None:
+        super().__init__(message)
+        self.rejected = rejected
+
+
 class Fingerprint(NamedTuple):
     """What the incremental indexer compares with a file's current state."""
 

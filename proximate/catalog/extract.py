@@ -5,45 +5,45 @@ same as a 10 kB one. The format is told by content (:func:`proximate.formats.det
 handler (:mod:`proximate.catalog.formats`); what follows is the same for all of them. The record says
 "unknown" (``None``) rather than guessing: no lat/lon coordinates and no CRS means no bbox, no decodable CF
 time means no time span.
+
+The box is :mod:`proximate.catalog.bbox`'s, the time span :mod:`proximate.catalog.timespan`'s (both re-exported
+here, with their limits); this module turns a header into a record, caps its size, and makes the record of a
+dataset that cannot be read.
 """
 
 from __future__ import annotations
 
-import calendar as _calendar
-import datetime as _dt
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from proximate.catalog.crs import X_NAMES, Y_NAMES, axis_extent, axis_scale, bounds_bracket, crs_from_attrs
-from proximate.catalog.crs import projected_bbox as _projected_box
-from proximate.catalog.formats import HANDLERS, Header, Var
-from proximate.catalog.formats.base import MAX_CHUNKS_READ, capped_attrs, n_chunks
-from proximate.catalog.geo import arcs_lon_extent, cell_arcs, lon_extent, merge_arcs, union_bboxes
+from proximate.catalog.bbox import CELLS_PER_BLOCK, MAX_TRACED_VALUES, compute_bbox
+from proximate.catalog.coords import name_of
+from proximate.catalog.formats import HANDLERS, Header
+from proximate.catalog.formats.base import capped_attrs
 from proximate.catalog.records import DatasetRecord, VariableInfo, now_iso, record_id
+from proximate.catalog.timespan import cf_datetime_iso, compute_time_span
 from proximate.formats import UnsupportedFormatError, dataset_format, fingerprint, stat_dataset
+
+# The box's and time span's names are listed so that callers keep importing them from here (and linters see
+# the imports above as re-exports, not unused).
+__all__ = [
+    "CELLS_PER_BLOCK",
+    "MAX_ATTR_CHARS",
+    "MAX_RECORD_BYTES",
+    "MAX_TRACED_VALUES",
+    "cf_datetime_iso",
+    "compute_bbox",
+    "compute_time_span",
+    "error_record",
+    "extract",
+    "extract_in_region",
+]
 
 #: Longer attribute strings are cut (a ``history`` can hold thousands of lines of NCO commands).
 MAX_ATTR_CHARS = 1000
-
-_LAT_UNITS = {"degrees_north", "degree_north", "degree_n", "degrees_n", "degreen", "degreesn"}
-_LON_UNITS = {"degrees_east", "degree_east", "degree_e", "degrees_e", "degreee", "degreese"}
-_RADIANS = {"rad", "radian", "radians"}
-_TIME_UNITS = re.compile(r"^\s*[a-zA-Z]+\s+since\s+\S", re.IGNORECASE)
-#: Seconds per unit of a ``forecast_period`` (UDUNITS spellings).
-_PERIOD_SECONDS = {
-    **dict.fromkeys(("s", "sec", "secs", "second", "seconds"), 1.0),
-    **dict.fromkeys(("min", "mins", "minute", "minutes"), 60.0),
-    **dict.fromkeys(("h", "hr", "hrs", "hour", "hours"), 3600.0),
-    **dict.fromkeys(("d", "day", "days"), 86400.0),
-}
-#: Cells whose vertices are read at once: bounds a mesh's or grid's memory while its cells are traced.
-CELLS_PER_BLOCK = 1_000_000
-#: Values (vertices, connectivity) beyond which cells are not traced: the box is then the points'.
-MAX_TRACED_VALUES = 64_000_000
 #: A record (as JSON) larger than this loses its attributes, then variables, with a warning saying so.
 MAX_RECORD_BYTES = 1_000_000
 #: Attributes through which one variable names others as its coordinates, bounds, grid or mesh.
@@ -106,394 +106,8 @@ def _referenced(header: Header) -> set[str]:
             if isinstance(value, str):
                 for tok in value.split():
                     target = header.lookup(var, tok.rstrip(":"))
-                    names.add(_name_of(header, target) if target is not None else tok.rstrip(":"))
+                    names.add(name_of(header, target) if target is not None else tok.rstrip(":"))
     return names
-
-
-def _name_of(header: Header, var: Var) -> str:
-    return next(k for k, v in header.variables.items() if v is var)
-
-
-def _attr(var: Var, key: str) -> str:
-    return str(var.attrs.get(key, "")).strip().lower()
-
-
-def _is_lat(var: Var) -> bool:
-    return var.numeric and (_attr(var, "standard_name") == "latitude" or _attr(var, "units") in _LAT_UNITS)
-
-
-def _is_lon(var: Var) -> bool:
-    return var.numeric and (_attr(var, "standard_name") == "longitude" or _attr(var, "units") in _LON_UNITS)
-
-
-def _degrees(values: np.ndarray, var: Var) -> np.ndarray:
-    """Coordinate values in degrees: CF allows radians for latitude and longitude (units say which)."""
-    return np.degrees(values) if _attr(var, "units") in _RADIANS else values
-
-
-def _with_bounds(header: Header, var: Var, warnings: list[str], *, period: float | None = None) -> list[np.ndarray]:
-    """A coordinate's values and those of its bounds, when they are real bounds (bracketing every point)."""
-    values = _degrees(var.read(), var)
-    out = [values]
-    if values.size != _size(var):  # sampled (see read_limited): its bounds could not be matched to it
-        warnings.append(f"coordinate of {_size(var)} values: its extent is that of a sample of {values.size}")
-        return out
-    for key in ("bounds", "climatology"):
-        bname = var.attrs.get(key)
-        bvar = header.lookup(var, bname) if isinstance(bname, str) else None
-        if bvar is None or not bvar.numeric:
-            continue
-        bounds = _degrees(bvar.read(), var)
-        if bounds_bracket(values, bounds, period=period):
-            out.append(bounds)
-        else:
-            warnings.append(f"{key} {bname!r} do not bracket their coordinate's values: ignored")
-    return out
-
-
-def _geographic_bbox(header: Header, warnings: list[str]) -> list[float] | None:
-    """The box of every latitude/longitude coordinate (1-D axes, 2-D auxiliary fields on rotated or projected
-    grids, UGRID node/face/edge coordinates) and their bounds. Scalar ones are left out: a GOES file's
-    sub-satellite point or a model's reference location is a point of the file, not its footprint.
-
-    Where the file says what its cells are (a UGRID mesh's faces, cell bounds with three or more vertices) the
-    box is that of the cells (:func:`_cell_boxes`): points alone cannot tell a global cubed-sphere or tripolar
-    grid, whose longitudes are unevenly spread, from one with a gap, and miss the cells across 180 and the poles.
-    """
-    cell_boxes, covered = _cell_boxes(header, warnings)
-    gridded = [v for v in header.variables.values() if v.dims and id(v) not in covered]
-    lats = [a for v in gridded if _is_lat(v) for a in _with_bounds(header, v, warnings)]
-    lons = [a for v in gridded if _is_lon(v) for a in _with_bounds(header, v, warnings, period=360.0)]
-    if not lats or not lons:
-        return union_bboxes(cell_boxes) if cell_boxes else None
-    lat = np.concatenate([a.ravel() for a in lats])
-    lat = lat[np.isfinite(lat) & (np.abs(lat) <= 90.0)]
-    lon = np.concatenate([a.ravel() for a in lons])
-    extent = lon_extent(lon)
-    if lat.size == 0 or extent is None:
-        if cell_boxes:
-            return union_bboxes(cell_boxes)
-        warnings.append("latitude/longitude coordinates hold no valid values")
-        return None
-    return union_bboxes([*cell_boxes, [extent[0], float(lat.min()), extent[1], float(lat.max())]])
-
-
-def _cell_boxes(header: Header, warnings: list[str]) -> tuple[list[list[float]], set[int]]:
-    """Boxes of the cells the file describes, and the ``id``s of the coordinate variables they account for.
-
-    Cells are UGRID 2-D meshes (``face_node_connectivity`` over ``node_coordinates``; every lat/lon variable on
-    the mesh's dimensions is then covered) and lat/lon pairs with CF cell bounds of three or more vertices
-    (curvilinear grids such as tripolar ocean grids, unstructured grids without a mesh variable). A mesh or a
-    pair whose cells cannot be read (bounds that do not bracket their points) is left to the points.
-    """
-    boxes: list[list[float]] = []
-    covered: set[int] = set()
-    for mesh_name, mesh in header.variables.items():
-        if _attr(mesh, "cf_role") != "mesh_topology":
-            continue
-        found = _mesh_box(header, mesh_name, mesh, warnings)
-        if found is not None:
-            box, dims = found
-            boxes.append(box)
-            covered |= {id(v) for v in header.variables.values() if v.dims and set(v.dims) <= dims}
-    for lon in header.variables.values():
-        if id(lon) in covered or not _is_lon(lon) or not lon.dims:
-            continue
-        pair = _bounded_pair(header, lon)
-        if pair is None:
-            continue
-        lat, lon_b, lat_b = pair
-        box = _bounds_box(header, lon, lat, lon_b, lat_b, warnings)
-        if box is not None:
-            boxes.append(box)
-            covered |= {id(lon), id(lat)}
-    return boxes, covered
-
-
-def _arcs_box(parts: list[tuple[np.ndarray, float, float]]) -> list[float] | None:
-    """One box from the (arcs, south, north) of each block of cells."""
-    if not parts:
-        return None
-    arcs = np.concatenate([p[0] for p in parts])
-    west, east = arcs_lon_extent(merge_arcs(arcs[:, 0], arcs[:, 1] - arcs[:, 0]))
-    return [west, min(p[1] for p in parts), east, max(p[2] for p in parts)]
-
-
-def _mesh_box(header: Header, name: str, mesh: Var, warnings: list[str]) -> tuple[list[float], set[str]] | None:
-    """A UGRID mesh's box from its faces, and the mesh's dimensions (nodes, faces, edges, boundaries)."""
-    tokens = str(mesh.attrs.get("node_coordinates", "")).split()
-    nodes = [header.lookup(mesh, t) for t in tokens]
-    node_lon = next((v for v in nodes if v is not None and _is_lon(v)), None)
-    node_lat = next((v for v in nodes if v is not None and _is_lat(v)), None)
-    conn_name = mesh.attrs.get("face_node_connectivity")
-    conn = header.lookup(mesh, conn_name) if isinstance(conn_name, str) else None
-    if node_lon is None or node_lat is None or conn is None or not conn.numeric or len(conn.dims) != 2:
-        return None
-    if _too_big_to_trace(node_lon, node_lat, conn):
-        warnings.append(f"mesh {name!r} is too large to trace its faces: its box is that of its points")
-        return None
-    lon, lat = _degrees(node_lon.read(), node_lon), _degrees(node_lat.read(), node_lat)
-    if lon.shape != lat.shape or lon.ndim != 1:
-        return None
-    face_dim = str(mesh.attrs.get("face_dimension", conn.dims[0]))
-    transposed = conn.dims[0] != face_dim
-    start_index = int(np.asarray(conn.attrs.get("start_index", 0)).ravel()[0])
-    n_faces = conn.shape[1] if transposed else conn.shape[0]
-    rows = CELLS_PER_BLOCK
-    parts = []
-    for first in range(0, n_faces, rows):
-        block = conn.read() if transposed else conn.read_block(slice(first, first + rows))
-        if block is None:
-            warnings.append(f"faces of mesh {name!r} cannot be read whole: its box is that of its points")
-            return None
-        block = block.T if transposed else block
-        index = block - start_index
-        valid = np.isfinite(index) & (index >= 0) & (index < lon.size)
-        safe = np.where(valid, index, 0).astype(np.int64)
-        part = cell_arcs(np.where(valid, lon[safe], np.nan), np.where(valid, lat[safe], np.nan))
-        if part is not None:
-            parts.append(part)
-        if transposed:
-            break
-    box = _arcs_box(parts)
-    if box is None:
-        return None
-    dims = set(node_lon.dims) | {face_dim}
-    for key in ("edge_node_connectivity", "boundary_node_connectivity", "face_edge_connectivity",
-                "face_face_connectivity"):  # fmt: skip
-        other = header.lookup(mesh, str(mesh.attrs.get(key, "")))
-        if other is not None and other.dims:
-            dims.add(str(mesh.attrs.get(key.split("_")[0] + "_dimension", other.dims[0])))
-    return box, dims
-
-
-def _bounded_pair(header: Header, lon: Var) -> tuple[Var, Var, Var] | None:
-    """(lat, lon bounds, lat bounds) of a longitude whose CF bounds describe cells with 3 or more vertices."""
-    lon_b = header.lookup(lon, str(lon.attrs.get("bounds", "")))
-    if lon_b is None or not lon_b.numeric or lon_b.shape[:-1] != lon.shape or lon_b.shape[-1] < 3:
-        return None
-    for lat in header.variables.values():
-        if _is_lat(lat) and lat.dims == lon.dims:
-            lat_b = header.lookup(lat, str(lat.attrs.get("bounds", "")))
-            if lat_b is not None and lat_b.numeric and lat_b.shape == lon_b.shape:
-                return lat, lon_b, lat_b
-    return None
-
-
-def _bounds_box(header: Header, lon: Var, lat: Var, lon_b: Var, lat_b: Var, warnings: list[str]) -> list[float] | None:
-    """The box of the cells that a lat/lon pair's bounds outline, read a block of rows at a time."""
-    if _too_big_to_trace(lon, lat, lon_b, lat_b):
-        warnings.append(f"cells of {_name_of(header, lon)!r} are too many to trace: its box is that of its points")
-        return None
-    per_row = int(np.prod(lon.shape[1:], dtype=np.int64))
-    rows = max(1, CELLS_PER_BLOCK // max(per_row, 1))
-    parts = []
-    for first in range(0, lon.shape[0], rows):
-        block = slice(first, first + rows)
-        values = [v.read_block(block) for v in (lon, lat, lon_b, lat_b)]
-        if any(v is None for v in values):
-            return None
-        lo, la, lo_b, la_b = (_degrees(v, var) for v, var in zip(values, (lon, lat, lon, lat), strict=True))
-        if not (bounds_bracket(lo, lo_b, period=360.0) and bounds_bracket(la, la_b)):
-            name = _name_of(header, lon)
-            warnings.append(f"cell bounds of {name!r} do not bracket their points: its box is that of its points")
-            return None
-        nv = lo_b.shape[-1]
-        part = cell_arcs(lo_b.reshape(-1, nv), la_b.reshape(-1, nv))
-        if part is not None:
-            parts.append(part)
-    return _arcs_box(parts)
-
-
-def _size(var: Var) -> int:
-    return int(np.prod(var.shape, dtype=np.int64))
-
-
-def _too_big_to_trace(*variables: Var) -> bool:
-    """Whether tracing cells would read more than :data:`MAX_TRACED_VALUES` values or too many chunks: a header
-    can declare any size, so the work must be bounded by something other than the file's word."""
-    return any(_size(v) > MAX_TRACED_VALUES or n_chunks(v.shape, v.chunks) > MAX_CHUNKS_READ for v in variables)
-
-
-def _grid_mapping_of(header: Header, var: Var) -> Var | None:
-    """The grid-mapping variable ``var`` names (plain or CF 1.7's ``"crs: x y"`` form)."""
-    value = var.attrs.get("grid_mapping")
-    if not isinstance(value, str) or not value.split():
-        return None
-    return header.lookup(var, value.split()[0].rstrip(":"))
-
-
-def _xy_axes(header: Header, var: Var) -> tuple[Var, Var] | None:
-    """The 1-D x and y coordinate variables of ``var``'s grid: by standard name or axis, else its last two
-    dimensions' coordinates (CF's T, Z, Y, X order, which GDAL and rioxarray follow too)."""
-    axes = [header.variables.get(d) for d in var.dims]
-    axes = [a for a in axes if a is not None and len(a.dims) == 1 and a.numeric]
-    x = next((a for a in axes if _attr(a, "standard_name") in X_NAMES or _attr(a, "axis") == "x"), None)
-    y = next((a for a in axes if _attr(a, "standard_name") in Y_NAMES or _attr(a, "axis") == "y"), None)
-    if x is None or y is None:
-        if len(var.dims) < 2:
-            return None
-        y, x = (header.variables.get(d) for d in var.dims[-2:])
-        if x is None or y is None or len(x.dims) != 1 or len(y.dims) != 1 or not (x.numeric and y.numeric):
-            return None
-    return x, y
-
-
-def _file_crs(header: Header) -> Any | None:
-    """A CRS the file states without a ``grid_mapping`` link: global WKT/``crs`` attributes, or a lone
-    ``crs``/``spatial_ref`` variable (some writers never link them)."""
-    crs = crs_from_attrs(header.attrs)
-    if crs is not None:
-        return crs
-    for name in ("crs", "spatial_ref", "transverse_mercator", "lambert_azimuthal_equal_area"):
-        var = header.variables.get(name)
-        if var is not None:
-            crs = crs_from_attrs(var.attrs)
-            if crs is not None:
-                return crs
-    return None
-
-
-def _crs_bbox(header: Header, warnings: list[str]) -> list[float] | None:
-    """The box of every grid that has a CRS and x/y axes: its outline transformed to lon/lat."""
-    boxes: list[list[float]] = []
-    seen: set[tuple[int, int, int]] = set()
-    refused: set[int] = set()
-    fallback: Any = None
-    for var in header.variables.values():
-        if len(var.dims) < 2:
-            continue
-        mapping = _grid_mapping_of(header, var)
-        crs = crs_from_attrs(mapping.attrs) if mapping is not None else None
-        if mapping is not None and crs is None and id(mapping) not in refused:
-            refused.add(id(mapping))
-            name = _name_of(header, var)
-            warnings.append(f"grid mapping of {name!r} is not a CRS pyproj understands: no bbox from it")
-        if crs is None:
-            fallback = _file_crs(header) if fallback is None else fallback
-            crs = fallback
-        axes = _xy_axes(header, var) if crs is not None else None
-        if axes is None:
-            continue
-        x, y = axes
-        key = (id(mapping), id(x), id(y))
-        if key in seen:
-            continue
-        seen.add(key)
-        extents = []
-        for axis in (x, y):
-            bname = axis.attrs.get("bounds")
-            bvar = header.lookup(axis, bname) if isinstance(bname, str) else None
-            extent = axis_extent(axis.read(), bvar.read() if bvar is not None and bvar.numeric else None)
-            scale = axis_scale(axis.attrs.get("units"), crs)
-            extents.append(None if extent is None else (extent[0] * scale, extent[1] * scale))
-        if extents[0] is None or extents[1] is None:
-            continue
-        try:
-            box = _projected_box(crs, extents[0], extents[1])
-        except Exception as exc:  # PROJ refusing a CRS is a property of the file, not a failure of the run
-            warnings.append(f"the grid of {_name_of(header, var)!r} does not transform to lon/lat: {exc}")
-            continue
-        if box is not None:
-            boxes.append(box)
-    return union_bboxes(boxes) if boxes else None
-
-
-def compute_bbox(header: Header, warnings: list[str]) -> list[float] | None:
-    """[west, south, east, north]: from latitude/longitude coordinates where the file has them, else from the
-    CRS of its projected grids; ``None`` with neither."""
-    notes: list[str] = []
-    box = _geographic_bbox(header, notes)
-    if box is None:
-        box = _crs_bbox(header, notes)
-        if box is None and any("no valid values" in n for n in notes):
-            notes.append("no bbox")
-    warnings += notes
-    return box
-
-
-def _is_time(name: str, var: Var) -> bool:
-    units = var.attrs.get("units")
-    cf_units = isinstance(units, str) and bool(_TIME_UNITS.match(units))
-    return var.numeric and (
-        _attr(var, "standard_name") == "time" or _attr(var, "axis") == "t" or (cf_units and var.dims == (name,))
-    )
-
-
-def cf_datetime_iso(value: Any) -> str:
-    """A decoded CF date (cftime, any calendar) as a sortable ISO string that every backend accepts as a date:
-    day clamped into the real month (360_day's 30 February is the 28th/29th), year clamped to 1..9999."""
-    year = min(max(int(value.year), 1), 9999)
-    month = int(value.month)
-    day = min(int(value.day), _calendar.monthrange(year, month)[1])
-    return f"{year:04d}-{month:02d}-{day:02d}T{int(value.hour):02d}:{int(value.minute):02d}:{int(value.second):02d}"
-
-
-def _decoded_range(name: str, var: Var, values: np.ndarray, warnings: list[str]) -> tuple[Any, Any, str] | None:
-    """(first, last, calendar) of a CF time variable's values as cftime dates; ``None`` (with a warning) if
-    its units or calendar do not decode."""
-    import cftime
-
-    units = var.attrs.get("units")
-    if not isinstance(units, str) or not _TIME_UNITS.match(units):
-        warnings.append(f"time variable {name!r} has units {units!r}, not '<unit> since <date>': no time span")
-        return None
-    cal = _attr(var, "calendar") or "standard"
-    values = values[np.isfinite(values)]
-    if values.size == 0:
-        return None
-    try:
-        first, last = cftime.num2date([values.min(), values.max()], units, calendar=cal, only_use_cftime_datetimes=True)
-    except Exception as exc:
-        warnings.append(f"time variable {name!r} does not decode ({units!r}, calendar {cal!r}): {exc}")
-        return None
-    return first, last, cal
-
-
-def _forecast_range(header: Header, warnings: list[str]) -> tuple[Any, Any, str] | None:
-    """Valid times of a forecast file that has no time coordinate: reference times plus forecast periods."""
-    by_name = {_attr(v, "standard_name"): (n, v) for n, v in header.variables.items() if v.numeric}
-    if "forecast_reference_time" not in by_name or "forecast_period" not in by_name:
-        return None
-    ref_name, ref = by_name["forecast_reference_time"]
-    period_name, period = by_name["forecast_period"]
-    refs = _decoded_range(ref_name, ref, ref.read().ravel(), warnings)
-    seconds = _PERIOD_SECONDS.get(_attr(period, "units"))
-    if refs is None or seconds is None:
-        if seconds is None:
-            warnings.append(f"forecast_period {period_name!r} has units {period.attrs.get('units')!r}: no time span")
-        return None
-    steps = period.read().ravel()
-    steps = steps[np.isfinite(steps)]
-    if steps.size == 0:
-        return None
-    first, last, cal = refs
-    lead = _dt.timedelta(seconds=float(steps.min()) * seconds)
-    tail = _dt.timedelta(seconds=float(steps.max()) * seconds)
-    return first + lead, last + tail, cal
-
-
-def compute_time_span(header: Header, warnings: list[str]) -> tuple[str | None, str | None, str | None]:
-    """(start, end, calendar) over every time coordinate and its bounds/climatology bounds, or, with none, the
-    forecast reference times plus forecast periods; Nones without."""
-    lo: str | None = None
-    hi: str | None = None
-    cal_seen: str | None = None
-    ranges = []
-    for name, var in header.variables.items():
-        if _is_time(name, var):
-            values = np.concatenate([a.ravel() for a in _with_bounds(header, var, warnings)])
-            ranges.append(_decoded_range(name, var, values, warnings))
-    if not any(ranges):
-        ranges = [_forecast_range(header, warnings)]
-    for found in ranges:
-        if found is None:
-            continue
-        start, end = cf_datetime_iso(found[0]), cf_datetime_iso(found[1])
-        lo = start if lo is None or start < lo else lo
-        hi = end if hi is None or end > hi else hi
-        cal_seen = cal_seen or found[2]
-    return lo, hi, cal_seen
 
 
 def _variables(header: Header) -> list[VariableInfo]:

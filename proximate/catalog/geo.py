@@ -106,8 +106,8 @@ def box_shape(west: float, south: float, east: float, north: float) -> dict[str,
 
 def bbox_shapes(bbox: Sequence[float]) -> list[dict[str, Any]]:
     """A box as GeoJSON shapes for OpenSearch's geo_shape: one envelope, or two halves split at the
-    antimeridian. Two shapes rather than one multipolygon: OpenSearch indexes an array of shapes as their
-    union just the same, and osmem-server (the test stand-in) only honours a multipolygon's first polygon."""
+    antimeridian (a query ORs them; a document holds them as one geometry collection, see
+    ``proximate.catalog.opensearch.document_shape``)."""
     west, south, east, north = check_bbox(bbox)
     return [box_shape(w, south, e, north) for w, e in lon_intervals(west, east)]
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from proximate.catalog.base import Catalog, Fingerprint
+from proximate.catalog.base import Catalog, Fingerprint, RecordsRejected
 from proximate.catalog.extract import error_record, extract_in_region
 from proximate.catalog.records import DatasetRecord, merge_with_previous, record_id
 from proximate.formats import ZARR_MARKERS, fingerprint, is_zarr_store
@@ -249,6 +249,8 @@ class IndexReport:
     unsupported: list[tuple[str, str]] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     vanished: list[str] = field(default_factory=list)
+    #: (path, the catalog's reason) for every record the catalog refused to store (the others were stored).
+    rejected: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     #: Bytes of the extraction results the client received from the region (pickled, as Dask sends them).
     result_bytes: int = 0
@@ -264,6 +266,7 @@ class IndexReport:
             "unsupported": [list(e) for e in self.unsupported],
             "deleted": self.deleted,
             "vanished": self.vanished,
+            "rejected": [list(e) for e in self.rejected],
             "seconds": round(self.seconds, 3),
             "result_bytes": self.result_bytes,
         }
@@ -271,6 +274,16 @@ class IndexReport:
 
 def _batches(items: Sequence[str], size: int) -> list[list[str]]:
     return [list(items[i : i + size]) for i in range(0, len(items), size)]
+
+
+def _write(catalog: Catalog, records: list[DatasetRecord], report: IndexReport) -> None:
+    """Upsert ``records``; records the catalog refuses are named in the report and the run goes on (the
+    catalog stored the others), so one record a server will not take never holds back a region."""
+    try:
+        catalog.upsert(records)
+    except RecordsRejected as exc:
+        paths = {r.id: r.path for r in records}
+        report.rejected += sorted((paths.get(i, i), reason) for i, reason in exc.rejected.items())
 
 
 def extract_and_write(
@@ -318,12 +331,12 @@ def extract_and_write(
         # (OpenSearch builds one segment per request; osmem-server re-indexes small segments to merge them).
         pending += records
         if len(pending) >= catalog.batch_size:
-            catalog.upsert(pending)
+            _write(catalog, pending, report)
             pending = []
         report.extracted += len(records)
         report.ok += sum(r.status == "ok" for r in records)
     if pending:
-        catalog.upsert(pending)
+        _write(catalog, pending, report)
     if report.vanished:
         report.deleted += sorted(report.vanished)
         catalog.delete(record_id(region, p) for p in report.vanished)
@@ -463,9 +476,14 @@ def summary_markdown(report: IndexReport, catalog_name: str = "", max_rows: int 
         f"| errors | {len(report.errors)} |",
         f"| not supported | {len(report.unsupported)} |",
         f"| removed | {len(report.deleted)} |",
+        f"| refused by the catalog | {len(report.rejected)} |",
         f"| seconds | {report.seconds:.1f} |",
     ]
-    tables = (("Errors", "error", report.errors), ("Formats not supported", "reason", report.unsupported))
+    tables = (
+        ("Errors", "error", report.errors),
+        ("Formats not supported", "reason", report.unsupported),
+        ("Refused by the catalog (not stored; indexed again next run)", "reason", report.rejected),
+    )
     for title, column, rows in tables:
         if rows:
             lines += ["", f"## {title}", "", f"| dataset | {column} |", "| --- | --- |"]

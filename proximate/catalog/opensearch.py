@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from proximate.catalog.base import Catalog, CatalogError, Fingerprint, check_facet_fields
+from proximate.catalog.base import Catalog, CatalogError, Fingerprint, RecordsRejected, check_facet_fields
 from proximate.catalog.geo import bbox_shapes
 from proximate.catalog.query import (
     FACET_FIELDS,
@@ -56,6 +56,22 @@ SORT_COLUMNS = {"path": "path", "size": "size", "time_start": "time_start", "tim
 SETTINGS: dict[str, Any] = {"index": {"number_of_shards": 1, "max_result_window": 10_000}}
 
 
+def document_shape(bbox: Sequence[float]) -> dict[str, Any]:
+    """A record's box as the one geo_shape value its document holds: the envelope (or point), or for a box
+    crossing the antimeridian a geometry collection of its two halves.
+
+    One value, not an array of the halves: OpenSearch 2.x keeps doc values for geo_shape fields and refuses
+    a document with two values in one ("DocValuesField "bbox" appears more than once"), which every record
+    crossing 180 degrees hit on a real node (the emulator the tests used before took the array).
+
+    Examples:
+        >>> document_shape([150, -20, -150, 20])["type"]
+        'geometrycollection'
+    """
+    shapes = bbox_shapes(bbox)
+    return shapes[0] if len(shapes) == 1 else {"type": "geometrycollection", "geometries": shapes}
+
+
 def to_document(record: DatasetRecord) -> dict[str, Any]:
     """The indexed fields plus the whole record (stored, not indexed) to give it back on search."""
     return {
@@ -69,7 +85,7 @@ def to_document(record: DatasetRecord) -> dict[str, Any]:
         "text": search_text(record),
         "time_start": record.time_start,
         "time_end": record.time_end,
-        "bbox": bbox_shapes(record.bbox) if record.bbox else None,
+        "bbox": document_shape(record.bbox) if record.bbox else None,
         "size": record.size,
         "mtime_ns": record.mtime_ns,
         "mtime_ms": None if record.mtime_ns is None else record.mtime_ns // 1_000_000,
@@ -209,7 +225,9 @@ class OpenSearchCatalog(Catalog):
         return sorted(self._call("reading aliases", self.client.indices.get_alias, name=self.alias))
 
     def _ensure(self) -> None:
-        if self._indices():
+        indices = self._indices()
+        if indices:
+            self._check_mapping(indices)
             return
         if self._call("checking the index", self.client.indices.exists, index=self.alias):
             raise CatalogError(
@@ -220,17 +238,62 @@ class OpenSearchCatalog(Catalog):
         body = {"actions": [{"add": {"index": name, "alias": self.alias, "is_write_index": True}}]}
         self._call("creating the alias", self.client.indices.update_aliases, body=body)
 
-    def _bulk(self, actions: Iterable[dict[str, Any]]) -> int:
+    def _check_mapping(self, indices: Sequence[str]) -> None:
+        """Refuse an index behind the alias whose mapping types a catalog field otherwise (an index made by
+        hand or by another program): a real node would reject or silently mis-index every record (a ``size``
+        of type text makes size ranges compare strings). Fields the index lacks (a catalog from before they
+        were added) are added, which OpenSearch allows on a live index.
+
+        Raises:
+            CatalogError: Naming the index, the field, its type there and the type the catalog needs.
+        """
+        found = self._call("reading the mapping", self.client.indices.get_mapping, index=",".join(indices))
+        for index in indices:
+            props = found.get(index, {}).get("mappings", {}).get("properties", {})
+            missing = {}
+            for field, wanted in MAPPING["properties"].items():
+                have = props.get(field)
+                if have is None:
+                    missing[field] = wanted
+                elif have.get("type", "object") != wanted["type"]:
+                    raise CatalogError(
+                        f"OpenSearch catalog at {self.url}: index {index!r} (behind alias {self.alias!r}) maps "
+                        f"field {field!r} as {have.get('type', 'object')!r}, the catalog needs {wanted['type']!r}; "
+                        "nothing was written (reindex into a new index, or choose another alias)"
+                    )
+            if missing:
+                self._call("adding fields to the mapping", self.client.indices.put_mapping, index=index,
+                           body={"properties": missing})  # fmt: skip
+
+    def _bulk(self, actions: Iterable[dict[str, Any]]) -> tuple[int, dict[str, str]]:
+        """Send ``actions`` in bulk requests; returns how many succeeded and, per refused document id, the
+        node's reason (a delete of a missing document is no refusal). Every item is tried: one refused
+        document never holds back the others."""
         from opensearchpy import helpers
 
         ok, errors = self._call(
             "a bulk write", helpers.bulk, self.client, actions, chunk_size=self.batch_size, raise_on_error=False,
             max_retries=2,
         )  # fmt: skip
-        real = [e for e in errors if e.get("delete", {}).get("status") != 404]
-        if real:
-            raise CatalogError(f"OpenSearch catalog at {self.url}: {len(real)} bulk item(s) failed, first: {real[0]}")
-        return ok
+        rejected = {}
+        for error in errors:
+            ((op, item),) = error.items()
+            if op == "delete" and item.get("status") == 404:
+                continue
+            reason = item.get("error", {})
+            if isinstance(reason, dict):
+                reason = f"{reason.get('type')}: {reason.get('reason')}"
+            rejected[str(item.get("_id"))] = f"status {item.get('status')}, {reason}"
+        return ok, rejected
+
+    def _raise_rejected(self, rejected: dict[str, str], what: str) -> None:
+        if rejected:
+            first_id, first = next(iter(rejected.items()))
+            raise RecordsRejected(
+                f"OpenSearch catalog at {self.url} refused {len(rejected)} record(s) of {what} (the others were "
+                f"written); first: {first_id}: {first}",
+                rejected,
+            )
 
     def _refresh(self, index: str | None = None) -> None:
         self._call("a refresh", self.client.indices.refresh, index=index or self.alias)
@@ -241,16 +304,23 @@ class OpenSearchCatalog(Catalog):
             yield {"_op_type": "index", "_index": index, "_id": rec.id, "_source": to_document(rec)}
 
     def upsert(self, records: Iterable[DatasetRecord]) -> int:
-        n = self._bulk(self._index_actions(records, self.alias))
+        """Index ``records`` (by id), then refresh so they are searchable.
+
+        Raises:
+            RecordsRejected: The node refused some of them (the others are written and visible).
+        """
+        n, rejected = self._bulk(self._index_actions(records, self.alias))
         self._refresh()
+        self._raise_rejected(rejected, "a bulk write")
         return n
 
     def delete(self, ids: Iterable[str]) -> int:
         actions = [{"_op_type": "delete", "_index": self.alias, "_id": i} for i in ids]
         if not actions:
             return 0
-        n = self._bulk(actions)
+        n, rejected = self._bulk(actions)
         self._refresh()
+        self._raise_rejected(rejected, "a bulk delete")
         return n
 
     def reindex(self, records: Iterable[DatasetRecord]) -> int:
@@ -258,7 +328,8 @@ class OpenSearchCatalog(Catalog):
         old = self._indices()
         new = self._new_index()
         try:
-            n = self._bulk(self._index_actions(records, new))
+            n, rejected = self._bulk(self._index_actions(records, new))
+            self._raise_rejected(rejected, "a reindex (the old index stays in place)")
             self._refresh(new)
         except BaseException:
             self._call("dropping a failed reindex", self.client.indices.delete, index=new)

@@ -1,0 +1,43 @@
+"""``proximate catalog export-stac``: the dataset catalog as a static STAC catalog."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    """Add ``catalog`` to ``subparsers`` (the ``proximate`` parser's), ``run`` its function."""
+    catalog = subparsers.add_parser("catalog", help="the dataset catalog")
+    catalog_sub = catalog.add_subparsers(dest="catalog_command", required=True)
+    export = catalog_sub.add_parser(
+        "export-stac",
+        help="write the catalog as a static STAC catalog (one collection per region) into DIR",
+        description="Every record as a STAC Item (footprint, time span, the file as region:path, status and reason), "
+        "one Collection per region, under DIR/catalog.json; the catalog is PROXIMATE_CATALOG's unless --catalog.",
+    )
+    export.add_argument("dir", help="the directory to write (created; existing files of the same names replaced)")
+    export.add_argument("--catalog", help="a SQLite file or an OpenSearch URL (default: PROXIMATE_CATALOG)")
+    export.set_defaults(func=run_export_stac)
+
+
+def run_export_stac(args: argparse.Namespace) -> int:
+    """Write the catalog (``--catalog``, else ``PROXIMATE_CATALOG``'s) as STAC under ``args.dir``; print its path.
+
+    Args:
+        args: the parsed ``catalog export-stac`` arguments.
+
+    Returns:
+        0.
+    """
+    from proximate.catalog import CatalogSettings
+    from proximate.catalog.settings import CATALOG_ENV
+    from proximate.catalog.stac import export_stac
+
+    # --catalog replaces only the URL: the credentials variables (PROXIMATE_CATALOG_USERNAME...) still apply.
+    environ = None if args.catalog is None else {**os.environ, CATALOG_ENV: args.catalog}
+    with CatalogSettings.from_env(environ).open() as catalog:
+        path = export_stac(catalog, args.dir)
+    print(path)
+    return 0
