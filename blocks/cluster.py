@@ -19,6 +19,25 @@ LOCAL = "local"
 DEFAULT_CLUSTER_BLOCK = "proximate-cluster"
 
 
+class ClusterTaskRunner(DaskTaskRunner):
+    """prefect-dask's DaskTaskRunner, able to connect to a scheduler that serves no dashboard.
+
+    prefect-dask logs ``client.dashboard_link`` as soon as it has connected, and distributed's ``dashboard_link``
+    raises ``KeyError('dashboard')`` for a scheduler without an HTTP server, which is proximate's default
+    (``proximate.no_http``: no HTTP server unless a dashboard is asked for). The client is connected and kept by
+    then: asked again, prefect-dask returns it without that line.
+    """
+
+    @property
+    def client(self):
+        try:
+            return super().client
+        except KeyError as exc:
+            if exc.args != ("dashboard",):
+                raise
+            return super().client
+
+
 class RegionalCluster(Block):
     """The multi-region Dask cluster: either the address of a running scheduler (production, optionally TLS),
     or 'local' to start a scheduler and per-region workers on this machine for the length of a flow run."""
@@ -107,11 +126,12 @@ class RegionalCluster(Block):
 
     @contextlib.contextmanager
     def task_runner(self, region_blocks: list[Region] | None = None) -> Iterator[DaskTaskRunner]:
-        """A DaskTaskRunner on this cluster; for 'local', the cluster lives as long as the context."""
+        """A DaskTaskRunner (a :class:`ClusterTaskRunner`) on this cluster; for 'local', the cluster lives as long
+        as the context."""
         tls = self.tls()
         client_kwargs = {"security": tls.security()} if tls else {}
         if self.address != LOCAL:
-            yield DaskTaskRunner(address=self.address, client_kwargs=client_kwargs)
+            yield ClusterTaskRunner(address=self.address, client_kwargs=client_kwargs)
             return
         blocks = region_blocks if region_blocks is not None else [Region.load(n) for n in self.regions]
         if not blocks:
@@ -127,7 +147,7 @@ class RegionalCluster(Block):
             tls=tls,
         ) as cluster:
             if bounds is None:
-                yield DaskTaskRunner(address=cluster.address, client_kwargs=client_kwargs)
+                yield ClusterTaskRunner(address=cluster.address, client_kwargs=client_kwargs)
                 return
             with autoscaled(cluster, bounds, scale_down_after=self.scale_down_after):
-                yield DaskTaskRunner(address=cluster.address, client_kwargs=client_kwargs)
+                yield ClusterTaskRunner(address=cluster.address, client_kwargs=client_kwargs)

@@ -21,7 +21,7 @@ from prefect_dask import DaskTaskRunner
 from prefect_dask.client import PrefectDaskClient
 
 from blocks.catalog import CatalogConfig
-from blocks.cluster import DEFAULT_CLUSTER_BLOCK, LOCAL, RegionalCluster
+from blocks.cluster import DEFAULT_CLUSTER_BLOCK, LOCAL, ClusterTaskRunner, RegionalCluster
 from blocks.region import Region
 from proximate.analysis import ParameterError
 from proximate.catalog import CatalogSettings
@@ -246,7 +246,7 @@ def _saved_regions() -> list[tuple[str, dict[str, Any]]]:
     return [(doc.data.get("name") or doc.name or "?", dict(doc.data)) for doc in documents]
 
 
-class RegionalTaskRunner(DaskTaskRunner):
+class RegionalTaskRunner(ClusterTaskRunner):
     """The flows' DaskTaskRunner, the one way a flow reaches the multi-region cluster: pointed at it from inside
     the run.
 
@@ -296,16 +296,7 @@ class RegionalTaskRunner(DaskTaskRunner):
             raise RuntimeError("RegionalTaskRunner used before the flow attached it to a cluster")
         from distributed.comm import resolve_address
 
-        try:
-            client = super().client
-        except KeyError as exc:
-            # prefect-dask logs client.dashboard_link as soon as it has connected, and distributed's dashboard_link
-            # raises KeyError('dashboard') for a scheduler that serves no dashboard (proximate.no_http closes it
-            # unless one is asked for). The client is connected and kept by then: asked again, prefect-dask
-            # returns it without that line.
-            if exc.args != ("dashboard",):
-                raise
-            client = super().client
+        client = super().client  # ClusterTaskRunner: also a scheduler without a dashboard
         # prefect-dask prefers a default client found in the process over the address; refuse another cluster's.
         if resolve_address(client.scheduler.address) != resolve_address(self.address):
             raise RuntimeError(

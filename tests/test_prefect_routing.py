@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import xarray as xr
 from prefect import flow, task
-from prefect_dask import DaskTaskRunner, get_dask_client
+from prefect_dask import get_dask_client
 
 import proximate
+from blocks.cluster import ClusterTaskRunner  # prefect-dask's DaskTaskRunner, for a scheduler without a dashboard
 from proximate.pools import pool
 from proximate.testing import synthetic
 
@@ -43,7 +44,7 @@ def orchestrate(path: str) -> float:
 
 @pytest.mark.slow  # over 10 s under load (DEVELOPERS.md, "The fast tier")
 def test_prefect_task_submitted_inside_pool_runs_in_that_region(prefect_server, cluster):
-    @flow(task_runner=DaskTaskRunner(address=cluster.address))
+    @flow(task_runner=ClusterTaskRunner(address=cluster.address))
     def routed() -> tuple[list[str], list[str]]:
         with pool("b"):
             in_b = [region_here.submit() for _ in range(3)]
@@ -61,7 +62,7 @@ def test_orchestrating_tasks_do_not_deadlock_even_when_pinned(prefect_server, cl
     only region a can do: with a slot-consuming requirement this deadlocks; with ours it completes."""
     expected = float(xr.open_dataset(small_forecast).air_temperature.mean())
 
-    @flow(task_runner=DaskTaskRunner(address=cluster.address))
+    @flow(task_runner=ClusterTaskRunner(address=cluster.address))
     def nested() -> list[float]:
         with pool("a"):
             pinned = [orchestrate.submit(SMALL) for _ in range(2)]
