@@ -6,14 +6,15 @@ of PostgreSQL's ``flow_run`` table, and the password is printed nowhere.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
 from postgres_server import PostgreSQL, postgresql_server, require_postgresql
-from up_process import Up, running_up, seasonal_means_at_once
+from up_process import PROJECT, Up, running_up, seasonal_means_at_once
 
-from deployments.stages import WORK_POOL, check_database_url
-from proximate.errors import ProximateInputError
+from deployments.stages import WORK_POOL
 
 #: Seconds for one seasonal-mean run on the loaded 2-core machine (tests/test_ui.py measures the same).
 RUN_TIMEOUT = 300.0
@@ -53,11 +54,22 @@ def test_runs_created_at_once_complete_on_a_prefect_server_backed_by_postgresql(
         assert postgresql.password not in log.read_text(errors="replace"), log
 
 
-def test_a_database_url_without_prefects_driver_is_refused_naming_the_option_and_redacted():
+def test_a_database_url_without_prefects_driver_is_refused_before_anything_starts(tmp_path):
+    """``postgresql://`` (no asyncpg) would only fail in the server's log minutes later: up refuses it at once,
+    naming the option, with the password redacted, and creates nothing."""
+    workdir = tmp_path / "demo"
     url = "postgresql://prefect:hunter2@127.0.0.1:5432/prefect"
-    with pytest.raises(ProximateInputError, match=r"--prefect-database postgresql://\*\*\*@127.0.0.1") as err:
-        check_database_url(url)
-    assert "hunter2" not in str(err.value)
+    done = subprocess.run(
+        [sys.executable, "-m", "deployments.up", "--workdir", str(workdir), "--prefect-database", url],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "--prefect-database postgresql://***@127.0.0.1:5432/prefect: not a Prefect database URL" in done.stderr
+    assert "hunter2" not in done.stdout + done.stderr
+    assert not workdir.exists()
 
 
 def test_the_fixture_serves_only_loopback_as_the_prefect_role(postgresql):
