@@ -11,7 +11,7 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-from postgres_server import PostgreSQL, postgresql_server, require_postgresql
+from postgres_server import PostgreSQL, postgresql_server
 from up_process import PROJECT, Up, running_up, seasonal_means_at_once
 
 from deployments.stages import WORK_POOL
@@ -73,7 +73,6 @@ def test_a_database_url_without_prefects_driver_is_refused_before_anything_start
 
 
 def test_the_fixture_serves_only_loopback_as_the_prefect_role(postgresql):
-    require_postgresql()
     user, addr = postgresql.query("SELECT current_user, inet_server_addr()::text")[0]
     assert user == postgresql.user
     assert addr.startswith("127.0.0.1")
