@@ -88,6 +88,13 @@ def _as_owner() -> list[str]:
     return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
 
 
+def _run(cmd: list[str], stdin: str | None = None) -> None:
+    """Run ``cmd`` to the end; fail with its own error output (initdb's, psql's) if it fails."""
+    done = subprocess.run(cmd, input=stdin, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited with code {done.returncode}:\n{done.stdout}{done.stderr}")
+
+
 def _accepts(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(1)
@@ -116,11 +123,8 @@ def postgresql_server(user: str = "prefect", database: str = "prefect") -> Itera
     process = None
     try:
         # Local (socket) connections trust the OS user; TCP needs the password.
-        subprocess.run(
-            [*owner, str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth-local=trust",
-             "--auth-host=scram-sha-256", "-E", "UTF8"],
-            check=True, capture_output=True,
-        )  # fmt: skip
+        _run([*owner, str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth-local=trust",
+              "--auth-host=scram-sha-256", "-E", "UTF8"])  # fmt: skip
         port = free_port()
         cmd = [*owner, str(bin_dir / "postgres"), "-D", str(data), "-p", str(port), "-k", str(sockets),
                "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200"]  # fmt: skip
@@ -132,11 +136,9 @@ def postgresql_server(user: str = "prefect", database: str = "prefect") -> Itera
             lambda: subprocess.run(isready, capture_output=True).returncode == 0, what="postgresql", timeout=60
         )
         psql = [*owner, str(bin_dir / "psql"), "-h", str(sockets), "-p", str(port), "-U", "postgres"]
-        sql = f"CREATE ROLE {user} LOGIN PASSWORD '{password}'; CREATE DATABASE {database} OWNER {user};"
-        for statement in sql.split("; "):
-            subprocess.run(
-                [*psql, "-v", "ON_ERROR_STOP=1", "-c", statement.rstrip(";")], check=True, capture_output=True
-            )
+        # On standard input, not -c: the password stays off the command line (ps).
+        _run([*psql, "-v", "ON_ERROR_STOP=1"], f"CREATE ROLE {user} LOGIN PASSWORD '{password}';\n"
+             f"CREATE DATABASE {database} OWNER {user};\n")  # fmt: skip
         yield PostgreSQL(process, port, user, password, database)
     finally:
         if process is not None:
