@@ -21,7 +21,9 @@ from typing import Any
 
 from deployments.prefect_server import command as prefect_server_command
 from proximate import processes
+from proximate.errors import ProximateInputError
 from proximate.processes import ProcessStartError, Supervised
+from proximate.redaction import redact_url
 
 #: The project folder: prefect.yaml, and the flows' code that flow runs import (PROXIMATE_HOME).
 PROJECT = Path(__file__).resolve().parents[1]
@@ -86,15 +88,49 @@ class PrefectServer:
         )
 
 
+#: The database URLs a Prefect server takes: SQLAlchemy's async drivers Prefect ships with.
+DATABASE_SCHEMES = ("postgresql+asyncpg://", "sqlite+aiosqlite://")
+
+
+def check_database_url(url: str) -> str:
+    """``url`` if a Prefect server can use it as its database (``PREFECT_API_DATABASE_CONNECTION_URL``).
+
+    Args:
+        url: e.g. ``postgresql+asyncpg://USER:PASS@HOST:PORT/DB``.
+
+    Returns:
+        ``url`` unchanged.
+
+    Raises:
+        ProximateInputError: another scheme (``postgresql://`` without the driver would fail only once the server
+            starts, in its log); the message shows the URL with its password redacted.
+
+    Examples:
+        >>> check_database_url("postgresql+asyncpg://prefect:secret@127.0.0.1:5432/prefect")
+        'postgresql+asyncpg://prefect:secret@127.0.0.1:5432/prefect'
+    """
+    if not url.startswith(DATABASE_SCHEMES):
+        raise ProximateInputError(
+            f"--prefect-database {redact_url(url)}: not a Prefect database URL (it starts with "
+            f"{' or '.join(DATABASE_SCHEMES)})"
+        )
+    return url
+
+
 @contextlib.contextmanager
-def prefect_server(env: Mapping[str, str], log: Path) -> Iterator[PrefectServer]:
+def prefect_server(env: Mapping[str, str], log: Path, database: str | None = None) -> Iterator[PrefectServer]:
     """A Prefect server on ``PREFECT_SERVER_API_PORT`` of 127.0.0.1 (``env``), not yet awaited: the caller does
     what needs no Prefect while its database migrates, then :meth:`PrefectServer.wait_healthy`.
 
     Args:
         env: its whole environment (``PREFECT_API_URL``, ``PREFECT_SERVER_API_PORT``, ``PREFECT_HOME``).
         log: its log file.
+        database: its database's URL (``postgresql+asyncpg://USER:PASS@HOST:PORT/DB``); None: Prefect's SQLite
+            file under ``PREFECT_HOME``. Only the server's environment gets it (with its password): the worker
+            and flow runs talk to the API.
     """
+    if database is not None:
+        env = {**env, "PREFECT_API_DATABASE_CONNECTION_URL": check_database_url(database)}
     # Prefect's server with write transactions that queue instead of failing (deployments/prefect_server.py).
     cmd = prefect_server_command("--host", "127.0.0.1", "--port", env["PREFECT_SERVER_API_PORT"])
     proc = processes.start(cmd, name="prefect server", env=env, log=log, cwd=PROJECT)

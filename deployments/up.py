@@ -1,11 +1,12 @@
 """``proximate up``: the embedded default, running, for use from the Prefect UI.
 
-    proximate up [--workdir proximate-demo] [--port 4200]
+    proximate up [--workdir proximate-demo] [--port 4200] [--prefect-database postgresql+asyncpg://U:P@HOST:PORT/DB]
 
 brings up, each a stage of :mod:`deployments.stages` (a context manager that starts one part and stops it)
 whose processes are their own process groups, started and stopped by PID:
 
-1. a Prefect server on a loopback port (state under ``<workdir>/prefect``);
+1. a Prefect server on a loopback port (state under ``<workdir>/prefect``; its database there in SQLite, or the
+   PostgreSQL of ``--prefect-database``);
 2. the demo's data (:mod:`deployments.demo`): generated files, a local S3 server (moto) with a bucket per region, and a
    long-lived two-region Dask cluster; ``Region``, ``CatalogConfig`` (``demo-catalog``, and the flows' default
    ``proximate-catalog``) and ``RegionalCluster``
@@ -33,6 +34,7 @@ from typing import Any
 
 from deployments import stages
 from deployments.stages import POOL_TEMPLATE, PROJECT, WORK_POOL  # noqa: F401 - where up's parts are, for its users
+from proximate.redaction import redact_url
 
 #: How often the worker asks for runs: Prefect's default of 10 s would be half of a UI-triggered run's time.
 WORKER_QUERY_SECONDS = "1"
@@ -115,14 +117,21 @@ def warm_workers(cluster: Any) -> None:
             client.run(importlib.import_module, module)
 
 
-def run_up(workdir: Path, *, workers_per_region: int = 2, port: int = 0) -> None:
+def run_up(workdir: Path, *, workers_per_region: int = 2, port: int = 0, prefect_database: str | None = None) -> None:
     """Bring everything up in ``workdir`` and keep it running until interrupted.
 
     Args:
         workdir: where regions' data, the catalog, Prefect state, logs and results go (created if missing).
         workers_per_region: Dask worker processes per region.
         port: the Prefect server's port on 127.0.0.1 (0: a free one).
+        prefect_database: the Prefect server's database, ``postgresql+asyncpg://USER:PASS@HOST:PORT/DB`` (None:
+            Prefect's SQLite file under ``<workdir>/prefect``). Shown only with its password redacted.
+
+    Raises:
+        ProximateInputError: ``prefect_database`` is not a URL Prefect's server takes (before anything starts).
     """
+    if prefect_database is not None:
+        stages.check_database_url(prefect_database)
     from deployments.demo import environment
     from proximate.testing.local_s3 import free_port
 
@@ -132,10 +141,10 @@ def run_up(workdir: Path, *, workers_per_region: int = 2, port: int = 0) -> None
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     with environment(up_environment(workdir, port or free_port(), os.environ)):
-        _run_up(workdir, workers_per_region)
+        _run_up(workdir, workers_per_region, prefect_database)
 
 
-def _run_up(workdir: Path, workers_per_region: int) -> None:
+def _run_up(workdir: Path, workers_per_region: int, database: str | None) -> None:
     """The stages in order on one stack (so they stop in reverse), then wait for Ctrl-C or SIGTERM."""
     from deployments.demo import demo_catalog_ids, generate, ingest, region_roots
 
@@ -146,8 +155,9 @@ def _run_up(workdir: Path, workers_per_region: int) -> None:
     with contextlib.ExitStack() as stack:
         stack.callback(lambda: state.unlink(missing_ok=True))
         stack.callback(print, "proximate up: stopped", flush=True)
-        server = stack.enter_context(stages.prefect_server(env, logs / "prefect-server.log"))
+        server = stack.enter_context(stages.prefect_server(env, logs / "prefect-server.log", database))
         _log(t0, f"Prefect server starting at {server.ui} (pid {server.process.pid}, log {server.process.log})")
+        _log(t0, f"Prefect database: {redact_url(database) if database else 'SQLite under ' + env['PREFECT_HOME']}")
         # What needs no Prefect happens while the server migrates its database.
         staging = workdir / "staging"
         roots = region_roots(workdir)

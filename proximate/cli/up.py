@@ -20,6 +20,10 @@ def register(subparsers: Any) -> None:
     up.add_argument("--workdir", default="proximate-demo", help="where data, catalog, Prefect state and logs go")
     up.add_argument("--workers-per-region", type=int, default=2)
     up.add_argument("--port", type=int, default=0, help="the Prefect server's port on 127.0.0.1 (0: any free port)")
+    up.add_argument(
+        "--prefect-database",
+        help="the Prefect server's database, postgresql+asyncpg://USER:PASS@HOST:PORT/DB (default: SQLite)",
+    )
     up.set_defaults(func=run)
 
 
@@ -38,5 +42,10 @@ def run(args: argparse.Namespace) -> int:
     require_demo_extra()  # the demo's data comes from its S3 server
     run_up = find_command("up", args.entry_points)  # lives with the deployments (the core does not import Prefect)
     terminate_on_sigterm()
-    run_up(workdir=Path(args.workdir), workers_per_region=args.workers_per_region, port=args.port)
+    run_up(
+        workdir=Path(args.workdir),
+        workers_per_region=args.workers_per_region,
+        port=args.port,
+        prefect_database=args.prefect_database,
+    )
     return 0
