@@ -50,9 +50,9 @@ def main() -> None:
 
     with prefect_test_harness(server_startup_timeout=180):
         from prefect import flow, task
-        from prefect_dask import DaskTaskRunner
 
         from blocks.catalog import CatalogConfig
+        from blocks.cluster import ClusterTaskRunner
         from deployments.demo import FORECAST_REGION, OBSERVATIONS_REGION, run_demo
         from flows.analysis import compare_forecast_to_observations, seasonal_mean, summarize
         from proximate.catalog.query import DatasetQuery
@@ -107,7 +107,7 @@ def main() -> None:
             floors = {
                 "trivial flow, 1 task (thread pool)": lambda: trivial(),
                 "trivial flow, 1 task on the cluster (DaskTaskRunner)": lambda: trivial.with_options(
-                    task_runner=DaskTaskRunner(address=cluster.address)
+                    task_runner=ClusterTaskRunner(address=cluster.address)
                 )(),
             }
             floor_rows = []
