@@ -43,7 +43,8 @@ def _artifacts(prefix: str) -> dict[str, object]:
     async def read():
         async with get_client() as c:
             arts = await c.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(like_=prefix)))
-            return {a.key: a for a in arts}
+            # The latest of each key: a key's older versions (an earlier run's) come back too, in no set order.
+            return {a.key: a for a in sorted(arts, key=lambda a: a.created)}
 
     return asyncio.run(read())
 
