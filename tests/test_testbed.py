@@ -282,12 +282,12 @@ def test_tls_cluster_works_and_plaintext_is_refused(bed, tb_agent):
 
 def test_no_testbed_process_listens_on_a_wildcard(bed):
     """Each process binds its namespace's address (or loopback there); the scheduler serves no HTTP at all."""
-    bound = {name: tree_listeners(record["pid"]) for name, record in bed.processes.items()}
+    bound = {name: tree_listeners(proc.pid) for name, proc in bed.processes.items()}
     assert any(bound.values()) and not [str(s) for found in bound.values() for s in found if s.wildcard], bound
     port = int(bed.scheduler_address.rsplit(":", 1)[1])
     assert [(s.ip, s.port) for s in bound["scheduler"]] == [(bed.address("client"), port)]
     for name in bed.worker_names():  # nanny and worker on the region's address, /health on its loopback
-        region = bed.processes[name]["node"]
+        region = bed.processes[name].info["node"]
         assert {s.ip for s in bound[name]} == {bed.address(region), "127.0.0.1"}, (name, bound[name])
 
 
