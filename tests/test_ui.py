@@ -166,7 +166,9 @@ def custom_run(page: Any, up: Up, deployment: str, fill: Callable[[Any], None]) 
     page.get_by_text("Custom run", exact=True).click()
     page.wait_for_url("**/run?**")
     fill(page)
-    name = page.locator("input").first.input_value()  # the Run Name field: how to find the run afterwards
+    # The Run Name field, the form's first text box (a prefilled form can put a checkbox, value "on", before it):
+    # how to find the run afterwards.
+    name = page.locator("input:not([type=checkbox]):not([type=radio])").first.input_value()
     _shot(page, f"{deployment}-1-form")
     submitted = time.monotonic()
     listed = page.get_by_role("link", name=name, exact=True).first  # the deployment's Runs tab lists it

@@ -30,7 +30,7 @@ def test_the_up_command_runs_the_entry_point_with_its_arguments(tmp_path):
         assert cli.main(argv, entry_points=fake) == 0
     finally:
         signal.signal(signal.SIGTERM, previous)
-    assert _recorded.calls == [{"workdir": tmp_path, "workers_per_region": 3, "port": 4321}]
+    assert _recorded.calls == [{"workdir": tmp_path, "workers_per_region": 3, "port": 4321, "prefect_database": None}]
 
 
 def test_pyproject_registers_up_as_a_command_living_in_deployments():
