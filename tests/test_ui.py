@@ -165,6 +165,7 @@ def custom_run(page: Any, up: Up, deployment: str, fill: Callable[[Any], None]) 
     page.get_by_role("button", name="Run", exact=True).click()
     page.get_by_text("Custom run", exact=True).click()
     page.wait_for_url("**/run?**")
+    page.get_by_text("Run Name", exact=True).first.wait_for()  # the form, rendered (a fill may type nothing)
     fill(page)
     # The Run Name field, the form's first text box (a prefilled form can put a checkbox, value "on", before it):
     # how to find the run afterwards.
