@@ -1,5 +1,5 @@
 """Boxes of global and regional meshes: UGRID cubed spheres (LFRic's C12 and C24 layout), a tripolar ocean grid
-with cell bounds, and the real UGRID file of ../shared/data/real; searches across the antimeridian find them.
+with cell bounds, and the real UGRID file of tests/data/real; searches across the antimeridian find them.
 
 The meshes are generated here with numpy (an equiangular gnomonic cubed sphere; Murray's bipolar Arctic cap).
 The oracles do not use the code under test: that a mesh is global is checked with pyproj's geodesic areas (its
