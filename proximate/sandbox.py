@@ -66,6 +66,8 @@ ALARM_GRACE_SECONDS = 5
 #: How often an idle or running child checks that its parent is still there.
 PARENT_CHECK_SECONDS = 1.0
 _HEADER = 8
+#: What a child writes once it has read a call, before running it: a child that dies before writing it died idle.
+_RECEIVED = b"\x01"
 
 #: The child's command: the parent's import path first (a worker may have extended it), then the serving loop.
 _BOOT = (
@@ -171,6 +173,10 @@ def describe_exit(returncode: int) -> str:
     return f"killed by signal {-returncode}" if returncode < 0 else f"exit status {returncode}"
 
 
+class _DiedIdle(Exception):
+    """The child handed out was already dead (or died) before it read the call."""
+
+
 class _Child:
     """One child process serving bounded calls over its stdin/stdout, started with a fixed address-space limit,
     import path, environment and preloaded modules (:attr:`started_with`)."""
@@ -220,8 +226,20 @@ class _Child:
             assert self.process.stdin is not None
             self.process.stdin.write(len(payload).to_bytes(_HEADER, "big") + payload)
             self.process.stdin.flush()
-            reply = self._read_frame(deadline)
+            self._read(len(_RECEIVED), deadline)
         except (BrokenPipeError, EOFError):
+            # Gone before it took the call: it died while idle (killed from outside, say), after the idle check
+            # that handed it out. Nothing of the call ran; the caller retries on a new child.
+            self.kill()
+            raise _DiedIdle from None
+        except TimeoutError:
+            self.kill()
+            raise LimitExceeded(
+                "wall", f"ran longer than {limits.wall_seconds:g} s of wall-clock time and was stopped", limits=limits
+            ) from None
+        try:
+            reply = self._read_frame(deadline)
+        except EOFError:
             raise self._died(limits) from None
         except TimeoutError:
             self.kill()
@@ -301,11 +319,12 @@ _idle: list[_Child] = []  # oldest first
 _idle_lock = threading.Lock()
 
 
-def _take(memory_bytes: int, preload: tuple[str, ...]) -> _Child:
-    """An idle child started as this call would start one, or a new one (booted)."""
+def _take(memory_bytes: int, preload: tuple[str, ...], *, new: bool = False) -> _Child:
+    """An idle child started as this call would start one, or (also when ``new``) a new one, booted."""
     wanted = _started_with(memory_bytes, preload)
     with _idle_lock:
-        for i in range(len(_idle) - 1, -1, -1):  # the most recently used first: its pages are the warmest
+        kept = () if new else range(len(_idle) - 1, -1, -1)  # the most recently used first: its pages are the warmest
+        for i in kept:
             if _idle[i].started_with == wanted and _idle[i].alive():
                 return _idle.pop(i)
     child = _Child(memory_bytes, preload)
@@ -355,7 +374,15 @@ def run_bounded(fn: Callable[..., T], *args: Any, limits: Limits | None = None, 
     limits = limits or Limits.from_env()
     child = _take(limits.memory_bytes, tuple(preload))
     try:
-        result = child.call(fn, args, limits)
+        try:
+            result = child.call(fn, args, limits)
+        except _DiedIdle:
+            # Only a kept child can die idle; a new one that dies before reading its first call is a real failure.
+            child = _take(limits.memory_bytes, tuple(preload), new=True)
+            try:
+                result = child.call(fn, args, limits)
+            except _DiedIdle:
+                raise child._died(limits) from None
     except BaseException:
         child.kill()  # a child that failed may hold a half-freed heap or a lowered limit: never reuse it
         raise
@@ -408,7 +435,10 @@ def _serve(memory_bytes: int, preload: list[str], parent_pid: int) -> None:
         header = requests.read(_HEADER)
         if len(header) < _HEADER:
             return
-        fn, args, cpu_seconds, wall_seconds = pickle.loads(requests.read(int.from_bytes(header, "big")))
+        request = requests.read(int.from_bytes(header, "big"))
+        replies.write(_RECEIVED)
+        replies.flush()
+        fn, args, cpu_seconds, wall_seconds = pickle.loads(request)
         # RLIMIT_CPU counts the process's whole life: allow this call its budget on top of what was used so far.
         usage = resource.getrusage(resource.RUSAGE_SELF)
         soft = int(usage.ru_utime + usage.ru_stime + cpu_seconds) + 1

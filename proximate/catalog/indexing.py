@@ -224,7 +224,7 @@ def extract_batch(region: str, paths: Sequence[str], etags: Mapping[str, str] | 
         try:
             kind, value = run_bounded(
                 extract_reply, region, path, etags.get(path), limits=limits,
-                preload=("proximate.catalog.indexing",),  # the readers' imports are paid before the file's clock
+                preload=("proximate.catalog.readers",),  # the readers' imports are paid before the file's clock
             )  # fmt: skip
         except LimitExceeded as exc:
             message = f"cannot read {region}:{path}: {_extraction_failure(exc)}"
