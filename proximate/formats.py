@@ -2,19 +2,30 @@
 
 Shared by the reader (``proximate.io``) and the catalog's extractor. A file's first bytes decide: NetCDF classic
 (``CDF``), HDF5 (its signature at 0 or after a user block of 512, 1024, 2048... bytes, as the HDF5 library
-looks for it), GRIB, TIFF/GeoTIFF; HDF4 and UM PP / fieldsfiles are recognised but not supported, so their
-catalog record can say exactly that.
+looks for it), GRIB (also behind a WMO bulletin heading, as ecCodes finds it), TIFF/GeoTIFF; HDF4 and UM PP /
+fieldsfiles are recognised but not supported, so their catalog record can say exactly that.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import stat
 from pathlib import Path
 from typing import Literal
 
 from proximate.errors import ProximateInputError
 
+#: Bytes in which GRIB is looked for behind a WMO bulletin heading: the heading is a line or two (about 40 bytes),
+#: so this bounds the scan of a file that is not GRIB while leaving room for a long one.
+WMO_SCAN_BYTES = 4096
+#: A WMO abbreviated heading (Manual on the GTS, WMO-No. 386) at the start of a file: optionally the FTP file
+#: format's 8-digit message length and 2-digit format identifier, the starting line (SOH, CR CR LF, channel
+#: sequence number), then ``T1T2A1A2ii CCCC YYGGgg [BBB]`` and the end of its line. Line ends are CR CR LF on
+#: the GTS; copies of bulletins often have plain LF.
+WMO_HEADING = re.compile(
+    rb"\A(?:\d{8}\d{2})?(?:\x01\r*\n)?(?:\d{3,5}\r*\n)?[A-Z]{4}\d{2} [A-Z]{4} \d{6}(?: [A-Z]{3})?[ \t]*\r*\n"
+)
 ZARR_MARKERS = ("zarr.json", ".zgroup", ".zattrs", ".zmetadata", ".zarray")
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 #: Formats proximate reads (extracts and opens).
@@ -83,11 +94,24 @@ def detect_format(full: Path) -> str:
         if not head:
             return "empty"
         kind = _sniff(head)
+        if kind is None and _grib_behind_wmo_heading(fh):
+            kind = "grib"
         if kind is None and _hdf5_user_block(fh) is not None:
             kind = "netcdf"
         if kind is None and _looks_like_csv(fh):
             kind = "csv"
     return kind or "unknown"
+
+
+def _grib_behind_wmo_heading(fh) -> bool:
+    """Whether the file is GRIB sent as WMO bulletins: a WMO abbreviated heading, then ``GRIB`` within the first
+    :data:`WMO_SCAN_BYTES` bytes. ecCodes (and so cfgrib) scans for the messages itself and skips the headings;
+    the scan is bounded, and needs the heading, so that a text file that merely mentions GRIB is not taken for
+    it."""
+    fh.seek(0)
+    head = fh.read(WMO_SCAN_BYTES)
+    heading = WMO_HEADING.match(head)
+    return heading is not None and head.find(b"GRIB", heading.end()) >= 0
 
 
 def _looks_like_csv(fh) -> bool:

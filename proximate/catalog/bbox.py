@@ -12,16 +12,30 @@ from typing import Any
 import numpy as np
 
 from proximate.catalog.coords import in_degrees, is_lat, is_lon, n_values, name_of, var_attr, with_bounds
-from proximate.catalog.crs import X_NAMES, Y_NAMES, axis_extent, axis_scale, bounds_bracket, crs_from_attrs
+from proximate.catalog.crs import (
+    CRS_TEXT_KEYS,
+    X_NAMES,
+    Y_NAMES,
+    axis_extent,
+    axis_scale,
+    bounds_bracket,
+    crs_from_attrs,
+)
 from proximate.catalog.crs import projected_bbox as _projected_box
 from proximate.catalog.formats import Header, Var
 from proximate.catalog.formats.base import MAX_CHUNKS_READ, n_chunks
-from proximate.catalog.geo import arcs_lon_extent, cell_arcs, lon_extent, merge_arcs, union_bboxes
+from proximate.catalog.geo import arcs_lon_extent, cell_arcs, lon_extent, merge_arcs, normalize_lon, union_bboxes
 
 #: Cells whose vertices are read at once: bounds a mesh's or grid's memory while its cells are traced.
 CELLS_PER_BLOCK = 1_000_000
 #: Values (vertices, connectivity) beyond which cells are not traced: the box is then the points'.
 MAX_TRACED_VALUES = 64_000_000
+#: Degrees: a UGRID mesh given by its nodes alone (no face connectivity) whose node longitudes leave no gap wider
+#: than this around the circle is global in longitude, and reaches a pole its nodes come this close to. Its faces
+#: would join neighbouring nodes, so no face can leave a hole narrower than the widest gap between them; a
+#: regional mesh leaves a gap of its missing longitudes, far wider than any global mesh's cells (a C12 cubed
+#: sphere's are 7.5 degrees, and nodes at different latitudes fill each other's gaps).
+NODE_GAP_DEGREES = 10.0
 
 
 def _geographic_bbox(header: Header, warnings: list[str]) -> list[float] | None:
@@ -99,6 +113,8 @@ def _mesh_box(header: Header, name: str, mesh: Var, warnings: list[str]) -> tupl
     node_lon = next((v for v in nodes if v is not None and is_lon(v)), None)
     node_lat = next((v for v in nodes if v is not None and is_lat(v)), None)
     conn_name = mesh.attrs.get("face_node_connectivity")
+    if node_lon is not None and node_lat is not None and not isinstance(conn_name, str):
+        return _nodes_box(header, mesh, node_lon, node_lat)
     conn = header.lookup(mesh, conn_name) if isinstance(conn_name, str) else None
     if node_lon is None or node_lat is None or conn is None or not conn.numeric or len(conn.dims) != 2:
         return None
@@ -138,6 +154,43 @@ def _mesh_box(header: Header, name: str, mesh: Var, warnings: list[str]) -> tupl
         if other is not None and other.dims:
             dims.add(str(mesh.attrs.get(key.split("_")[0] + "_dimension", other.dims[0])))
     return box, dims
+
+
+def _nodes_box(header: Header, mesh: Var, node_lon: Var, node_lat: Var) -> tuple[list[float], set[str]] | None:
+    """The box of a UGRID mesh given by its nodes alone (no ``face_node_connectivity``), and the mesh's dimensions.
+
+    Points alone leave a global mesh's box with a gap (the widest gap between its unevenly spread nodes): nodes
+    whose longitudes circle the globe with no gap wider than :data:`NODE_GAP_DEGREES` are global in longitude,
+    and then reach a pole their nodes come within :data:`NODE_GAP_DEGREES` of. Other meshes get their nodes'
+    box."""
+    lon, lat = in_degrees(node_lon.read(), node_lon), in_degrees(node_lat.read(), node_lat)
+    if lon.shape != lat.shape:
+        return None
+    keep = np.isfinite(lon) & np.isfinite(lat) & (np.abs(lat) <= 90.0)
+    lon, lat = lon[keep], lat[keep]
+    if lon.size == 0:
+        return None
+    south, north = float(lat.min()), float(lat.max())
+    if _widest_lon_gap(lon) <= NODE_GAP_DEGREES:
+        west, east = -180.0, 180.0
+        south = -90.0 if south <= -90.0 + NODE_GAP_DEGREES else south
+        north = 90.0 if north >= 90.0 - NODE_GAP_DEGREES else north
+    else:
+        extent = lon_extent(lon)
+        assert extent is not None
+        west, east = extent
+    dims = set(node_lon.dims)
+    for key in ("edge_node_connectivity", "boundary_node_connectivity"):
+        other = header.lookup(mesh, str(mesh.attrs.get(key, "")))
+        if other is not None and other.dims:
+            dims.add(str(mesh.attrs.get(key.split("_")[0] + "_dimension", other.dims[0])))
+    return [west, south, east, north], dims
+
+
+def _widest_lon_gap(lon: np.ndarray) -> float:
+    """Degrees of the widest gap between neighbouring longitudes around the circle (360 for a single one)."""
+    u = np.unique(normalize_lon(lon))
+    return float(np.diff(np.append(u, u[0] + 360.0)).max())
 
 
 def _bounded_pair(header: Header, lon: Var) -> tuple[Var, Var, Var] | None:
@@ -223,10 +276,27 @@ def _file_crs(header: Header) -> Any | None:
     return None
 
 
+def _own_crs(header: Header, var: Var, warnings: list[str]) -> tuple[Any, str] | None:
+    """The CRS a variable states in its own attributes (``crs``, ``crs_wkt``, ``spatial_ref``, ``proj4``) as PROJ
+    or WKT text, which old GDAL and rioxarray wrote on the data variable instead of a grid mapping; with the text
+    (two variables on the same axes with different CRSs are two grids). A text naming another variable is left to
+    :func:`_file_crs`; any other text pyproj refuses is a warning naming the variable."""
+    texts = {k: v for k in CRS_TEXT_KEYS if isinstance(v := var.attrs.get(k), str) and v.strip()}
+    if not texts:
+        return None
+    crs = crs_from_attrs(texts)
+    if crs is not None:
+        return crs, next(iter(texts.values()))
+    if not any(header.lookup(var, v.strip()) is not None for v in texts.values()):
+        keys = ", ".join(texts)
+        warnings.append(f"{keys} of {name_of(header, var)!r} is not a CRS pyproj understands: no bbox from it")
+    return None
+
+
 def _crs_bbox(header: Header, warnings: list[str]) -> list[float] | None:
     """The box of every grid that has a CRS and x/y axes: its outline transformed to lon/lat."""
     boxes: list[list[float]] = []
-    seen: set[tuple[int, int, int]] = set()
+    seen: set[tuple[int, str, int, int]] = set()
     refused: set[int] = set()
     fallback: Any = None
     for var in header.variables.values():
@@ -238,6 +308,9 @@ def _crs_bbox(header: Header, warnings: list[str]) -> list[float] | None:
             refused.add(id(mapping))
             name = name_of(header, var)
             warnings.append(f"grid mapping of {name!r} is not a CRS pyproj understands: no bbox from it")
+        own = _own_crs(header, var, warnings) if mapping is None else None
+        if own is not None:
+            crs = own[0]
         if crs is None:
             fallback = _file_crs(header) if fallback is None else fallback
             crs = fallback
@@ -245,7 +318,7 @@ def _crs_bbox(header: Header, warnings: list[str]) -> list[float] | None:
         if axes is None:
             continue
         x, y = axes
-        key = (id(mapping), id(x), id(y))
+        key = (id(mapping), own[1] if own is not None else "", id(x), id(y))
         if key in seen:
             continue
         seen.add(key)

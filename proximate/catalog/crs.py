@@ -26,6 +26,8 @@ DISK_SAMPLES = 201
 LIMB_STEPS = 30
 _KM = {"km", "kilometre", "kilometer", "kilometres", "kilometers"}
 _RADIANS = {"rad", "radian", "radians"}
+#: Attributes that hold a CRS as text (WKT, PROJ string, "EPSG:n"), as GDAL, rioxarray and CF write them.
+CRS_TEXT_KEYS = ("crs_wkt", "spatial_ref", "crs", "proj4", "proj4text", "proj4_params")
 X_NAMES = {"projection_x_coordinate", "grid_longitude", "projection_x_angular_coordinate"}
 Y_NAMES = {"projection_y_coordinate", "grid_latitude", "projection_y_angular_coordinate"}
 
@@ -36,7 +38,7 @@ def crs_from_attrs(attrs: Mapping[str, Any]) -> Any | None:
     from pyproj import CRS
     from pyproj.exceptions import CRSError
 
-    for key in ("crs_wkt", "spatial_ref", "crs", "proj4", "proj4text", "proj4_params"):
+    for key in CRS_TEXT_KEYS:
         value = attrs.get(key)
         if isinstance(value, str) and value.strip():
             with contextlib.suppress(CRSError):

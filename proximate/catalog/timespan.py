@@ -63,19 +63,22 @@ def _decoded_range(name: str, var: Var, values: np.ndarray, warnings: list[str])
 
 
 def _forecast_range(header: Header, warnings: list[str]) -> tuple[Any, Any, str] | None:
-    """Valid times of a forecast file that has no time coordinate: reference times plus forecast periods."""
+    """Valid times of a forecast file that has no time coordinate: reference times plus forecast periods, and
+    their bounds: a monthly mean's ``forecast_period`` is the middle of the month, its validity the period's
+    bounds (the month), so a search inside the month finds it."""
     by_name = {var_attr(v, "standard_name"): (n, v) for n, v in header.variables.items() if v.numeric}
     if "forecast_reference_time" not in by_name or "forecast_period" not in by_name:
         return None
     ref_name, ref = by_name["forecast_reference_time"]
     period_name, period = by_name["forecast_period"]
-    refs = _decoded_range(ref_name, ref, ref.read().ravel(), warnings)
+    ref_values = np.concatenate([a.ravel() for a in with_bounds(header, ref, warnings)])
+    refs = _decoded_range(ref_name, ref, ref_values, warnings)
     seconds = _PERIOD_SECONDS.get(var_attr(period, "units"))
     if refs is None or seconds is None:
         if seconds is None:
             warnings.append(f"forecast_period {period_name!r} has units {period.attrs.get('units')!r}: no time span")
         return None
-    steps = period.read().ravel()
+    steps = np.concatenate([a.ravel() for a in with_bounds(header, period, warnings)])
     steps = steps[np.isfinite(steps)]
     if steps.size == 0:
         return None
