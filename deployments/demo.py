@@ -169,13 +169,16 @@ def region_roots(workdir: Path) -> dict[str, Path]:
     return roots
 
 
-def save_demo_blocks(workdir: Path, endpoint: str, roots: Mapping[str, Path]) -> None:
+def save_demo_blocks(
+    workdir: Path, endpoint: str, roots: Mapping[str, Path], opensearch_url: str | None = None
+) -> None:
     """Save a ``Region`` block per demo region (its bucket on ``endpoint``) and the ``demo-catalog`` block.
 
     Args:
         workdir: the demo's folder; the catalog is ``catalog/proximate.sqlite`` under it.
         endpoint: the S3 server holding one bucket per region.
         roots: the regions' file systems.
+        opensearch_url: the catalog is this OpenSearch node's instead (``proximate up --catalog opensearch``).
     """
     from blocks.catalog import CatalogConfig
     from blocks.region import Region
@@ -184,7 +187,22 @@ def save_demo_blocks(workdir: Path, endpoint: str, roots: Mapping[str, Path]) ->
         Region(name=region, root=str(root), source_url=f"s3://proximate-{region}/", endpoint_url=endpoint).save(
             region, overwrite=True
         )
-    CatalogConfig(backend="sqlite", sqlite_path=str(demo_catalog_path(workdir))).save(DEMO_CATALOG, overwrite=True)
+    CatalogConfig(**demo_catalog_fields(workdir, opensearch_url)).save(DEMO_CATALOG, overwrite=True)
+
+
+def demo_catalog_fields(workdir: Path, opensearch_url: str | None = None) -> dict[str, str]:
+    """The demo catalog's ``CatalogConfig`` fields: the SQLite file under ``workdir``, or, with ``opensearch_url``,
+    that node's default alias (``proximate-datasets``).
+
+    Examples:
+        >>> demo_catalog_fields(Path("/d"))
+        {'backend': 'sqlite', 'sqlite_path': '/d/catalog/proximate.sqlite'}
+        >>> demo_catalog_fields(Path("/d"), "http://127.0.0.1:9200")
+        {'backend': 'opensearch', 'opensearch_url': 'http://127.0.0.1:9200'}
+    """
+    if opensearch_url:
+        return {"backend": "opensearch", "opensearch_url": opensearch_url}
+    return {"backend": "sqlite", "sqlite_path": str(demo_catalog_path(workdir))}
 
 
 def demo_catalog_path(workdir: Path) -> Path:
@@ -192,8 +210,12 @@ def demo_catalog_path(workdir: Path) -> Path:
     return workdir / "catalog" / "proximate.sqlite"
 
 
-def demo_catalog_ids(workdir: Path) -> dict[str, str]:
+def demo_catalog_ids(workdir: Path, opensearch_url: str | None = None) -> dict[str, str]:
     """The catalog ids of the demo's forecast and observations (what the compare flow accepts as references).
+
+    Args:
+        workdir: the demo's folder (its SQLite catalog).
+        opensearch_url: the demo catalog is this OpenSearch node's instead.
 
     Raises:
         CatalogError: the demo catalog lacks one of them (the ingest did not index it).
@@ -205,7 +227,7 @@ def demo_catalog_ids(workdir: Path) -> dict[str, str]:
         "forecast": record_id(FORECAST_REGION, "forecast/air_temperature.nc"),
         "observations": record_id(OBSERVATIONS_REGION, "observations/air_temperature.nc"),
     }
-    with CatalogSettings(backend="sqlite", sqlite_path=str(demo_catalog_path(workdir))).open() as catalog:
+    with CatalogSettings(**demo_catalog_fields(workdir, opensearch_url)).open() as catalog:  # type: ignore[arg-type]
         found = catalog.get_many(list(wanted.values()))
     missing = [name for name, rid in wanted.items() if rid not in found]
     if missing:

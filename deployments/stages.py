@@ -2,15 +2,16 @@
 yields a handle on it, and stops it on the way out.
 
 ``up`` enters them in order on one ``ExitStack``, so they stop in the reverse order, on Ctrl-C, SIGTERM or an
-error alike: :func:`prefect_server`, :func:`s3_buckets`, :func:`regional_cluster`, :func:`blocks`,
-:func:`deployments`, :func:`prefect_worker`. Every process goes through :mod:`proximate.processes` (its own
-group, a stop signal and a grace period, then SIGKILL to the group).
+error alike: :func:`prefect_server`, (with ``--catalog opensearch``) :func:`opensearch`, :func:`s3_buckets`,
+:func:`regional_cluster`, :func:`blocks`, :func:`deployments`, :func:`prefect_worker`. Every process goes
+through :mod:`proximate.processes` (its own group, a stop signal and a grace period, then SIGKILL to the group).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import re
 import signal
 import sys
 import urllib.request
@@ -140,6 +141,75 @@ def prefect_server(env: Mapping[str, str], log: Path, database: str | None = Non
         proc.stop([(signal.SIGTERM, SERVER_STOP_GRACE)])  # its group: uvicorn too
 
 
+#: The first start on a machine resolves OpenSearch's jars from Maven Central and compiles the node; a start
+#: takes 55-100 s on a loaded two-core machine (JIT warm-up of a cold JVM).
+OPENSEARCH_STARTUP_TIMEOUT = 900.0
+#: The launcher stops the JVM on SIGTERM, giving it 60 s to close its indices before it SIGKILLs it.
+OPENSEARCH_STOP_GRACE = 75.0
+_NODE_PID = re.compile(r"OpenSearch node pid (\d+)")
+
+
+@dataclass
+class OpenSearchStage:
+    """A real single-node OpenSearch (``python -m proximate.testing.opensearch``) and where it answers."""
+
+    process: Supervised
+    url: str
+
+    def wait_ready(self, timeout: float = OPENSEARCH_STARTUP_TIMEOUT) -> str:
+        """Until the launcher prints the node's URL (it does once the cluster is green or yellow).
+
+        Returns:
+            The node's URL.
+
+        Raises:
+            ProcessStartError: the launcher exited (the node's log tail is in its own), or ``timeout`` passed.
+        """
+        log = self.process.log
+        assert log is not None
+        wait_until(
+            lambda: self.url in log.read_text(errors="replace").splitlines(),
+            what="OpenSearch node",
+            timeout=timeout,
+            proc=self.process,
+        )
+        return self.url
+
+    def node_pid(self) -> int | None:
+        """The JVM's PID, as the launcher printed it once the node was up."""
+        log = self.process.log
+        found = _NODE_PID.findall(log.read_text(errors="replace")) if log is not None and log.exists() else []
+        return int(found[-1]) if found else None
+
+
+@contextlib.contextmanager
+def opensearch(env: Mapping[str, str], log: Path, data: Path, port: int) -> Iterator[OpenSearchStage]:
+    """A real OpenSearch node on ``port`` of 127.0.0.1 keeping its indices in ``data``, not yet awaited: the
+    caller starts the rest meanwhile, then :meth:`OpenSearchStage.wait_ready`. Stopped by SIGTERM to the
+    launcher (which stops the JVM cleanly), then by PID: the launcher's group, and the JVM (a session of its
+    own) should it outlive the launcher.
+
+    Args:
+        env: the launcher's environment.
+        log: the launcher's log (the node's own log is in its temporary home, named there).
+        data: where the indices are kept across runs (like the SQLite catalog's file).
+        port: the node's HTTP port.
+    """
+    cmd = [sys.executable, "-m", "proximate.testing.opensearch", "--port", str(port), "--data", str(data)]
+    proc = processes.start(cmd, name="opensearch", env=env, log=log, cwd=PROJECT)
+    stage = OpenSearchStage(proc, f"http://127.0.0.1:{port}")
+    try:
+        yield stage
+    finally:
+        jvm = stage.node_pid()
+        jvm_start = processes.proc_start(jvm) if jvm is not None else None
+        proc.stop([(signal.SIGTERM, OPENSEARCH_STOP_GRACE)])
+        if jvm is not None and jvm_start is not None:
+            leftover = Supervised("opensearch-jvm", jvm, jvm_start)
+            if leftover.running():
+                leftover.stop()
+
+
 @contextlib.contextmanager
 def s3_buckets(files: Mapping[str, Sequence[Path]], staging: Path) -> Iterator[str]:
     """A local S3 server (moto) holding a bucket per region with the demo's files; yields its endpoint.
@@ -174,29 +244,31 @@ def register_blocks() -> None:
 
 
 @contextlib.contextmanager
-def blocks(workdir: Path, endpoint: str, roots: Mapping[str, Path], scheduler: str) -> Iterator[list[str]]:
+def blocks(
+    workdir: Path, endpoint: str, roots: Mapping[str, Path], scheduler: str, opensearch_url: str | None = None
+) -> Iterator[list[str]]:
     """Register the block types and save the demo's blocks: a ``Region`` per region (its bucket on ``endpoint``),
-    the demo catalog and the flows' default catalog (``PROXIMATE_CATALOG``'s block) on the demo's SQLite file, and
-    the default ``RegionalCluster`` (the running scheduler). Blocks live in the server's database: nothing to stop.
+    the demo catalog and the flows' default catalog (``PROXIMATE_CATALOG``'s block) on the demo's SQLite file, or
+    on the OpenSearch node at ``opensearch_url``, and the default ``RegionalCluster`` (the running scheduler).
+    Blocks live in the server's database: nothing to stop.
 
     Yields:
         What was saved, for the log.
     """
     from blocks.catalog import CatalogConfig
     from blocks.cluster import DEFAULT_CLUSTER_BLOCK, RegionalCluster
-    from deployments.demo import DEMO_CATALOG, demo_catalog_path, save_demo_blocks
+    from deployments.demo import DEMO_CATALOG, demo_catalog_fields, save_demo_blocks
     from flows.common import DEFAULT_CATALOG_BLOCK
 
     register_blocks()
-    save_demo_blocks(workdir, endpoint, roots)
+    save_demo_blocks(workdir, endpoint, roots, opensearch_url)
     # The catalog a run uses when its `catalog` is empty, wherever its worker runs (not only up's).
-    CatalogConfig(backend="sqlite", sqlite_path=str(demo_catalog_path(workdir))).save(
-        DEFAULT_CATALOG_BLOCK, overwrite=True
-    )
+    catalog = CatalogConfig(**demo_catalog_fields(workdir, opensearch_url))
+    catalog.save(DEFAULT_CATALOG_BLOCK, overwrite=True)
     RegionalCluster(address=scheduler, regions=list(roots)).save(DEFAULT_CLUSTER_BLOCK, overwrite=True)
     yield [
         f"Region {', '.join(roots)}",
-        f"CatalogConfig {DEMO_CATALOG}, {DEFAULT_CATALOG_BLOCK}",
+        f"CatalogConfig {DEMO_CATALOG}, {DEFAULT_CATALOG_BLOCK} ({catalog.settings().describe()})",
         f"RegionalCluster {DEFAULT_CLUSTER_BLOCK} -> {scheduler}",
     ]
 

@@ -1,18 +1,21 @@
 """``proximate up``: the embedded default, running, for use from the Prefect UI.
 
     proximate up [--workdir proximate-demo] [--port 4200] [--prefect-database postgresql+asyncpg://U:P@HOST:PORT/DB]
+                 [--catalog sqlite|opensearch]
 
 brings up, each a stage of :mod:`deployments.stages` (a context manager that starts one part and stops it)
 whose processes are their own process groups, started and stopped by PID:
 
 1. a Prefect server on a loopback port (state under ``<workdir>/prefect``; its database there in SQLite, or the
    PostgreSQL of ``--prefect-database``);
-2. the demo's data (:mod:`deployments.demo`): generated files, a local S3 server (moto) with a bucket per region, and a
+2. with ``--catalog opensearch``, a real single-node OpenSearch (:mod:`proximate.testing.opensearch`) on a
+   loopback port, its indices under ``<workdir>/opensearch``: the catalog production runs, tried locally;
+3. the demo's data (:mod:`deployments.demo`): generated files, a local S3 server (moto) with a bucket per region, and a
    long-lived two-region Dask cluster; ``Region``, ``CatalogConfig`` (``demo-catalog``, and the flows' default
-   ``proximate-catalog``) and ``RegionalCluster``
+   ``proximate-catalog``, on the SQLite file or the OpenSearch node) and ``RegionalCluster``
    (``proximate-cluster``, the running scheduler's address) blocks saved; the nightly flow run per region, so
    the regions are synced and the catalog indexed;
-3. the process work pool ``proximate-local`` (``deployments/process-pool.json``), the deployments of
+4. the process work pool ``proximate-local`` (``deployments/process-pool.json``), the deployments of
    ``prefect.yaml`` that work here, and a ``prefect worker`` whose flow runs use the demo catalog by default and
    write results under ``<workdir>/results``;
 
@@ -34,6 +37,7 @@ from typing import Any
 
 from deployments import stages
 from deployments.stages import POOL_TEMPLATE, PROJECT, WORK_POOL  # noqa: F401 - where up's parts are, for its users
+from proximate.errors import ProximateInputError
 from proximate.redaction import redact_url
 
 #: How often the worker asks for runs: Prefect's default of 10 s would be half of a UI-triggered run's time.
@@ -74,21 +78,23 @@ def up_environment(workdir: Path, port: int, current: Mapping[str, str]) -> dict
     }
 
 
-def worker_environment(workdir: Path, base: Mapping[str, str]) -> dict[str, str]:
+def worker_environment(workdir: Path, base: Mapping[str, str], opensearch_url: str | None = None) -> dict[str, str]:
     """The Prefect worker's environment, which its flow-run processes inherit.
 
-    Flow runs read the demo's catalog by default (``PROXIMATE_CATALOG``), write results under
-    ``<workdir>/results`` (``PROXIMATE_RESULTS``) and log at INFO, so the run page shows what a run did.
+    Flow runs read the demo's catalog by default (``PROXIMATE_CATALOG``: its SQLite file, or the OpenSearch
+    node's URL), write results under ``<workdir>/results`` (``PROXIMATE_RESULTS``) and log at INFO, so the run
+    page shows what a run did.
 
     Args:
         workdir: the demo's folder, absolute.
         base: the environment it extends (``up``'s).
+        opensearch_url: the OpenSearch node that holds the catalog (``--catalog opensearch``); None: SQLite.
     """
     from deployments.demo import demo_catalog_path
 
     return {
         **base,
-        "PROXIMATE_CATALOG": str(demo_catalog_path(workdir)),
+        "PROXIMATE_CATALOG": opensearch_url or str(demo_catalog_path(workdir)),
         "PROXIMATE_RESULTS": str(workdir / "results"),
         "PREFECT_LOGGING_LEVEL": "INFO",
         "PREFECT_WORKER_QUERY_SECONDS": WORKER_QUERY_SECONDS,
@@ -117,7 +123,18 @@ def warm_workers(cluster: Any) -> None:
             client.run(importlib.import_module, module)
 
 
-def run_up(workdir: Path, *, workers_per_region: int = 2, port: int = 0, prefect_database: str | None = None) -> None:
+#: The catalogs ``up`` can run the demo on: the embedded SQLite file, or a real OpenSearch node it starts.
+CATALOGS = ("sqlite", "opensearch")
+
+
+def run_up(
+    workdir: Path,
+    *,
+    workers_per_region: int = 2,
+    port: int = 0,
+    prefect_database: str | None = None,
+    catalog: str = "sqlite",
+) -> None:
     """Bring everything up in ``workdir`` and keep it running until interrupted.
 
     Args:
@@ -126,12 +143,17 @@ def run_up(workdir: Path, *, workers_per_region: int = 2, port: int = 0, prefect
         port: the Prefect server's port on 127.0.0.1 (0: a free one).
         prefect_database: the Prefect server's database, ``postgresql+asyncpg://USER:PASS@HOST:PORT/DB`` (None:
             Prefect's SQLite file under ``<workdir>/prefect``). Shown only with its password redacted.
+        catalog: ``sqlite`` (the file ``<workdir>/catalog/proximate.sqlite``) or ``opensearch`` (a real node
+            started here, its indices under ``<workdir>/opensearch``).
 
     Raises:
-        ProximateInputError: ``prefect_database`` is not a URL Prefect's server takes (before anything starts).
+        ProximateInputError: ``prefect_database`` is not a URL Prefect's server takes, or ``catalog`` is neither
+            of :data:`CATALOGS` (before anything starts).
     """
     if prefect_database is not None:
         stages.check_database_url(prefect_database)
+    if catalog not in CATALOGS:
+        raise ProximateInputError(f"--catalog {catalog!r}: choose one of {', '.join(CATALOGS)}")
     from deployments.demo import environment
     from proximate.testing.local_s3 import free_port
 
@@ -141,12 +163,13 @@ def run_up(workdir: Path, *, workers_per_region: int = 2, port: int = 0, prefect
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     with environment(up_environment(workdir, port or free_port(), os.environ)):
-        _run_up(workdir, workers_per_region, prefect_database)
+        _run_up(workdir, workers_per_region, prefect_database, catalog == "opensearch")
 
 
-def _run_up(workdir: Path, workers_per_region: int, database: str | None) -> None:
+def _run_up(workdir: Path, workers_per_region: int, database: str | None, use_opensearch: bool = False) -> None:
     """The stages in order on one stack (so they stop in reverse), then wait for Ctrl-C or SIGTERM."""
     from deployments.demo import demo_catalog_ids, generate, ingest, region_roots
+    from proximate.testing.local_s3 import free_port
 
     t0 = time.perf_counter()
     env = dict(os.environ)
@@ -158,6 +181,12 @@ def _run_up(workdir: Path, workers_per_region: int, database: str | None) -> Non
         server = stack.enter_context(stages.prefect_server(env, logs / "prefect-server.log", database))
         _log(t0, f"Prefect server starting at {server.ui} (pid {server.process.pid}, log {server.process.log})")
         _log(t0, f"Prefect database: {redact_url(database) if database else 'SQLite under ' + env['PREFECT_HOME']}")
+        node = None
+        if use_opensearch:  # the slowest part to start (55-100 s under load): it starts first, awaited last
+            node = stack.enter_context(
+                stages.opensearch(env, logs / "opensearch.log", workdir / "opensearch", free_port())
+            )
+            _log(t0, f"OpenSearch node starting at {node.url} (pid {node.process.pid}, log {node.process.log})")
         # What needs no Prefect happens while the server migrates its database.
         staging = workdir / "staging"
         roots = region_roots(workdir)
@@ -168,7 +197,10 @@ def _run_up(workdir: Path, workers_per_region: int, database: str | None) -> Non
         _log(t0, f"Dask cluster {cluster.address}: {workers_per_region} worker processes per region")
         server.wait_healthy()
         _log(t0, "Prefect server healthy")
-        saved = stack.enter_context(stages.blocks(workdir, endpoint, roots, cluster.address))
+        opensearch_url = node.wait_ready() if node is not None else None
+        if node is not None:
+            _log(t0, f"OpenSearch node ready at {opensearch_url} (JVM pid {node.node_pid()})")
+        saved = stack.enter_context(stages.blocks(workdir, endpoint, roots, cluster.address, opensearch_url))
         _log(t0, f"blocks saved: {'; '.join(saved)}")
         # The deployments (a Prefect CLI start) are made while the nightly flows run here.
         names = deployment_names(PROJECT / "prefect.yaml")
@@ -177,9 +209,10 @@ def _run_up(workdir: Path, workers_per_region: int, database: str | None) -> Non
         warm_workers(cluster)
         _log(t0, f"Dask workers have imported {', '.join(WARM_MODULES)}")
         _log(t0, f"work pool {WORK_POOL}, deployments: {', '.join(deploying.wait())}")
-        ids = demo_catalog_ids(workdir)
+        ids = demo_catalog_ids(workdir, opensearch_url)
         worker_log = logs / "prefect-worker.log"
-        worker = stack.enter_context(stages.prefect_worker(worker_environment(workdir, env), worker_log, server.api))
+        worker_env = worker_environment(workdir, env, opensearch_url)
+        worker = stack.enter_context(stages.prefect_worker(worker_env, worker_log, server.api))
         _log(t0, f"worker polling pool {WORK_POOL} (pid {worker.pid}, log {worker_log})")
         state.write_text(
             json.dumps(
@@ -192,26 +225,29 @@ def _run_up(workdir: Path, workers_per_region: int, database: str | None) -> Non
                     "workdir": str(workdir),
                     "deployments": names,
                     "catalog_ids": ids,
+                    "catalog": worker_env["PROXIMATE_CATALOG"],
                     "pids": {
                         "up": os.getpid(),
                         "server": server.process.pid,
                         "worker": worker.pid,
+                        **({"opensearch": node.process.pid, "opensearch-jvm": node.node_pid()} if node else {}),
                         **{f"dask-{name}": proc.pid for name, proc in cluster.processes.items()},
                     },
                 },
                 indent=2,
             )
         )
-        print(banner(server.ui, cluster.dashboard_link, workdir, ids), flush=True)
-        stack.callback(
-            print, "proximate up: stopping the worker, the Dask cluster, the S3 server, the Prefect server", flush=True
-        )
+        print(banner(server.ui, cluster.dashboard_link, workdir, ids, opensearch_url), flush=True)
+        parts = "the worker, the Dask cluster, the S3 server, " + ("the OpenSearch node, " if node else "")
+        stack.callback(print, f"proximate up: stopping {parts}the Prefect server", flush=True)
         with contextlib.suppress(KeyboardInterrupt):  # SIGTERM arrives as SystemExit, and unwinds the same way
             while True:
                 signal.pause()
 
 
-def banner(ui: str, dashboard: str | None, workdir: Path, ids: Mapping[str, str]) -> str:
+def banner(
+    ui: str, dashboard: str | None, workdir: Path, ids: Mapping[str, str], opensearch_url: str | None = None
+) -> str:
     """What to do next, printed once everything is up."""
     lines = [
         "",
@@ -225,6 +261,9 @@ def banner(ui: str, dashboard: str | None, workdir: Path, ids: Mapping[str, str]
         "  gcp:trips/yellow_tripdata_2024-02.parquet; columns VendorID, passenger_count, trip_distance,",
         "  fare_amount, tpep_pickup_datetime, tpep_dropoff_datetime (derived: trip_dur_secs).",
     ]
+    if opensearch_url:
+        lines.append(f"Catalog: OpenSearch at {opensearch_url} (alias proximate-datasets), indices under "
+                     f"{workdir / 'opensearch'}")  # fmt: skip
     if dashboard:
         lines.append(f"Dask dashboard: {dashboard}")
     lines += [f"Results: {workdir / 'results'}; logs: {workdir / 'logs'}", "Ctrl-C stops everything.", ""]

@@ -2,7 +2,8 @@
 
 Listing and extraction run on the region's workers (Dask tasks pinned with ``pool-<region>: 0``); records are
 written in bulk from the flow's process, which reaches the catalog. A corrupt dataset becomes an error record
-(keeping its last good metadata) and never aborts the run. The run ends with a markdown artifact.
+(keeping its last good metadata) and never aborts the run. The run ends with a markdown artifact, and Failed,
+naming them, when the catalog refused records (after storing the rest).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from prefect.states import Failed, State
 
 from flows.common import (
     DEFAULT_CLUSTER_BLOCK,
@@ -38,7 +40,7 @@ def index_region(
     scheduler_address: str | None = None,
     cluster: str = DEFAULT_CLUSTER_BLOCK,
     batch_size: int = 50,
-) -> IndexReport:
+) -> IndexReport | State:
     """Index the region's new and changed datasets and drop vanished ones.
 
     Args:
@@ -52,12 +54,23 @@ def index_region(
         batch_size: datasets per Dask task.
 
     Returns:
-        What the run listed, extracted, found broken and removed.
+        What the run listed, extracted, found broken and removed; a Failed state carrying it, naming the
+        records, when the catalog refused some (the others were stored first; a refused record is not in the
+        catalog, so the next run that lists the region extracts it again).
     """
     validate_region_name(region)
     settings = catalog_settings(catalog)
     client = run_regions_on_cluster(cluster_block(cluster, scheduler_address), "region", [region])
-    return index_with(client, region, settings, changed, deleted, etags, batch_size)
+    report = index_with(client, region, settings, changed, deleted, etags, batch_size)
+    if report.rejected:
+        # Completed would tell whoever watches the runs that the region is searchable when part of it is not.
+        stored = report.extracted - len(report.rejected)
+        return Failed(
+            message=f"region {region!r}: the catalog refused {len(report.rejected)} record(s) and stored the other "
+            f"{stored}; the refused ones are extracted again next run: {report.refused_summary()}",
+            data=report,
+        )
+    return report
 
 
 def index_with(

@@ -85,11 +85,9 @@ def nightly_region(
     data = {"sync": synced.result.to_dict(), "index": index.as_dict(), "locality": report.as_dict()}
     outcome = sync_outcome(region, synced.result, data)
     if index.rejected and not isinstance(outcome, State):
-        names = ", ".join(f"{path} ({reason})" for path, reason in index.rejected[:5])
-        more = f" and {len(index.rejected) - 5} more" if len(index.rejected) > 5 else ""
         return Failed(
             message=f"region {region!r}: the catalog refused {len(index.rejected)} record(s), kept in the index "
-            f"backlog for the next run: {names}{more}",
+            f"backlog for the next run: {index.refused_summary()}",
             data=data,
         )
     return outcome

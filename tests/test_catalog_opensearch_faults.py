@@ -17,7 +17,7 @@ from test_sync_flow import _netcdf
 from proximate.catalog import CatalogError, CatalogQuery, open_catalog
 from proximate.catalog.opensearch import MAPPING, SETTINGS, OpenSearchCatalog
 
-KILL_REGION, REFUSE_REGION = "os-kill-r", "os-refuse-r"
+KILL_REGION, REFUSE_REGION, FLOW_REGION = "os-kill-r", "os-refuse-r", "os-flow-r"
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def fault_cluster(tmp_path_factory):
     """One worker for each of this module's regions; each region's root is a fresh folder."""
     from proximate.cluster import LocalRegionalCluster
 
-    roots = {r: tmp_path_factory.mktemp(r) for r in (KILL_REGION, REFUSE_REGION)}
+    roots = {r: tmp_path_factory.mktemp(r) for r in (KILL_REGION, REFUSE_REGION, FLOW_REGION)}
     with LocalRegionalCluster(roots, workers_per_region=1, no_workers_timeout=10.0) as c:
         yield c, roots
 
@@ -210,3 +210,43 @@ def test_a_bulk_write_partly_refused_names_the_records_stores_the_rest_and_keeps
         assert data["index"]["extracted"] == (len(objects) if run == 0 else len(timed))  # then the backlog's
         assert _catalog_paths(opensearch_url, "refused", REFUSE_REGION) == dict.fromkeys(sorted(timeless), "ok")
         assert sorted(read_backlog(root).changed) == sorted(timed)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_index_region_ends_failed_naming_the_records_the_catalog_refused(prefect_server, opensearch_url, fault_cluster):
+    """The index-region flow on the same days-only index: the run stores every record the node takes, then ends
+    Failed naming each refused one (Completed would say the region is searchable); the next run extracts only
+    the refused ones again (they are not in the catalog) and fails the same way."""
+    from blocks.catalog import CatalogConfig
+    from flows.catalog import index_region
+    from proximate.catalog.indexing import IndexReport
+
+    cluster, roots = fault_cluster
+    timed = {f"flow/timed_{i}.nc": _netcdf(i) for i in range(3)}
+    timeless = {f"flow/timeless_{i:02d}.nc": _netcdf_without_time(i) for i in range(4)}
+    for path, body in (timed | timeless).items():
+        (roots[FLOW_REGION] / path).parent.mkdir(parents=True, exist_ok=True)
+        (roots[FLOW_REGION] / path).write_bytes(body)
+    days_only = {"type": "date", "format": "yyyy-MM-dd"}
+    mapping = {**MAPPING, "properties": {**MAPPING["properties"], "time_start": days_only, "time_end": days_only}}
+    client = OpenSearch(hosts=[opensearch_url])
+    client.indices.create(index="flow-refused-by-another-tool", body={"settings": SETTINGS, "mappings": mapping})
+    client.indices.put_alias(index="flow-refused-by-another-tool", name="flow-refused")
+    CatalogConfig(backend="opensearch", opensearch_url=opensearch_url, index="flow-refused").save(
+        "flow-refused-block", overwrite=True
+    )
+
+    for run in range(2):
+        state = index_region(
+            FLOW_REGION, catalog="flow-refused-block", scheduler_address=cluster.address, return_state=True
+        )
+        assert state.is_failed(), state.message
+        assert f"refused {len(timed)} record(s)" in state.message, state.message
+        assert all(p in state.message for p in timed) and not any(p in state.message for p in timeless)
+        report = state.result(raise_on_failure=False)
+        assert isinstance(report, IndexReport)
+        assert sorted(p for p, _ in report.rejected) == sorted(timed)
+        assert all("time_start" in reason for _, reason in report.rejected), report.rejected
+        assert report.extracted == (len(timed) + len(timeless) if run == 0 else len(timed))
+        assert _catalog_paths(opensearch_url, "flow-refused", FLOW_REGION) == dict.fromkeys(sorted(timeless), "ok")

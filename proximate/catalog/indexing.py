@@ -255,6 +255,24 @@ class IndexReport:
     #: Bytes of the extraction results the client received from the region (pickled, as Dask sends them).
     result_bytes: int = 0
 
+    def refused_summary(self, shown: int = 5) -> str:
+        """The records the catalog refused, as a run's failure message names them: the first ``shown`` with
+        their reasons, and how many more.
+
+        Args:
+            shown: How many records to name.
+
+        Returns:
+            ``"a.nc (reason), b.nc (reason) and 3 more"``; ``""`` when the catalog refused none.
+
+        Examples:
+            >>> IndexReport("r", rejected=[("a.nc", "bad date"), ("b.nc", "bad date")]).refused_summary(1)
+            'a.nc (bad date) and 1 more'
+        """
+        names = ", ".join(f"{path} ({reason})" for path, reason in self.rejected[:shown])
+        more = f" and {len(self.rejected) - shown} more" if len(self.rejected) > shown else ""
+        return names + more
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "region": self.region,

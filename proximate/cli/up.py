@@ -24,6 +24,13 @@ def register(subparsers: Any) -> None:
         "--prefect-database",
         help="the Prefect server's database, postgresql+asyncpg://USER:PASS@HOST:PORT/DB (default: SQLite)",
     )
+    up.add_argument(
+        "--catalog",
+        choices=("sqlite", "opensearch"),
+        default="sqlite",
+        help="the catalog: the embedded SQLite file (default), or a real OpenSearch node started here (Java 17 and "
+        "Maven; the first start downloads its jars)",
+    )
     up.set_defaults(func=run)
 
 
@@ -47,5 +54,6 @@ def run(args: argparse.Namespace) -> int:
         workers_per_region=args.workers_per_region,
         port=args.port,
         prefect_database=args.prefect_database,
+        catalog=args.catalog,
     )
     return 0

@@ -47,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             print(f"starting OpenSearch {opensearch_version()} ...", file=sys.stderr, flush=True)
             print(node.start(), flush=True)
+            # Whoever supervises this launcher can stop the JVM (its own session) by PID should the launcher die.
+            print(f"OpenSearch node pid {node.pid}, log {node.log_path}", file=sys.stderr, flush=True)
             # Wake now and then to notice a node that died on its own (the JVM's exit is no signal to us).
             while not stop.wait(1.0):
                 if node.pid is None:
