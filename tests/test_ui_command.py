@@ -30,7 +30,23 @@ def test_the_up_command_runs_the_entry_point_with_its_arguments(tmp_path):
         assert cli.main(argv, entry_points=fake) == 0
     finally:
         signal.signal(signal.SIGTERM, previous)
-    assert _recorded.calls == [{"workdir": tmp_path, "workers_per_region": 3, "port": 4321, "prefect_database": None}]
+    assert _recorded.calls == [
+        {"workdir": tmp_path, "workers_per_region": 3, "port": 4321, "prefect_database": None, "catalog": "sqlite"}
+    ]
+
+
+def test_up_catalog_opensearch_is_passed_on_and_another_catalog_refused(tmp_path, capsys):
+    _recorded.calls = []
+    fake = [EntryPoint("up", f"{__name__}:_recorded", cli.COMMANDS_GROUP)]
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        assert cli.main(["up", "--workdir", str(tmp_path), "--catalog", "opensearch"], entry_points=fake) == 0
+        with pytest.raises(SystemExit) as refused:
+            cli.main(["up", "--workdir", str(tmp_path), "--catalog", "elasticsearch"], entry_points=fake)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert [c["catalog"] for c in _recorded.calls] == ["opensearch"]
+    assert refused.value.code == 2 and "--catalog: invalid choice: 'elasticsearch'" in capsys.readouterr().err
 
 
 def test_pyproject_registers_up_as_a_command_living_in_deployments():
