@@ -49,6 +49,33 @@ class TableInputError(ProximateInputError):
     """
 
 
+class CrossRegionReadError(ProximateInputError):
+    """One task would read files of several regions: no region can run it, so it is refused, never misrouted.
+
+    Raised on the scheduler's behalf (the task fails with it before reading anything) and on the client by
+    :func:`proximate.tables.merge` and :func:`proximate.plan` before anything is submitted.
+
+    Examples:
+        >>> str(CrossRegionReadError("merge", ("a", "b"), "merge-1f2e"))[:60]
+        "merge reads data of regions a, b in one task ('merge-1f2e')"
+    """
+
+    def __init__(self, operation: str, regions: tuple[str, ...], key: str = "", hint: str = "") -> None:
+        super().__init__(operation, regions, key, hint)
+        self.operation = operation
+        self.regions = tuple(regions)
+        self.key = key
+        self.hint = hint
+
+    def __str__(self) -> str:
+        task = f" ({self.key!r})" if self.key else ""
+        hint = self.hint or (
+            "no region can run it; give each side more than one partition (or use proximate.tables.merge) so that "
+            "each read is a task of its own"
+        )
+        return f"{self.operation} reads data of regions {', '.join(self.regions)} in one task{task}: {hint}"
+
+
 class RegionUnavailableError(ProximateError, RuntimeError):
     """A task needs a region that has no live worker (for longer than the bound), or that does not exist."""
 

@@ -51,6 +51,11 @@ def start_read_log() -> None:
     _READ_LOG.opened, _READ_LOG.active = [], True
 
 
+def note_read(where: RegionPath) -> None:
+    """Record that this process reads ``where`` (for readers outside this module, e.g. the table reader)."""
+    _READ_LOG.note(where)
+
+
 def stop_read_log() -> list[RegionPath]:
     """Stop recording; returns the datasets opened since :func:`start_read_log`, in order."""
     _READ_LOG.active = False

@@ -1,18 +1,128 @@
-"""The placement rule, one pure function shared by the scheduler's router and the client's egress plan.
+"""The placement rules, pure functions shared by the scheduler's router and the client's egress plan.
 
-The router (:mod:`proximate.scheduler_plugin`) applies it to a task's measured inputs on the scheduler; the plan
-(:mod:`proximate.egress`) applies it to predicted input sizes before anything is submitted. Both call
-:func:`choose_pool`, so what the plan predicts and what the router does cannot drift apart.
+Two rules, in this order:
+
+1. A task whose own arguments name a region's file (:func:`regions_read`: a
+   :class:`~proximate.datasets.RegionPath`, or anything holding one such as a table's ``TablePart``) runs in that
+   region, whatever its annotations say: it reads there.
+2. Any other task runs where most of its input bytes are (:func:`choose_pool`).
+
+The router (:mod:`proximate.scheduler_plugin`) applies them to the materialised tasks on the scheduler, the
+inputs measured; the plan (:mod:`proximate.egress`) applies them to predicted sizes before anything is submitted.
+Both call these functions, so what the plan predicts and what the router does cannot drift apart.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from proximate.datasets import RegionPath
+
+#: How deep :func:`regions_read` looks into a task's arguments. A fused task nests its tasks (a subgraph in a dict,
+#: each task's arguments in containers) a few levels deep; the bound keeps a pathological argument from costing the
+#: scheduler time.
+MAX_SPEC_DEPTH = 32
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class InRegion:
+    """An argument that places its task in ``region`` by rule 1, as a file of that region would.
+
+    For a task that must run in a region although no file of it is read there: the step of a broadcast join that
+    brings the small side into the large side's region once (:func:`proximate.tables.merge`), so that its join
+    tasks find it there instead of each fetching it across.
+    """
+
+    region: str
+
+
+def regions_read(spec: Any) -> frozenset[str]:
+    """Rule 1: the regions whose files a task spec names, what the task will read wherever it runs.
+
+    Looks for :class:`~proximate.datasets.RegionPath` values (and :class:`InRegion` markers) with
+    :func:`find_in_spec`: a reader that wants to be routed by its data passes a ``RegionPath`` (or a dataclass
+    holding one, such as a table's ``TablePart``) as an argument of its task.
+
+    Args:
+        spec: A task's run spec (``TaskState.run_spec`` on the scheduler, a graph value on the client), or any
+            argument.
+
+    Returns:
+        The region names found (empty: the task reads no region's file).
+
+    Examples:
+        >>> from dask._task_spec import Task
+        >>> sorted(regions_read(Task("k", print, RegionPath("a", "t.parquet"), [RegionPath("b", "u.csv")])))
+        ['a', 'b']
+        >>> regions_read(Task("k", sum, [1, 2]))
+        frozenset()
+    """
+    return frozenset(where.region for where in find_in_spec(spec, (RegionPath, InRegion)))
+
+
+def find_in_spec(spec: Any, kind: type[T] | tuple[type, ...]) -> list[T]:
+    """The values of type ``kind`` in a task spec's arguments, depth first.
+
+    Looks through a :class:`dask._task_spec.Task` (its function, when a ``functools.partial``, its arguments and
+    keyword arguments), fused subgraphs, Dask's containers and data nodes, plain lists/tuples/sets/dicts and
+    dataclasses. Anything else (arrays, frames, arbitrary objects) is not opened, and a value of ``kind`` is not
+    looked into.
+
+    Args:
+        spec: A task spec or any argument.
+        kind: The type (or types) to find.
+
+    Returns:
+        The values found, each object once.
+
+    Examples:
+        >>> from dask._task_spec import Task
+        >>> find_in_spec(Task("k", print, {"x": [RegionPath("a", "t.csv")]}), RegionPath)
+        [RegionPath(region='a', path='t.csv')]
+    """
+    from dask._task_spec import DataNode, Task, TaskRef
+
+    found: list[T] = []
+    stack: list[tuple[Any, int]] = [(spec, 0)]
+    seen: set[int] = set()
+    while stack:
+        obj, depth = stack.pop()
+        if depth > MAX_SPEC_DEPTH or obj is None or isinstance(obj, (str, bytes, int, float, bool, TaskRef)):
+            continue
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, kind):
+            found.append(obj)
+            continue
+        children: Iterable[Any] = ()
+        if isinstance(obj, Task):
+            children = (obj.func, *obj.args, *obj.kwargs.values())
+        elif isinstance(obj, DataNode):
+            children = (obj.value,)
+        elif hasattr(obj, "container") and type(obj).__module__ == "dask._task_spec":  # List, Tuple, Set, Dict
+            children = (obj.container,)
+        elif isinstance(obj, dict):
+            children = (*obj.keys(), *obj.values())
+        elif isinstance(obj, (list, tuple, set, frozenset)):
+            children = obj
+        elif isinstance(obj, functools.partial):
+            children = (*obj.args, *obj.keywords.values())
+        elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+            children = (getattr(obj, f.name) for f in dataclasses.fields(obj))
+        stack.extend((child, depth + 1) for child in reversed(list(children)))
+    return found
 
 
 def choose_pool(inputs: Iterable[tuple[str | None, int]]) -> str | None:
-    """The pool (or region) holding most input bytes; ties go to the one with more inputs, then by name.
+    """Rule 2: the pool (or region) holding most input bytes; ties go to the one with more inputs, then by name.
 
     Inputs without a pool (unpinned) do not vote; a negative size (Dask's "not known yet") counts as 0, so a task
     whose inputs are not measured yet goes where most of its pinned inputs are.

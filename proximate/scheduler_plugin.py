@@ -3,6 +3,10 @@
 Since dask 2025.4 graphs are materialised and optimised on the scheduler, so nothing a client does can
 guarantee placement. This plugin works after materialisation, where nothing can undo it:
 
+* every task whose own arguments name a region's file (a ``RegionPath``, or a table's ``TablePart``: what it
+  reads) is restricted to that region whatever its annotations say, so DataFrame reads (dask-expr drops
+  annotations) and any new reader route by their data; a task naming files of two regions cannot run anywhere
+  and fails at once with ``CrossRegionReadError`` before reading;
 * every task derived from region-pinned data is restricted to a region (``pool-<region>: 0``, which restricts
   placement without consuming a slot, so orchestrating tasks cannot deadlock);
 * when such a task becomes ready, it is re-pinned to the region that holds most of its input bytes, measured,
@@ -32,8 +36,8 @@ from distributed.metrics import monotonic
 from distributed.protocol import pickle
 from tornado.ioloop import PeriodicCallback
 
-from proximate.errors import RegionLinkError, RegionUnavailableError
-from proximate.placement import choose_pool
+from proximate.errors import CrossRegionReadError, RegionLinkError, RegionUnavailableError
+from proximate.placement import choose_pool, regions_read
 from proximate.regions import POOL_PREFIX, region_of_resource
 
 logger = logging.getLogger("proximate.scheduler")
@@ -54,6 +58,11 @@ DEFAULT_LINK_TIMEOUT = 60.0
 #: The event topic workers report broken peers on (``worker_plugin.LINK_TOPIC``; not imported from there: the
 #: scheduler does not load the worker's preload module).
 LINK_TOPIC = "proximate-peer-link"
+#: Key prefix of a P2P shuffle's barrier task (``distributed.shuffle._core.barrier_key``). The barrier and the
+#: output tasks after it are placed by P2P itself (it pins each output partition to a worker it picks among all
+#: workers when the barrier runs); a pool restriction of ours on them could contradict that pin and leave the task
+#: with no valid worker, so the router leaves them alone.
+P2P_BARRIER_PREFIX = "shuffle-barrier-"
 
 
 def task_pool(ts: Any) -> str | None:
@@ -62,6 +71,22 @@ def task_pool(ts: Any) -> str | None:
         if resource.startswith(POOL_PREFIX):
             return resource
     return None
+
+
+def _key_name(key: Any) -> str:
+    return str(key[0]) if isinstance(key, tuple) and key else str(key)
+
+
+def _placed_by_p2p(ts: Any) -> bool:
+    """A P2P barrier, or an output task of one: P2P pins it to a worker itself."""
+    if _key_name(ts.key).startswith(P2P_BARRIER_PREFIX):
+        return True
+    return any(_key_name(d.key).startswith(P2P_BARRIER_PREFIX) for d in ts.dependencies)
+
+
+def _refuse(what: tuple[str, tuple[str, ...], str]) -> None:
+    """The run spec of a task that reads several regions' files: fails naming them, reading nothing."""
+    raise CrossRegionReadError(*what)
 
 
 def _choose_pool(deps: Any) -> str | None:
@@ -94,6 +119,9 @@ class RegionRouter(SchedulerPlugin):
         #: Keys whose region we chose (not the user); they may be re-pinned once their inputs are measured.
         self.derived: set[Any] = set()
         self.repinned = 0
+        #: Tasks restricted to the region whose files they read (rule 1), and tasks refused for reading several.
+        self.reads_pinned = 0
+        self.reads_refused = 0
         self._pc: PeriodicCallback | None = None
         #: (wall time, live workers per region just after) at every worker arrival and departure.
         self.worker_events: deque[tuple[float, dict[str, int]]] = deque(maxlen=WORKER_EVENTS)
@@ -133,6 +161,11 @@ class RegionRouter(SchedulerPlugin):
 
     # -- routing -------------------------------------------------------------------------------------------
     def update_graph(self, scheduler: Any, *, tasks: list[Any], **kwargs: Any) -> None:
+        # Reads are pinned by their data even without propagation: a read elsewhere can only fail.
+        for key in tasks:
+            ts = scheduler.tasks.get(key)
+            if ts is not None:
+                self._pin_read(ts)
         if not self.propagate:
             return
         new = set(tasks)
@@ -154,8 +187,35 @@ class RegionRouter(SchedulerPlugin):
                 done.add(k)
                 self._assign(ts)
 
+    def _pin_read(self, ts: Any) -> None:
+        """Rule 1 of :mod:`proximate.placement`: a task that reads a region's files runs in that region."""
+        if ts.state not in ("released", "waiting") or ts.run_spec is None:
+            return
+        regions = regions_read(ts.run_spec)
+        if not regions:
+            return
+        restrictions = {k: v for k, v in (ts.resource_restrictions or {}).items() if not k.startswith(POOL_PREFIX)}
+        region = min(regions)
+        restrictions[POOL_PREFIX + region] = 0
+        ts.resource_restrictions = restrictions
+        ts.loose_restrictions = False
+        self.derived.discard(ts.key)
+        if len(regions) == 1:
+            self.reads_pinned += 1
+            return
+        # No region can read it all: replace the work by its refusal (it reads nothing, fails at once, and the
+        # client gets the error naming the operation, the regions and the task).
+        from dask._task_spec import Task
+
+        operation = _key_name(ts.key).rsplit("-", 1)[0]
+        ts.run_spec = Task(ts.key, _refuse, (operation, tuple(sorted(regions)), str(ts.key)))
+        self.reads_refused += 1
+        logger.error("task %r reads regions %s: refused", ts.key, sorted(regions))
+
     def _assign(self, ts: Any) -> None:
         if task_pool(ts) is not None or not ts.dependencies:
+            return
+        if _placed_by_p2p(ts):
             return
         if ts.worker_restrictions or ts.host_restrictions or ts.actor:
             return  # the user placed it explicitly
@@ -322,6 +382,8 @@ def scheduler_regions(dask_scheduler: Any) -> dict[str, Any]:
         "link_timeout": router.link_timeout,
         "broken_paths": [list(path) for path in router.broken_paths],
         "repinned": router.repinned,
+        "reads_pinned": router.reads_pinned,
+        "reads_refused": router.reads_refused,
     }
 
 

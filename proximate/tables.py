@@ -56,6 +56,9 @@ class TablePart:
     row_group: int | None = None
     #: For CSV: the columns to parse as datetimes (text columns whose sample is all ISO 8601 datetimes).
     dates: tuple[str, ...] = ()
+    #: Estimated bytes of the partition in memory, from the file's metadata (:func:`part_nbytes`): what reading
+    #: it and moving it costs; 0 when unknown. Used by :func:`merge` and :func:`proximate.plan`.
+    nbytes: int = 0
 
 
 def _files(where: RegionPath) -> list[RegionPath]:
@@ -88,16 +91,38 @@ def plan_table(where: RegionPath) -> tuple[list[TablePart], pd.DataFrame]:
     for file in _files(where):
         if _is_parquet(file):
             pf = pq.ParquetFile(resolve(file.region, file.path))
-            parts += [TablePart(file, i) for i in range(max(1, pf.num_row_groups))]
+            parts += [
+                TablePart(file, i, nbytes=part_nbytes(pf, i) if pf.num_row_groups else 0)
+                for i in range(max(1, pf.num_row_groups))
+            ]
             if meta is None:
                 meta = pf.schema_arrow.empty_table().to_pandas()
         else:
             full = resolve(file.region, file.path)
             dates = csv_date_columns(full)
-            parts.append(TablePart(file, dates=dates))
+            parts.append(TablePart(file, dates=dates, nbytes=full.stat().st_size))
             if meta is None:
                 meta = read_csv(full, dates=dates, nrows=0)
     return parts, meta
+
+
+def part_nbytes(pf: Any, row_group: int) -> int:
+    """A Parquet row group's estimated size in memory: rows times the width of each fixed-width column, plus the
+    uncompressed size of each variable-width (text, binary, nested) column chunk. Parquet's own uncompressed size
+    undercounts fixed-width columns that dictionary or run-length encoding shrank (a key of few values)."""
+    meta = pf.metadata.row_group(row_group)
+    schema = pf.schema_arrow
+    total = 0
+    for i in range(meta.num_columns):
+        chunk = meta.column(i)
+        name = chunk.path_in_schema.split(".")[0]
+        field = schema.field(name) if name in schema.names else None
+        try:
+            width = field.type.bit_width // 8 if field is not None else 0
+        except ValueError:  # not fixed-width
+            width = 0
+        total += meta.num_rows * width if width else chunk.total_uncompressed_size
+    return int(total)
 
 
 #: Rows of a CSV file whose text columns decide which of them are datetimes.
@@ -137,7 +162,10 @@ def _all_datetimes(values: pd.Series) -> bool:
 
 def read_part(part: TablePart, columns: Sequence[str] | None = None) -> pd.DataFrame:
     """Worker-side: read one partition, resolving its path here (fails loudly outside the table's region)."""
+    from proximate.io import note_read
+
     full = resolve(part.where.region, part.where.path)
+    note_read(part.where)
     if part.row_group is None:
         return read_csv(full, dates=part.dates, usecols=columns)
     import pyarrow.parquet as pq
@@ -186,6 +214,227 @@ def open_table(where: RegionPath | str, path: str | None = None, *, client: Any 
         frame = c.persist(frame, resources={pool_resource(where.region): 0})
         wait(futures_of(frame))  # in memory when this returns, so the first query already costs no reads
         return frame
+
+
+# -- joins across regions -------------------------------------------------------------------------------------
+
+
+#: Environment variable overriding :data:`DEFAULT_BROADCAST_BELOW_BYTES` (bytes).
+BROADCAST_BELOW_ENV = "PROXIMATE_BROADCAST_BELOW_BYTES"
+#: A side of a merge whose tables' estimated in-memory size is below this is broadcast into the other side's region
+#: (it crosses once, whole); above it, both sides are shuffled. A shuffle between two regions moves about half of
+#: each side across (each output partition lands on one worker of either region), so a broadcast is cheaper while
+#: the small side is under about half the large side's size; this bound also keeps the broadcast side in the memory
+#: of one worker of the other region.
+DEFAULT_BROADCAST_BELOW_BYTES = 64 * 2**20
+
+
+@dataclass(frozen=True)
+class MergeChoice:
+    """How :func:`merge` joins two frames, and why.
+
+    ``strategy`` is ``"broadcast"`` (the small side, as one partition, crosses once into the large side's region
+    and is joined there partition by partition), ``"shuffle"`` (both sides hash-partitioned by the key, P2P or
+    task-based; outputs spread over the workers of every region) or ``"local"`` (both sides in one region, or
+    no region: whatever Dask does, nothing crosses between regions).
+    """
+
+    strategy: str
+    #: Which side is broadcast ("left" or "right"), for a broadcast.
+    small_side: str | None
+    #: The regions each side's tables live in.
+    left_regions: tuple[str, ...]
+    right_regions: tuple[str, ...]
+    #: Estimated in-memory bytes of each side's tables (Parquet metadata; CSV file sizes), 0 when unknown.
+    left_bytes: int
+    right_bytes: int
+    reason: str
+
+    @property
+    def predicted_cross_bytes(self) -> int | None:
+        """Bytes a broadcast moves between regions (the small side, once); None for a shuffle (about half of each
+        side, depending on where Dask places the outputs) and 0 for a local merge."""
+        if self.strategy == "broadcast":
+            return self.left_bytes if self.small_side == "left" else self.right_bytes
+        return 0 if self.strategy == "local" else None
+
+
+def table_parts(frame: Any) -> list[TablePart]:
+    """The table partitions a Dask collection reads (from its graph's tasks), each once."""
+    from dask._task_spec import convert_legacy_graph
+
+    from proximate.placement import find_in_spec
+
+    graph = convert_legacy_graph(dict(frame.__dask_graph__()))
+    return list(dict.fromkeys(p for task in graph.values() for p in find_in_spec(task, TablePart)))
+
+
+def choose_merge(left: Any, right: Any, *, how: str = "inner", broadcast_below_bytes: int | None = None) -> MergeChoice:
+    """Decide how :func:`merge` joins ``left`` and ``right`` (nothing is computed).
+
+    Args:
+        left: A Dask DataFrame.
+        right: A Dask DataFrame.
+        how: ``"inner"``, ``"left"``, ``"right"`` or ``"outer"``, as pandas.
+        broadcast_below_bytes: The threshold (default :data:`DEFAULT_BROADCAST_BELOW_BYTES`, or the environment's
+            ``PROXIMATE_BROADCAST_BELOW_BYTES``).
+
+    Returns:
+        The :class:`MergeChoice`.
+
+    Examples:
+        >>> choice = choose_merge(observations, stations)  # doctest: +SKIP
+        >>> choice.strategy, choice.small_side, choice.predicted_cross_bytes  # doctest: +SKIP
+        ('broadcast', 'right', 48000)
+    """
+    if broadcast_below_bytes is None:
+        broadcast_below_bytes = int(os.environ.get(BROADCAST_BELOW_ENV, DEFAULT_BROADCAST_BELOW_BYTES))
+    sides = {}
+    for name, frame in (("left", left), ("right", right)):
+        parts = table_parts(frame)
+        sides[name] = (tuple(sorted({p.where.region for p in parts})), sum(p.nbytes for p in parts))
+    (left_regions, left_bytes), (right_regions, right_bytes) = sides["left"], sides["right"]
+
+    def choice(strategy: str, small: str | None, reason: str) -> MergeChoice:
+        return MergeChoice(strategy, small, left_regions, right_regions, left_bytes, right_bytes, reason)
+
+    if len(set(left_regions) | set(right_regions)) <= 1:
+        return choice("local", None, "both sides read one region (or none): nothing crosses between regions")
+    # A side may be broadcast only if the join keeps none of its unmatched rows (they would repeat per partition).
+    candidates = [
+        (nbytes, side)
+        for side, nbytes, regions, keeps_unmatched in (
+            ("left", left_bytes, left_regions, how in ("left", "outer")),
+            ("right", right_bytes, right_regions, how in ("right", "outer")),
+        )
+        if not keeps_unmatched and len(regions) == 1 and nbytes
+    ]
+    small = min(candidates, default=None)
+    if small is not None and small[0] < broadcast_below_bytes:
+        other = right_bytes if small[1] == "left" else left_bytes
+        if small[0] <= other:
+            return choice(
+                "broadcast", small[1], f"the {small[1]} side ({small[0]:,} B) is below {broadcast_below_bytes:,} B"
+            )
+    return choice(
+        "shuffle",
+        None,
+        f"no side of a {how!r} join is both broadcastable and below {broadcast_below_bytes:,} B "
+        f"(left {left_bytes:,} B, right {right_bytes:,} B)",
+    )
+
+
+def merge(
+    left: Any,
+    right: Any,
+    *,
+    on: str | Sequence[str] | None = None,
+    how: str = "inner",
+    shuffle_method: str | None = None,
+    broadcast_below_bytes: int | None = None,
+    **kwargs: Any,
+) -> tuple[Any, MergeChoice]:
+    """Join two tables that may live in different regions, moving as little as possible between them.
+
+    When one side is small (below ``broadcast_below_bytes``, estimated from the Parquet metadata without reading
+    rows) and the join keeps none of its unmatched rows, it is made one partition and broadcast: it crosses once
+    into the large side's region, where every partition of the large side is joined with it (the router places
+    each join task where most of its input bytes are: with the large partition). Otherwise both sides are shuffled
+    (``shuffle_method``: ``"p2p"`` or ``"tasks"``), which moves about half of each side between regions.
+
+    Args:
+        left: A Dask DataFrame (e.g. from :func:`open_table`).
+        right: A Dask DataFrame.
+        on: The key column(s), as pandas.
+        how: ``"inner"``, ``"left"``, ``"right"`` or ``"outer"``.
+        shuffle_method: For a shuffle: ``"p2p"`` or ``"tasks"`` (Dask's default otherwise).
+        broadcast_below_bytes: See :func:`choose_merge`.
+        **kwargs: Passed to ``DataFrame.merge`` (``suffixes``, ``left_on``...).
+
+    Returns:
+        The lazy joined DataFrame, and the :class:`MergeChoice` saying which join it is and why.
+
+    Raises:
+        CrossRegionReadError: The join would read both regions' files in one task (a side that is not a table of
+            one region, built so that Dask fuses it with the other side's reads); nothing was submitted.
+
+    Examples:
+        >>> obs = proximate.open_table("a", "observations.parquet")  # doctest: +SKIP
+        >>> stations = proximate.open_table("b", "stations.parquet")  # doctest: +SKIP
+        >>> joined, choice = proximate.tables.merge(obs, stations, on="station")  # doctest: +SKIP
+        >>> choice.strategy  # doctest: +SKIP
+        'broadcast'
+    """
+    choice = choose_merge(left, right, how=how, broadcast_below_bytes=broadcast_below_bytes)
+    if choice.strategy == "broadcast":
+        if choice.small_side == "left":
+            left = _moved_once(left, choice.right_regions[0])
+        else:
+            right = _moved_once(right, choice.left_regions[0])
+        joined = left.merge(right, on=on, how=how, broadcast=True, **kwargs)
+    elif choice.strategy == "shuffle" and left.npartitions == right.npartitions == 1 and choice.left_regions:
+        # Two one-partition sides (an outer join of two small tables): Dask joins them in one blockwise task, which
+        # its optimiser may fuse with both reads (``frame.optimize()`` does): a task no region can run. The smaller
+        # side moves once instead.
+        if choice.left_bytes <= choice.right_bytes:
+            left = _moved_once(left, choice.right_regions[0])
+        else:
+            right = _moved_once(right, choice.left_regions[0])
+        joined = left.merge(right, on=on, how=how, **kwargs)
+    else:
+        joined = left.merge(right, on=on, how=how, shuffle_method=shuffle_method, **kwargs)
+    check_reads(joined, "merge")
+    return joined, choice
+
+
+def _arrive(frame: pd.DataFrame, destination: Any) -> pd.DataFrame:
+    """The task that brings a broadcast side into ``destination`` (an ``InRegion``, which places it there)."""
+    return frame
+
+
+def _moved_once(frame: Any, region: str) -> Any:
+    """``frame`` as one partition held in ``region``: one task there fetches it across once, and every join task
+    of the region then finds it in the region (otherwise each worker of the region running a join task would
+    fetch it across on its own, and a join task would run where the larger of its two inputs is, which for a small
+    side bigger than a partition of the large side is the wrong region).
+
+    The step is a delayed task of its own (not a partition function, which Dask would fuse with the read of the
+    other region into one task that no region can run)."""
+    import dask
+    import dask.dataframe as dd
+
+    from proximate.placement import InRegion
+
+    (whole,) = frame.repartition(npartitions=1).to_delayed()
+    return dd.from_delayed([dask.delayed(_arrive, pure=True)(whole, InRegion(region))], meta=frame._meta)
+
+
+def check_reads(frame: Any, operation: str) -> None:
+    """Refuse a collection in which one task would read files of several regions (before anything runs).
+
+    Checks the graph as ``compute`` and as ``optimize``/``persist`` build it (Dask optimises them differently:
+    ``optimize`` fuses a one-partition join with both of its reads).
+
+    Args:
+        frame: A Dask collection.
+        operation: What it is, for the error ("merge", "concat"...).
+
+    Raises:
+        CrossRegionReadError: Names the operation, the regions and the task.
+    """
+    from dask._expr import FinalizeCompute
+    from dask._task_spec import convert_legacy_graph
+    from dask.base import collections_to_expr
+
+    from proximate.errors import CrossRegionReadError
+    from proximate.placement import regions_read
+
+    expr = collections_to_expr([frame])
+    for submitted in (FinalizeCompute(expr).optimize(), expr.optimize()):
+        for key, task in convert_legacy_graph(dict(submitted.__dask_graph__())).items():
+            regions = regions_read(task)
+            if len(regions) > 1:
+                raise CrossRegionReadError(operation, tuple(sorted(regions)), str(key))
 
 
 # -- partials -----------------------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """Worker preload (``dask worker --preload proximate.worker_plugin``): check the worker's region before it joins,
-then install the worker plugins ``SecedeWhileClientsBlock`` and ``PeerLinkWatch``.
+then install the worker plugins ``SecedeWhileClientsBlock``, ``PeerLinkWatch`` and ``P2PSendLog``.
 
 A worker that would advertise a region it cannot serve (no root, or a resource that does not match) must not
 join: it would accept pinned tasks and fail them all.
@@ -169,6 +169,77 @@ class PeerLinkWatch(WorkerPlugin):
         self.worker.log_event(LINK_TOPIC, msg)
 
 
+class P2PSendLog(WorkerPlugin):
+    """Logs what this worker's P2P shuffles send to each peer in its ``transfer_outgoing_log``, where the locality
+    report reads every other transfer.
+
+    A P2P shuffle (``shuffle_method="p2p"``: merges, ``set_index``, ``shuffle``) moves its shards between workers
+    with its own RPC (``shuffle_receive``), which Dask does not log as a transfer: without this, the bytes a
+    shuffle moves between regions, most of what it moves, would be missing from the report. Each successful send
+    is logged as Dask logs a transfer (``who``, ``total``, ``keys``), its keys naming the shuffle
+    (``shuffle-transfer-<id>``) and ``"p2p": True`` marking it.
+
+    Dask has no hook for a shard sent, so ``setup`` wraps ``ShuffleRun._send`` of the whole process (one shuffle
+    run per worker; the wrapper finds the worker by the run's local address); ``teardown`` puts the original back
+    when the last worker of the process removes the plugin.
+    """
+
+    name = "proximate-p2p-send-log"
+    #: Worker address -> worker, for the process-wide wrapper.
+    _workers: ClassVar[dict[str, Any]] = {}
+    _original: ClassVar[Callable[..., Any] | None] = None
+
+    def setup(self, worker: Any = None) -> None:
+        from distributed.shuffle._core import ShuffleRun
+
+        cls = P2PSendLog
+        cls._workers[worker.address] = worker
+        if cls._original is None:
+            cls._original = ShuffleRun._send
+            ShuffleRun._send = _logging_send(cls._original, cls._workers)  # type: ignore[method-assign]
+
+    def teardown(self, worker: Any = None) -> None:
+        from distributed.shuffle._core import ShuffleRun
+
+        cls = P2PSendLog
+        if worker is not None:
+            cls._workers.pop(worker.address, None)
+        if not cls._workers and cls._original is not None:
+            ShuffleRun._send = cls._original  # type: ignore[method-assign]
+            cls._original = None
+
+
+def _logging_send(send: Callable[..., Any], workers: dict[str, Any]) -> Callable[..., Any]:
+    """``ShuffleRun._send`` that logs each send the peer acknowledged in the sending worker's transfer log."""
+    from distributed.sizeof import sizeof
+
+    async def _send(self: Any, address: str, shards: Any) -> Any:
+        start = time.time()
+        response = await send(self, address, shards)
+        worker = workers.get(self.local_address)
+        if worker is not None and isinstance(response, dict) and response.get("status") == "OK":
+            # A pickled blob (small shards) is sent as is; a list of shards as their buffers.
+            nbytes = len(shards) if isinstance(shards, (bytes, bytearray)) else int(sizeof(shards))
+            stop = time.time()
+            worker.transfer_outgoing_log.append(
+                {
+                    "start": start,
+                    "stop": stop,
+                    "middle": (start + stop) / 2,
+                    "duration": max(stop - start, 0.001),
+                    "who": address,
+                    "keys": {f"shuffle-transfer-{self.id}": nbytes},
+                    "total": nbytes,
+                    "compressed": 0,
+                    "bandwidth": nbytes / max(stop - start, 0.001),
+                    "p2p": True,
+                }
+            )
+        return response
+
+    return _send
+
+
 async def dask_setup(worker: Any) -> None:
     try:
         region = check_worker_region(
@@ -182,3 +253,4 @@ async def dask_setup(worker: Any) -> None:
     worker.proximate_region = region
     await worker.plugin_add(SecedeWhileClientsBlock(), catch_errors=False)
     await worker.plugin_add(PeerLinkWatch(), catch_errors=False)
+    await worker.plugin_add(P2PSendLog(), catch_errors=False)
