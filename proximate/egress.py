@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from proximate.locality_report import CLIENT, key_name
-from proximate.placement import choose_pool
+from proximate.placement import InRegion, choose_pool, find_in_spec, regions_read
 from proximate.regions import POOL_PREFIX, region_of_resource, validate_region_name
 
 #: USD per decimal GB moved, by ``(from, to)``; ``"*"`` matches any region. The defaults are the usual public cloud
@@ -207,6 +207,20 @@ def _graph_and_keys(collections: tuple[Any, ...]) -> tuple[Any, list[Any]]:
     return HighLevelGraph.merge(*graphs), keys
 
 
+def _read_region(key: Any, task: Any) -> str | None:
+    """The region whose files a task reads (rule 1 of :mod:`proximate.placement`); None if it reads none.
+
+    Raises:
+        CrossRegionReadError: The task reads files of several regions: no region can run it.
+    """
+    regions = regions_read(task) if task is not None else frozenset()
+    if len(regions) > 1:
+        from proximate.errors import CrossRegionReadError
+
+        raise CrossRegionReadError(key_name(key).rsplit("-", 1)[0], tuple(sorted(regions)), str(key))
+    return next(iter(regions), None)
+
+
 def plan(*collections: Any, region: str | None = None) -> EgressPlan:
     """Predict what computing ``collections`` moves between regions, without submitting anything.
 
@@ -269,7 +283,13 @@ def plan(*collections: Any, region: str | None = None) -> EgressPlan:
         if size is None:
             out.unsized_tasks += 1
         nbytes[key] = size or 0
-        here = region if region is not None else info.region_of(key) if info is not None else None
+        here = _read_region(key, tasks.get(key))  # rule 1 first, as the router: a read runs where its file is
+        if here is None:
+            here = region if region is not None else info.region_of(key) if info is not None else None
+        for marker in find_in_spec(tasks.get(key), InRegion):  # what the task declares it brings in
+            unsized = [d for d in dependencies.get(key, ()) if not nbytes[d]]
+            for dep in unsized:
+                nbytes[dep] = marker.nbytes // len(unsized)
         if here is None:
             here = choose_pool((region_of[d], nbytes[d]) for d in dependencies.get(key, ()))
         region_of[key] = here

@@ -56,7 +56,7 @@ class CrossRegionReadError(ProximateInputError):
     :func:`proximate.tables.merge` and :func:`proximate.plan` before anything is submitted.
 
     Examples:
-        >>> str(CrossRegionReadError("merge", ("a", "b"), "merge-1f2e"))[:60]
+        >>> str(CrossRegionReadError("merge", ("a", "b"), "merge-1f2e"))[:59]
         "merge reads data of regions a, b in one task ('merge-1f2e')"
     """
 

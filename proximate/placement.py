@@ -41,6 +41,9 @@ class InRegion:
     """
 
     region: str
+    #: Bytes the task brings into the region, when known (its inputs' size): :func:`proximate.plan` counts them for
+    #: inputs it cannot size itself.
+    nbytes: int = 0
 
 
 def regions_read(spec: Any) -> frozenset[str]:

@@ -56,9 +56,6 @@ class TablePart:
     row_group: int | None = None
     #: For CSV: the columns to parse as datetimes (text columns whose sample is all ISO 8601 datetimes).
     dates: tuple[str, ...] = ()
-    #: Estimated bytes of the partition in memory, from the file's metadata (:func:`part_nbytes`): what reading
-    #: it and moving it costs; 0 when unknown. Used by :func:`merge` and :func:`proximate.plan`.
-    nbytes: int = 0
 
 
 def _files(where: RegionPath) -> list[RegionPath]:
@@ -91,25 +88,42 @@ def plan_table(where: RegionPath) -> tuple[list[TablePart], pd.DataFrame]:
     for file in _files(where):
         if _is_parquet(file):
             pf = pq.ParquetFile(resolve(file.region, file.path))
-            parts += [
-                TablePart(file, i, nbytes=part_nbytes(pf, i) if pf.num_row_groups else 0)
-                for i in range(max(1, pf.num_row_groups))
-            ]
+            parts += [TablePart(file, i) for i in range(max(1, pf.num_row_groups))]
             if meta is None:
                 meta = pf.schema_arrow.empty_table().to_pandas()
         else:
             full = resolve(file.region, file.path)
             dates = csv_date_columns(full)
-            parts.append(TablePart(file, dates=dates, nbytes=full.stat().st_size))
+            parts.append(TablePart(file, dates=dates))
             if meta is None:
                 meta = read_csv(full, dates=dates, nrows=0)
     return parts, meta
 
 
-def part_nbytes(pf: Any, row_group: int) -> int:
-    """A Parquet row group's estimated size in memory: rows times the width of each fixed-width column, plus the
-    uncompressed size of each variable-width (text, binary, nested) column chunk. Parquet's own uncompressed size
-    undercounts fixed-width columns that dictionary or run-length encoding shrank (a key of few values)."""
+def parts_nbytes(parts: Sequence[TablePart]) -> int:
+    """Worker-side, in the parts' region: their estimated size in memory from the files' metadata, no row read.
+
+    A Parquet row group counts rows times the width of each fixed-width column, plus the uncompressed size of each
+    variable-width (text, binary, nested) column chunk (Parquet's own uncompressed size undercounts fixed-width
+    columns that dictionary or run-length encoding shrank, such as a key of few values); a CSV file its size.
+    """
+    import pyarrow.parquet as pq
+
+    total = 0
+    files: dict[RegionPath, Any] = {}
+    for part in parts:
+        full = resolve(part.where.region, part.where.path)
+        if part.row_group is None:
+            total += full.stat().st_size
+            continue
+        if part.where not in files:
+            files[part.where] = pq.ParquetFile(full)
+        if files[part.where].num_row_groups:
+            total += _row_group_nbytes(files[part.where], part.row_group)
+    return total
+
+
+def _row_group_nbytes(pf: Any, row_group: int) -> int:
     meta = pf.metadata.row_group(row_group)
     schema = pf.schema_arrow
     total = 0
@@ -250,6 +264,32 @@ class MergeChoice:
     right_bytes: int
     reason: str
 
+    def shuffle_cross_bytes(self, workers_by_region: dict[str, int]) -> int:
+        """Expected bytes a shuffle of both sides moves between regions: each output partition lands on one worker
+        of the cluster, evenly, so the rows of a side in region R stay there with the share of R's workers and
+        cross otherwise.
+
+        Args:
+            workers_by_region: Live workers per region (``proximate.client.worker_regions`` counted).
+
+        Returns:
+            The expected cross-region bytes of the shuffle (not of the result's way to the client).
+
+        Examples:
+            >>> MergeChoice("shuffle", None, ("a",), ("b",), 1000, 600, "").shuffle_cross_bytes({"a": 2, "b": 2})
+            800
+        """
+        total = sum(workers_by_region.values())
+        if not total:
+            return 0
+        moved = 0.0
+        for regions, nbytes in ((self.left_regions, self.left_bytes), (self.right_regions, self.right_bytes)):
+            if len(regions) == 1:
+                moved += nbytes * (1 - workers_by_region.get(regions[0], 0) / total)
+            else:  # a side spread over several regions: its bytes by region are not known here, assume even
+                moved += nbytes * (1 - sum(workers_by_region.get(r, 0) for r in regions) / total / len(regions))
+        return int(moved)
+
     @property
     def predicted_cross_bytes(self) -> int | None:
         """Bytes a broadcast moves between regions (the small side, once); None for a shuffle (about half of each
@@ -269,7 +309,9 @@ def table_parts(frame: Any) -> list[TablePart]:
     return list(dict.fromkeys(p for task in graph.values() for p in find_in_spec(task, TablePart)))
 
 
-def choose_merge(left: Any, right: Any, *, how: str = "inner", broadcast_below_bytes: int | None = None) -> MergeChoice:
+def choose_merge(
+    left: Any, right: Any, *, how: str = "inner", broadcast_below_bytes: int | None = None, client: Any = None
+) -> MergeChoice:
     """Decide how :func:`merge` joins ``left`` and ``right`` (nothing is computed).
 
     Args:
@@ -278,6 +320,8 @@ def choose_merge(left: Any, right: Any, *, how: str = "inner", broadcast_below_b
         how: ``"inner"``, ``"left"``, ``"right"`` or ``"outer"``, as pandas.
         broadcast_below_bytes: The threshold (default :data:`DEFAULT_BROADCAST_BELOW_BYTES`, or the environment's
             ``PROXIMATE_BROADCAST_BELOW_BYTES``).
+        client: The Dask client (the default one otherwise): each side's Parquet footers are read in its region
+            (:func:`parts_nbytes`, one small task per region), the client cannot see the files.
 
     Returns:
         The :class:`MergeChoice`.
@@ -289,10 +333,19 @@ def choose_merge(left: Any, right: Any, *, how: str = "inner", broadcast_below_b
     """
     if broadcast_below_bytes is None:
         broadcast_below_bytes = int(os.environ.get(BROADCAST_BELOW_ENV, DEFAULT_BROADCAST_BELOW_BYTES))
+    from proximate.client import client_context
+
     sides = {}
-    for name, frame in (("left", left), ("right", right)):
-        parts = table_parts(frame)
-        sides[name] = (tuple(sorted({p.where.region for p in parts})), sum(p.nbytes for p in parts))
+    with client_context(client) as c:
+        for name, frame in (("left", left), ("right", right)):
+            by_region: dict[str, list[TablePart]] = {}
+            for part in table_parts(frame):
+                by_region.setdefault(part.where.region, []).append(part)
+            sizes = [  # the parts name their region's files: the router runs each sizing there
+                c.submit(parts_nbytes, parts, pure=False, resources={pool_resource(region): 0})
+                for region, parts in sorted(by_region.items())
+            ]
+            sides[name] = (tuple(sorted(by_region)), sum(c.gather(sizes)))
     (left_regions, left_bytes), (right_regions, right_bytes) = sides["left"], sides["right"]
 
     def choice(strategy: str, small: str | None, reason: str) -> MergeChoice:
@@ -332,6 +385,7 @@ def merge(
     how: str = "inner",
     shuffle_method: str | None = None,
     broadcast_below_bytes: int | None = None,
+    client: Any = None,
     **kwargs: Any,
 ) -> tuple[Any, MergeChoice]:
     """Join two tables that may live in different regions, moving as little as possible between them.
@@ -349,6 +403,7 @@ def merge(
         how: ``"inner"``, ``"left"``, ``"right"`` or ``"outer"``.
         shuffle_method: For a shuffle: ``"p2p"`` or ``"tasks"`` (Dask's default otherwise).
         broadcast_below_bytes: See :func:`choose_merge`.
+        client: The Dask client (see :func:`choose_merge`).
         **kwargs: Passed to ``DataFrame.merge`` (``suffixes``, ``left_on``...).
 
     Returns:
@@ -365,21 +420,21 @@ def merge(
         >>> choice.strategy  # doctest: +SKIP
         'broadcast'
     """
-    choice = choose_merge(left, right, how=how, broadcast_below_bytes=broadcast_below_bytes)
+    choice = choose_merge(left, right, how=how, broadcast_below_bytes=broadcast_below_bytes, client=client)
     if choice.strategy == "broadcast":
         if choice.small_side == "left":
-            left = _moved_once(left, choice.right_regions[0])
+            left = _moved_once(left, choice.right_regions[0], choice.left_bytes)
         else:
-            right = _moved_once(right, choice.left_regions[0])
+            right = _moved_once(right, choice.left_regions[0], choice.right_bytes)
         joined = left.merge(right, on=on, how=how, broadcast=True, **kwargs)
     elif choice.strategy == "shuffle" and left.npartitions == right.npartitions == 1 and choice.left_regions:
         # Two one-partition sides (an outer join of two small tables): Dask joins them in one blockwise task, which
         # its optimiser may fuse with both reads (``frame.optimize()`` does): a task no region can run. The smaller
         # side moves once instead.
         if choice.left_bytes <= choice.right_bytes:
-            left = _moved_once(left, choice.right_regions[0])
+            left = _moved_once(left, choice.right_regions[0], choice.left_bytes)
         else:
-            right = _moved_once(right, choice.left_regions[0])
+            right = _moved_once(right, choice.left_regions[0], choice.right_bytes)
         joined = left.merge(right, on=on, how=how, **kwargs)
     else:
         joined = left.merge(right, on=on, how=how, shuffle_method=shuffle_method, **kwargs)
@@ -392,7 +447,7 @@ def _arrive(frame: pd.DataFrame, destination: Any) -> pd.DataFrame:
     return frame
 
 
-def _moved_once(frame: Any, region: str) -> Any:
+def _moved_once(frame: Any, region: str, nbytes: int) -> Any:
     """``frame`` as one partition held in ``region``: one task there fetches it across once, and every join task
     of the region then finds it in the region (otherwise each worker of the region running a join task would
     fetch it across on its own, and a join task would run where the larger of its two inputs is, which for a small
@@ -406,7 +461,7 @@ def _moved_once(frame: Any, region: str) -> Any:
     from proximate.placement import InRegion
 
     (whole,) = frame.repartition(npartitions=1).to_delayed()
-    return dd.from_delayed([dask.delayed(_arrive, pure=True)(whole, InRegion(region))], meta=frame._meta)
+    return dd.from_delayed([dask.delayed(_arrive, pure=True)(whole, InRegion(region, nbytes))], meta=frame._meta)
 
 
 def check_reads(frame: Any, operation: str) -> None:

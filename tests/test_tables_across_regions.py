@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from distributed import futures_of
 
+import proximate
 from proximate import tables
 from proximate.client import worker_regions
 from proximate.datasets import RegionPath
@@ -121,8 +122,14 @@ def test_a_shuffle_between_regions_is_reported_by_the_locality_report(client, fr
     np.testing.assert_allclose(got.to_numpy(), expected.to_numpy(), rtol=1e-9)
     sides = int(frames["left"].memory_usage(index=False).sum() + frames["right"].memory_usage(index=False).sum())
     crossed = _between_regions(report)
-    print(shuffle_method, "crossed", crossed, "of", sides, report.bytes_between)
-    assert 0.2 * sides <= crossed <= 1.5 * sides, (crossed, sides, report.bytes_between)
+    regions = worker_regions(client).values()
+    expected_cross = tables.choose_merge(left, right, client=client).shuffle_cross_bytes(
+        {r: sum(1 for x in regions if x == r) for r in set(regions)}
+    )
+    print(shuffle_method, "crossed", crossed, "of", sides, "expected", expected_cross, report.bytes_between)
+    # Measured: p2p 1,030,096 B and tasks 972,095 B against 960,000 B expected (half of each side's 960,000 B).
+    # Without P2PSendLog the p2p figure is a few kB: the shards travel outside Dask's transfer log.
+    assert abs(crossed - expected_cross) <= 0.3 * expected_cross, (crossed, expected_cross, report.bytes_between)
 
 
 @pytest.mark.slow
@@ -144,6 +151,10 @@ def test_a_broadcast_join_moves_the_small_table_once(client, frames):
     print("broadcast", crossed, small_bytes, result_bytes, report.bytes_between, choice)
     assert abs(crossed - (small_bytes + result_bytes)) <= 0.1 * (small_bytes + result_bytes), report.bytes_between
     assert abs(choice.predicted_cross_bytes - small_bytes) <= 0.1 * small_bytes, choice
+    # proximate.plan predicts the same crossing before anything runs: the small side from b into a, reads in place.
+    egress = proximate.plan(result)
+    assert abs(egress.bytes_between.get(("b", "a"), 0) - small_bytes) <= 0.1 * small_bytes, egress.to_dict()
+    assert egress.bytes_between.get(("a", "b"), 0) == 0, egress.to_dict()
 
 
 @pytest.mark.slow
