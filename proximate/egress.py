@@ -2,7 +2,8 @@
 
 :func:`plan` walks a collection's graph on the client, before anything is submitted. Each task pinned to a region
 (``pool-<region>`` resource annotations: what :func:`proximate.open_dataset` and :func:`proximate.pool` create)
-keeps its region; every derived task is placed, in topological order, by the router's own rule
+keeps its region, and a task that reads a region's file (a table read) is placed there first, as the router does;
+every derived task is placed, in topological order, by the router's own rule
 (:func:`proximate.placement.choose_pool`: the region holding most of its input bytes) on predicted sizes, which
 is where the router re-pins it once the real sizes are measured. A task's size is its chunk's shape times its
 dtype's item size, read from the array layer that produced it. Every input that crosses from one region to
@@ -230,6 +231,9 @@ def plan(*collections: Any, region: str | None = None) -> EgressPlan:
 
     Returns:
         The :class:`EgressPlan`.
+
+    Raises:
+        CrossRegionReadError: A task reads files of several regions (no region can run it).
 
     Examples:
         >>> import dask.array as da, proximate

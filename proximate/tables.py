@@ -2,8 +2,9 @@
 
 ``open_table(region, path)`` returns a lazy Dask DataFrame whose partitions are read on a worker of the region
 (one partition per Parquet row group, or per CSV file); each partition resolves its path on the worker that reads
-it, so a misrouted read fails naming region and path. dask-expr drops task annotations, so a table's graph is
-pinned as a whole when it is computed (:func:`proximate.compute` with ``region=``).
+it, so a misrouted read fails naming region and path. dask-expr drops task annotations; the scheduler's router pins
+each read task by the ``TablePart`` (and so the ``RegionPath``) among its arguments instead, so that tables of
+several regions combine in one graph (:func:`merge` chooses a broadcast or a shuffle between them).
 
 The workloads never bring rows out of a region: each region reduces its rows to partials that combine exactly
 (counts, sums, sums of squares, minima and maxima; per group counts and sums; the normal-equation pieces XᵀX and
@@ -201,8 +202,8 @@ def open_table(where: RegionPath | str, path: str | None = None, *, client: Any 
             repeated queries while exploring cost no reads.
 
     Returns:
-        A ``dask.dataframe.DataFrame`` (lazy unless persisted). Compute it with
-        ``proximate.compute(..., region=where.region)``, which pins its whole graph to the region.
+        A ``dask.dataframe.DataFrame`` (lazy unless persisted). Its reads run in the table's region whatever the
+        graph combines it with (the router pins them by the file they read); derived tasks follow their bytes.
 
     Examples:
         >>> trips = proximate.open_table("gcp", "trips/yellow_tripdata.parquet")

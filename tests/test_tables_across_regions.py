@@ -202,6 +202,8 @@ def test_one_task_reading_two_regions_is_refused_naming_operation_and_regions(cl
     paired = dd.from_map(_read_pair, [pair], meta=frames["stations"].iloc[:0], label="read-pair")
     with pytest.raises(CrossRegionReadError, match=r"read-pair reads data of regions a, b in one task"):
         tables.check_reads(paired, "read-pair")
+    with pytest.raises(CrossRegionReadError, match=r"read-pair reads data of regions a, b in one task"):
+        proximate.plan(paired)
     single_a = tables.open_table("a", STATIONS_A, client=client)
     single_b = tables.open_table("b", STATIONS, client=client)
     with Reads(client) as reads:
