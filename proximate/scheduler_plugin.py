@@ -191,6 +191,8 @@ class RegionRouter(SchedulerPlugin):
         """Rule 1 of :mod:`proximate.placement`: a task that reads a region's files runs in that region."""
         if ts.state not in ("released", "waiting") or ts.run_spec is None:
             return
+        if ts.worker_restrictions or ts.host_restrictions:
+            return  # placed on a worker by name: the user's choice (a read there fails naming region and path)
         regions = regions_read(ts.run_spec)
         if not regions:
             return

@@ -78,8 +78,13 @@ def test_a_persisted_table_stays_in_its_region_and_answers_again_without_reads(c
 
 
 def test_a_read_outside_its_region_fails_naming_region_and_path(client, trips):
+    """A read forced onto a worker of the wrong region by name (the router pins reads by their file over any pool
+    annotation, #32, but leaves a task placed on a named worker alone) fails naming region and path."""
+    from proximate.client import worker_regions
+
     part = tables.TablePart(RegionPath("a", TRIPS_A), 0)
-    future = client.submit(tables.read_part, part, resources={"pool-b": 0}, pure=False)
+    worker_b = next(address for address, region in worker_regions(client).items() if region == "b")
+    future = client.submit(tables.read_part, part, workers=[worker_b], pure=False)
     with pytest.raises(FileNotFoundError, match="region 'a' is not reachable from region 'b'"):
         future.result()
 

@@ -187,6 +187,29 @@ def test_set_index_across_regions_equals_pandas(client, frames):
     print("set_index", report.bytes_between)
 
 
+def test_a_read_annotated_for_the_wrong_region_runs_in_its_own(client, frames):
+    """Rule 1 beats annotations: a table read submitted with the other region's pool reads in its own region."""
+    part = tables.TablePart(RegionPath("a", LEFT), 0)
+    with Reads(client) as reads:
+        got = client.submit(tables.read_part, part, resources={"pool-b": 0}, pure=False).result()
+    assert reads.by_region.get("a") == [f"a:{LEFT}"] and not reads.by_region.get("b"), reads.by_region
+    pd.testing.assert_frame_equal(got, frames["left"].iloc[: ROWS // 4])
+
+
+def test_regions_read_finds_the_table_part_inside_a_fused_task():
+    """Dask fuses a read with what follows it into one task whose subgraph holds the read's TablePart."""
+    from dask._task_spec import convert_legacy_graph
+
+    from proximate.placement import regions_read
+
+    parts = [tables.TablePart(RegionPath("a", LEFT), i) for i in range(2)]
+    frame = dd.from_map(tables.read_part, parts, meta=_frame(0, 0), label="read-table-a", enforce_metadata=False)
+    graph = convert_legacy_graph(dict((frame.v + 1).sum().optimize().__dask_graph__()))
+    fused = {key: regions_read(task) for key, task in graph.items() if "fused" in str(key)}
+    assert fused and set(fused.values()) == {frozenset({"a"})}, fused
+    assert all(not regions_read(task) for key, task in graph.items() if key not in fused)
+
+
 def _read_pair(pair: tuple[tables.TablePart, tables.TablePart]) -> pd.DataFrame:
     """A reader that reads a file of each region in one task: what no region can run."""
     return pd.concat([tables.read_part(part) for part in pair], ignore_index=True)
