@@ -175,7 +175,10 @@ def test_stealing_stays_inside_the_region(client):
 
 
 def test_task_in_wrong_region_fails_loudly_naming_region_and_path(client, metoffice):
-    future = client.submit(open_local, RegionPath("a", PRED), resources={"pool-b": 0}, pure=False)
+    """Forced onto a worker of region b by name (a pool annotation no longer can: the router pins a task to the
+    region of the RegionPath it reads, #32), a read of region a's file fails naming region and path."""
+    worker_b = next(address for address, region in worker_regions(client).items() if region == "b")
+    future = client.submit(open_local, RegionPath("a", PRED), workers=[worker_b], pure=False)
     with pytest.raises(FileNotFoundError, match=r"region 'a' is not reachable from region 'b'"):
         future.result(timeout=60)
 
