@@ -127,8 +127,13 @@ def misrouted_read() -> None:
     from proximate.io import open_local
     from proximate.testing.testbed import connect
 
+    from proximate.client import worker_regions
+
     with connect() as client:
-        client.submit(open_local, RegionPath("ecmwf", PRED), resources={"pool-gcp": 0}, pure=False).result(60)
+        # Forced onto a gcp worker by name: a pool annotation no longer can, the router pins a task to the region
+        # of the RegionPath it reads (#32).
+        worker_gcp = next(address for address, region in worker_regions(client).items() if region == "gcp")
+        client.submit(open_local, RegionPath("ecmwf", PRED), workers=[worker_gcp], pure=False).result(60)
 
 
 def bucket_listing(region_of_worker: str, bucket: str) -> list[str]:
