@@ -123,11 +123,10 @@ def forecast_reduced_in_place(height: int = 10) -> float:
 
 
 def misrouted_read() -> None:
+    from proximate.client import worker_regions
     from proximate.datasets import RegionPath
     from proximate.io import open_local
     from proximate.testing.testbed import connect
-
-    from proximate.client import worker_regions
 
     with connect() as client:
         # Forced onto a gcp worker by name: a pool annotation no longer can, the router pins a task to the region
