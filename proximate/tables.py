@@ -107,6 +107,16 @@ def parts_nbytes(parts: Sequence[TablePart]) -> int:
     A Parquet row group counts rows times the width of each fixed-width column, plus the uncompressed size of each
     variable-width (text, binary, nested) column chunk (Parquet's own uncompressed size undercounts fixed-width
     columns that dictionary or run-length encoding shrank, such as a key of few values); a CSV file its size.
+
+    Args:
+        parts: Partitions of tables of this worker's region.
+
+    Returns:
+        Their estimated bytes in memory.
+
+    Examples:
+        >>> client.submit(parts_nbytes, table_parts(stations), resources={"pool-b": 0}).result()  # doctest: +SKIP
+        320000
     """
     import pyarrow.parquet as pq
 
@@ -301,7 +311,18 @@ class MergeChoice:
 
 
 def table_parts(frame: Any) -> list[TablePart]:
-    """The table partitions a Dask collection reads (from its graph's tasks), each once."""
+    """The table partitions a Dask collection reads (from its graph's tasks), each once.
+
+    Args:
+        frame: A Dask collection (a DataFrame of :func:`open_table`, or anything derived from one).
+
+    Returns:
+        The :class:`TablePart` of every partition it reads.
+
+    Examples:
+        >>> {part.where.region for part in table_parts(dd.concat([obs_a, obs_b]))}  # doctest: +SKIP
+        {'a', 'b'}
+    """
     from dask._task_spec import convert_legacy_graph
 
     from proximate.placement import find_in_spec
@@ -477,6 +498,11 @@ def check_reads(frame: Any, operation: str) -> None:
 
     Raises:
         CrossRegionReadError: Names the operation, the regions and the task.
+
+    Examples:
+        >>> check_reads(dd.from_map(read_both, [(part_of_a, part_of_b)]), "read_both")  # doctest: +SKIP
+        Traceback (most recent call last):
+        CrossRegionReadError: read_both reads data of regions a, b in one task ...
     """
     from dask._expr import FinalizeCompute
     from dask._task_spec import convert_legacy_graph
