@@ -5,6 +5,13 @@ scheduler/client on gather). Attributing sender and receiver to regions gives me
 with everything outside the regions counted as ``"client"``. Data the client itself uploads (scatter, values
 embedded in a graph) is not in those logs and is not counted.
 
+A transfer counts the bytes the worker wrote for it (the serialised data and Dask's message around it), not
+Dask's in-memory estimate of the data (``dask.sizeof``, which says 80 B for a Prefect task state carrying
+kilobytes). Its receiver is the requesting worker, or for a client's request (``who`` None) the region the
+requesting process named in its connection's handshake (:class:`proximate.worker_plugin.TransferRequesters`):
+a task's own client in a region gathering from that region stays in it; any other client (the flow's process,
+the scheduler gathering for a client) is ``"client"``.
+
 Beside the data, the report counts control traffic: what the scheduler's TCP connections to each region's
 hosts carried (task messages, replies, heartbeats, the report's own questions), read from the kernel's counters
 (:mod:`proximate.comm_bytes`), with TCP/IP/Ethernet headers, so that data plus control can be compared with
@@ -30,7 +37,10 @@ def _log_marks(dask_worker: Any) -> tuple[int, int]:
 
 
 def _log_since(mark: tuple[int, int] | None, dask_worker: Any) -> list[dict[str, Any]]:
-    """Outgoing transfers logged after ``mark``."""
+    """Outgoing transfers logged after ``mark``: requesting worker, requester's region (a client's request, where
+    it said one), bytes written and keys."""
+    from proximate.worker_plugin import REQUESTER_KEY
+
     log = list(dask_worker.transfer_outgoing_log)
     if mark is None or mark[0] == 0:
         new = log
@@ -41,7 +51,17 @@ def _log_since(mark: tuple[int, int] | None, dask_worker: Any) -> list[dict[str,
                 break
         else:
             new = log  # the mark rotated out of the deque: everything in it is newer
-    return [{"who": e["who"], "total": int(e["total"]), "keys": len(e["keys"])} for e in new]
+    # An in-process comm (a cluster of threads) writes no bytes and reports 1: Dask's estimate stands in.
+    in_process = str(dask_worker.address).startswith("inproc://")
+    return [
+        {
+            "who": e["who"],
+            "requester": e.get(REQUESTER_KEY),
+            "total": int(e["total"] if in_process or not e.get("compressed") else e["compressed"]),
+            "keys": len(e["keys"]),
+        }
+        for e in new
+    ]
 
 
 @dataclass
@@ -137,11 +157,14 @@ def locality(client: Any = None) -> Iterator[LocalityReport]:
         control = bytes_by_region(control_before, control_after) if control_before and control_after else {}
     _fill(report, regions, names, logs, stream.data)
     # A client that does not gather from workers directly gathers through the scheduler: those results (sent by
-    # a worker to no worker, ``who`` None) crossed the scheduler's connections and are data, counted above.
+    # a worker to no worker, ``who`` None, to a requester in no region) crossed the scheduler's connections and
+    # are data, counted above. A task's own client in a region gathers directly, not through the scheduler.
     gathered: dict[str, int] = defaultdict(int)
     if not getattr(c, "direct_to_workers", False):
         for sender, entries in logs.items():
-            gathered[regions.get(sender, CLIENT)] += sum(e["total"] for e in entries if e["who"] is None)
+            gathered[regions.get(sender, CLIENT)] += sum(
+                e["total"] for e in entries if e["who"] is None and not e["requester"]
+            )
     report.control_bytes = {r: max(v["wire"] - gathered[r], 0) for r, v in sorted(control.items())}
     report.control_payload_bytes = {r: max(v["payload"] - gathered[r], 0) for r, v in sorted(control.items())}
 
@@ -195,7 +218,9 @@ def _fill(
     for sender, entries in logs.items():
         src = regions.get(sender, CLIENT)
         for entry in entries:
-            between[(src, regions.get(entry["who"], CLIENT))] += entry["total"]
+            who = entry["who"]
+            dst = regions.get(who, CLIENT) if who is not None else entry.get("requester") or CLIENT
+            between[(src, dst)] += entry["total"]
     tasks = []
     for rec in stream:
         addr = rec.get("worker")

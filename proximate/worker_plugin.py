@@ -1,5 +1,6 @@
 """Worker preload (``dask worker --preload proximate.worker_plugin``): check the worker's region before it joins,
-then install the worker plugins ``SecedeWhileClientsBlock``, ``PeerLinkWatch`` and ``P2PSendLog``.
+then install the worker plugins ``SecedeWhileClientsBlock``, ``PeerLinkWatch``, ``P2PSendLog`` and
+``TransferRequesters``.
 
 A worker that would advertise a region it cannot serve (no root, or a resource that does not match) must not
 join: it would accept pinned tasks and fail them all.
@@ -240,6 +241,80 @@ def _logging_send(send: Callable[..., Any], workers: dict[str, Any]) -> Callable
     return _send
 
 
+#: Key this process adds to the handshake of every connection it opens (its region), and the key of a
+#: ``transfer_outgoing_log`` entry naming the region of the process that asked for the data.
+REGION_HANDSHAKE_KEY = "proximate-region"
+REQUESTER_KEY = "proximate-requester-region"
+
+
+class TransferRequesters(WorkerPlugin):
+    """Names the region of whoever asked for each piece of data this worker sent.
+
+    A worker logs each transfer with the requesting *worker* (``who``), but a client's request has ``who`` None:
+    a task's own client gathering from a worker of its own region (a table flow's region task reading its table
+    plan) and a client outside every region look the same, and the locality report would count both as leaving
+    the region. The peer's address does not tell them apart either (a local cluster is one host). So each
+    worker process says its region in the handshake of every connection it opens (``Comm.handshake_info`` of
+    the process, wrapped while a plugin is installed; a process with workers of several regions says none), and
+    this worker's ``get_data`` handler (wrapped, this instance's only) copies the requester's region from the
+    connection's handshake into the log entry it just appended, as ``REQUESTER_KEY``. A requester without the
+    key (a client process, the scheduler gathering for a client) stays outside every region.
+
+    distributed has no hook for either, hence the wrappers; ``teardown`` removes them (the class method once the
+    last plugin of the process is gone).
+    """
+
+    name = "proximate-transfer-requesters"
+    #: Installed plugins and their worker's region: the process says a region only while they all agree.
+    _regions: ClassVar[dict[TransferRequesters, str | None]] = {}
+    _original: ClassVar[Callable[..., Any] | None] = None
+
+    def setup(self, worker: Any = None) -> None:
+        """Wrap ``Comm.handshake_info`` (once per process) and this worker's ``get_data`` handler."""
+        from distributed.comm.core import Comm
+
+        cls = TransferRequesters
+        cls._regions[self] = getattr(worker, "proximate_region", None)
+        if cls._original is None:
+            cls._original = original_info = Comm.handshake_info
+
+            def handshake_info(comm: Any) -> dict[str, Any]:
+                info = original_info(comm)
+                regions = set(cls._regions.values())
+                if len(regions) == 1 and None not in regions:
+                    info[REGION_HANDSHAKE_KEY] = next(iter(regions))
+                return info
+
+            Comm.handshake_info = handshake_info  # type: ignore[method-assign]
+        original = worker.handlers["get_data"]
+        log = worker.transfer_outgoing_log
+
+        async def get_data(comm: Any, keys: Any, who: str | None = None, serializers: Any = None) -> Any:
+            before = log[-1] if log else None
+            result = await original(comm, keys=keys, who=who, serializers=serializers)
+            # The entry is appended just before the handler returns, with no await in between: the newest
+            # entry, if new, is this request's.
+            if log and log[-1] is not before:
+                log[-1][REQUESTER_KEY] = (getattr(comm, "remote_info", None) or {}).get(REGION_HANDSHAKE_KEY)
+            return result
+
+        get_data.proximate_original = original  # type: ignore[attr-defined]
+        worker.handlers["get_data"] = get_data
+
+    def teardown(self, worker: Any = None) -> None:
+        """Put this worker's ``get_data`` back, and ``Comm.handshake_info`` once no plugin is left."""
+        from distributed.comm.core import Comm
+
+        cls = TransferRequesters
+        cls._regions.pop(self, None)
+        handler = worker.handlers.get("get_data") if worker is not None else None
+        if handler is not None and hasattr(handler, "proximate_original"):
+            worker.handlers["get_data"] = handler.proximate_original
+        if not cls._regions and cls._original is not None:
+            Comm.handshake_info = cls._original  # type: ignore[method-assign]
+            cls._original = None
+
+
 async def dask_setup(worker: Any) -> None:
     try:
         region = check_worker_region(
@@ -254,3 +329,4 @@ async def dask_setup(worker: Any) -> None:
     await worker.plugin_add(SecedeWhileClientsBlock(), catch_errors=False)
     await worker.plugin_add(PeerLinkWatch(), catch_errors=False)
     await worker.plugin_add(P2PSendLog(), catch_errors=False)
+    await worker.plugin_add(TransferRequesters(), catch_errors=False)

@@ -274,13 +274,7 @@ def test_table_flow_minimum_counts_the_partials_as_prefect_carries_them(regressi
     assert res["minimum_bytes"] <= res["cross_region_bytes"], res
 
 
-@pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="the locality report counts each region task's in-region gather of its table plan (plan_table, ~8.6 kB"
-    " by dask.sizeof) as crossing to the client region (a client's get_data has who=None), and the Prefect state"
-    " that does cross at its dask.sizeof estimate (80 B) rather than its serialised ~1.8 kB",
-)
+@pytest.mark.slow  # shares the flow run above
 def test_table_flow_measured_bytes_are_near_the_minimum(regression_run):
     res, _ = regression_run
     assert 0.8 <= res["cross_region_bytes"] / res["minimum_bytes"] <= 1.5, res
