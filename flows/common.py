@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,37 @@ DEFAULT_CATALOG_BLOCK = "proximate-catalog"
 INPUT_ERRORS: tuple[type[BaseException], ...] = (ProximateInputError, CatalogError)
 
 
+#: Prefect's closing line for a run that ended on an input error, in place of "Finished in state Failed('<the
+#: message>')", which would show the message a second time on the run page.
+INPUT_ERROR_CLOSING_LINE = "Finished in state Failed (the input error above)"
+# Ids of the flow runs whose input error the run's log already shows and whose closing line is still to come.
+_input_error_runs: set[str] = set()
+
+
+class _ClosingLineWithoutTheMessage(logging.Filter):
+    """On Prefect's flow-run logger: the engine's "Finished in state Failed('...')" line of a run that
+    :func:`fails_on_input_errors` ended becomes :data:`INPUT_ERROR_CLOSING_LINE`.
+
+    Prefect 3 logs that line itself after the flow function returns, with the state's message in it, and has no
+    setting to leave the message out; keeping the message in the state (for the API, the UI's state and Python
+    callers) and out of the log line is done here, on the record, before any handler (the API's, the console's)
+    sees it. Every other record passes unchanged.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        run_id = str(getattr(record, "flow_run_id", ""))
+        if run_id in _input_error_runs and str(record.msg).startswith("Finished in state Failed"):
+            _input_error_runs.discard(run_id)
+            record.msg, record.args = INPUT_ERROR_CLOSING_LINE, ()
+        return True
+
+
+def _install_closing_line_filter() -> None:
+    flow_runs = logging.getLogger("prefect.flow_runs")  # the engine's run logger (prefect.logging.flow_run_logger)
+    if not any(isinstance(f, _ClosingLineWithoutTheMessage) for f in flow_runs.filters):
+        flow_runs.addFilter(_ClosingLineWithoutTheMessage())
+
+
 def fails_on_input_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Make a flow function end its run Failed with the message of a parameter or input error, once, without a
     traceback on the run page.
@@ -60,7 +92,8 @@ def fails_on_input_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     and again in the state message: a user who misspelt a variable reads a stack of library frames twice. Here
     the error's message is logged once at ERROR, the traceback only at DEBUG (for whoever debugs proximate), and
     the run ends in ``Failed(message=...)`` carrying the exception, so a Python caller of the flow still gets it
-    raised. Any other exception is a bug and keeps Prefect's traceback.
+    raised; Prefect's closing line says :data:`INPUT_ERROR_CLOSING_LINE` instead of repeating the message. Any
+    other exception is a bug and keeps Prefect's traceback.
 
     Put it under ``@flow`` (Prefect reads the parameters and docstring through ``functools.wraps``).
 
@@ -89,12 +122,17 @@ def fails_on_input_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except INPUT_ERRORS as exc:
             from prefect import get_run_logger
+            from prefect.context import FlowRunContext
             from prefect.states import Failed
 
             log = get_run_logger()
             message = str(exc) or type(exc).__name__
             log.error("%s", message)
             log.debug("%s raised by %s", type(exc).__name__, fn.__name__, exc_info=exc)
+            context = FlowRunContext.get()
+            if context is not None and context.flow_run is not None:
+                _install_closing_line_filter()
+                _input_error_runs.add(str(context.flow_run.id))
             return Failed(message=message, data=exc)
 
     # Prefect validates parameters against the signature in the namespace of the function it holds (this module's,

@@ -601,11 +601,13 @@ def _run_record(flow_run_id):
 def test_an_input_error_fails_the_run_once_without_a_traceback_before_any_work(
     cluster, seasonal_catalog, run_page_logs, tmp_path, parameters, message
 ):
-    """What the run page shows for a user's mistake: the message once at ERROR, no traceback at INFO or above, the
-    run Failed with that message, and soon (the checks come before the cluster and the datasets)."""
+    """What the run page shows for a user's mistake: the message once at ERROR (not again in Prefect's closing
+    line), no traceback at INFO or above, the run Failed with that message, and soon (the checks come before the
+    cluster and the datasets)."""
     import logging
 
     from flows.analysis import seasonal_mean
+    from flows.common import INPUT_ERROR_CLOSING_LINE
     from proximate.catalog.query import DatasetQuery
 
     if "query" in parameters:
@@ -631,9 +633,9 @@ def test_an_input_error_fails_the_run_once_without_a_traceback_before_any_work(
     assert len(errors) == 1 and message in errors[0], logs
     assert not [text for level, text in logs if level >= logging.INFO and "Traceback" in text], logs
     assert not [text for _, text in logs if "Encountered exception" in text], logs
-    # Prefect's own closing line repeats the state it ends in; no other line carries the message
-    others = [text for _, text in logs if message in text and text != errors[0]]
-    assert all(text.startswith("Finished in state Failed(") for text in others) and len(others) <= 1, logs
+    # Only that line carries the message: Prefect's own closing line says the run failed on it, without repeating it
+    assert [text for _, text in logs if message in text] == [errors[0]], logs
+    assert [text for _, text in logs if text.startswith("Finished in state")] == [INPUT_ERROR_CLOSING_LINE], logs
     # a generous bound, for the property only: nothing slow (cluster attach, dataset opens) before the checks
     assert (run.end_time - run.start_time).total_seconds() < 5, (run.start_time, run.end_time)
     assert list(tmp_path.iterdir()) == []
