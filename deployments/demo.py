@@ -6,9 +6,9 @@
 2. put it in an S3 server started on loopback (moto), one bucket per region;
 3. run the nightly flow per region: sync the bucket into the region's file system, index what changed into
    the embedded SQLite catalog (extraction on the region's workers);
-4. run compare-forecast-to-observations and seasonal-mean on a real two-region Dask cluster, then the table
-   flows describe-table and fit-linear-regression over a month of taxi trips in each region (found in the
-   catalog);
+4. run compare-forecast-to-observations, seasonal-mean and scenario-difference (the real HadCM3 runs: A1B
+   minus E1, 2070-2099) on a real two-region Dask cluster, then the table flows describe-table and
+   fit-linear-regression over a month of taxi trips in each region (found in the catalog);
 5. print the locality reports and write the plots.
 
 Everything runs through Prefect (a temporary local server) with state, blocks and catalog under the workdir.
@@ -35,6 +35,14 @@ DEMO_CATALOG = "demo-catalog"
 REAL_FILES = {
     FORECAST_REGION: ["A1B_north_america.nc", "ostia_monthly.nc", "rotated_pole.nc", "orca2_votemper.nc"],
     OBSERVATIONS_REGION: ["E1_north_america.nc", "SOI_Darwin.nc", "atlantic_profiles.nc", "hybrid_height.nc"],
+}
+#: The demo's real-data workload: HadCM3's A1B run (region ecmwf) minus its E1 run (region gcp), each averaged
+#: over the end of the century where it lives (the scenario-difference flow; prefect.yaml prefills the same).
+SCENARIOS = {
+    "scenario": f"{FORECAST_REGION}:real/A1B_north_america.nc",
+    "baseline": f"{OBSERVATIONS_REGION}:real/E1_north_america.nc",
+    "start_year": 2070,
+    "end_year": 2099,
 }
 #: The taxi-trips table of each region (a month each, the New York yellow-cab schema) and its rows: enough to be
 #: megabytes against the kilobytes of partials that cross, little enough to add only seconds to the demo.
@@ -152,8 +160,8 @@ def run_demo(workdir: Path, *, workers_per_region: int = 2) -> dict:
         workers_per_region: Dask worker processes per region.
 
     Returns:
-        The flows' results by name: ``"compare"`` and ``"seasonal"`` (``AnalysisResult``), ``"describe"`` and
-        ``"regression"`` (the table flows' dicts, with ``datasets`` as ``region:path``).
+        The flows' results by name: ``"compare"``, ``"seasonal"`` and ``"scenarios"`` (``AnalysisResult``),
+        ``"describe"`` and ``"regression"`` (the table flows' dicts, with ``datasets`` as ``region:path``).
     """
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -257,7 +265,7 @@ def ingest(roots: Mapping[str, Path], scheduler_address: str, t0: float) -> None
 
 def _run_demo(workdir: Path, workers_per_region: int) -> dict:
     from deployments.stages import regional_cluster, s3_buckets
-    from flows.analysis import compare_forecast_to_observations, seasonal_mean
+    from flows.analysis import compare_forecast_to_observations, scenario_difference, seasonal_mean
     from proximate.catalog.query import DatasetQuery
     from proximate.plots import plot_png
 
@@ -290,6 +298,9 @@ def _run_demo(workdir: Path, workers_per_region: int) -> dict:
                 catalog=DEMO_CATALOG,
                 scheduler_address=cluster.address,
             )
+            results["scenarios"] = scenario_difference(
+                **SCENARIOS, output="a1b-minus-e1.nc", scheduler_address=cluster.address
+            )
             results |= run_tables(workdir, cluster.address, t0)
     import xarray as xr
 
@@ -298,8 +309,12 @@ def _run_demo(workdir: Path, workers_per_region: int) -> dict:
             continue
         with xr.open_dataset(res.output) as ds:
             png = Path(res.output).with_suffix(".png")
-            png.write_bytes(plot_png(ds[next(iter(ds.data_vars))].load()))
+            da = ds[next(iter(ds.data_vars))].load()
+            png.write_bytes(plot_png(da))
         print(f"\n{name}: result {res.output}, plot {png}")
+        units = da.attrs.get("units", "")
+        print(f"  {da.attrs.get('long_name', da.name)}: mean {float(da.mean()):+.2f} {units}, "
+              f"{float(da.min()):+.2f} to {float(da.max()):+.2f} {units}")  # fmt: skip
         print(f"  tasks per region: {res.tasks_by_region}")
         print(
             f"  cross-region bytes: {res.cross_region_bytes:,} (physical minimum {res.budget.minimum:,}, "

@@ -14,14 +14,14 @@ from prefect import serve
 
 def deployments() -> list:
     from deployments.nightly import saved_regions
-    from flows.analysis import compare_forecast_to_observations, seasonal_mean, summarize
+    from flows.analysis import compare_forecast_to_observations, scenario_difference, seasonal_mean, summarize
     from flows.catalog import index_region
     from flows.nightly import nightly_region
     from flows.sync import sync_region
     from flows.tabular import describe_table, fit_linear_regression
 
-    flows = [compare_forecast_to_observations, seasonal_mean, summarize, describe_table, fit_linear_regression,
-             nightly_region, sync_region, index_region]  # fmt: skip
+    flows = [compare_forecast_to_observations, scenario_difference, seasonal_mean, summarize, describe_table,
+             fit_linear_regression, nightly_region, sync_region, index_region]  # fmt: skip
     out = [f.to_deployment(name=f.name) for f in flows]
     for region in saved_regions():
         if region.nightly_cron:

@@ -257,6 +257,8 @@ def banner(
         "  seasonal-mean: query text 'synthetic daily temperature', variable tas.",
         "  compare-forecast-to-observations: forecast ecmwf:forecast/air_temperature.nc (catalog id",
         f"  {ids['forecast']}), observations gcp:observations/air_temperature.nc ({ids['observations']}).",
+        "  scenario-difference: HadCM3's real runs, ecmwf:real/A1B_north_america.nc minus",
+        "  gcp:real/E1_north_america.nc, air_temperature, 2070-2099.",
         "  describe-table, fit-linear-regression: ecmwf:trips/yellow_tripdata_2024-01.parquet and",
         "  gcp:trips/yellow_tripdata_2024-02.parquet; columns VendorID, passenger_count, trip_distance,",
         "  fare_amount, tpep_pickup_datetime, tpep_dropoff_datetime (derived: trip_dur_secs).",

@@ -255,6 +255,69 @@ def _finish(
         _publish_plan(key, predicted, reports[0])
 
 
+@flow(name="scenario-difference", task_runner=RegionalTaskRunner())
+@fails_on_input_errors
+def scenario_difference(
+    scenario: str,
+    baseline: str,
+    variable: str = "air_temperature",
+    start_year: int = 2070,
+    end_year: int = 2099,
+    output: str = "scenario-difference.nc",
+    catalog: str | None = None,
+    cluster: str = DEFAULT_CLUSTER_BLOCK,
+    scheduler_address: str | None = None,
+    overwrite: bool = False,
+    max_egress_gb: float | None = None,
+    dry_run: bool = False,
+) -> AnalysisResult | EgressPlan:
+    """A model's climate-change signal between two scenario runs that live in different regions: each run is
+    averaged over the years where it lives, and only the two means cross (e.g. HadCM3 A1B minus E1, 2070-2099).
+
+    Args:
+        scenario: The run of interest: `region:path` (e.g. `ecmwf:real/A1B_north_america.nc`) or a catalog id.
+        baseline: The run subtracted from it, on the same grid: `region:path` or a catalog id.
+        variable: Variable present in both runs (same units).
+        start_year: First year averaged.
+        end_year: Last year averaged (inclusive).
+        output: Where to write the difference, `.nc` or `.zarr` (as for compare-forecast-to-observations).
+        catalog: Name of a saved CatalogConfig block to look catalog ids up in; empty uses the default catalog.
+        cluster: Name of the RegionalCluster block to run on.
+        scheduler_address: Use this Dask scheduler instead of the block (tcp://host:port).
+        overwrite: Replace an existing output that no proximate flow wrote (an output a flow wrote is replaced
+            anyway, atomically).
+        max_egress_gb: Refuse to compute, before anything runs, if the plan predicts more than this many GB
+            (decimal) crossing regions, the result's way to the client included. Empty: no limit.
+        dry_run: Plan only: publish the predicted bytes between regions as the `-egress-plan` artifact, compute
+            and write nothing, and return the plan.
+
+    Returns:
+        The written output, the datasets read, and the bytes that crossed regions against the run's budget (on a
+        dry run, the plan).
+    """
+    log = get_run_logger()
+    _check_egress_parameter(max_egress_gb)
+    if start_year > end_year:
+        raise ParameterError("start_year", f"{start_year} is after end_year {end_year}")
+    policy = output_policy()
+    target = resolve_output(output, policy=policy, overwrite=overwrite)
+    block = cluster_block(cluster, scheduler_address)
+    located = locate_parameters({"scenario": scenario, "baseline": baseline}, catalog, _variables_check([variable]))
+    (scenario_where,), (baseline_where,) = located["scenario"], located["baseline"]
+    log.info("scenario %s minus baseline %s, %s, %d-%d", scenario_where, baseline_where, variable, start_year,
+             end_year)  # fmt: skip
+    client = run_on_cluster(block, located)
+    runs = _open(log, [("scenario", scenario_where, {}), ("baseline", baseline_where, {})])
+    lazy = analysis.scenario_difference(*runs, variable, start_year, end_year)
+    predicted = _plan(log, "scenario-difference", lazy, max_egress_gb, dry_run)
+    if dry_run:
+        return predicted
+    result, report = _compute(client, lazy)
+    budget = analysis.scenario_budget(*runs, variable, start_year, end_year, result)
+    _finish(log, "scenario-difference", result, [report], budget, (target, policy, overwrite), client, predicted)
+    return AnalysisResult.of([target], [scenario_where, baseline_where], [report], budget)
+
+
 @flow(name="seasonal-mean", task_runner=RegionalTaskRunner())
 @fails_on_input_errors
 def seasonal_mean(

@@ -18,6 +18,7 @@ import xarray as xr
 
 from proximate.datasets import RegionPath, location_of
 from proximate.errors import ProximateInputError
+from proximate.plots import DIVERGING_ATTR
 from proximate.pools import pool
 
 if TYPE_CHECKING:
@@ -178,6 +179,82 @@ def forecast_minus_observations(
     diff.attrs = {
         "units": fc.attrs.get("units", ""),
         "long_name": f"{what[:1].upper()}{what[1:]}, ensemble mean minus observations",
+    }
+    return diff
+
+
+def _scenario_label(da: xr.DataArray, ds: xr.Dataset) -> str:
+    """How a title names a run: its ``Model scenario`` attribute (the Met Office's), else its file's name."""
+    label = da.attrs.get("Model scenario") or da.attrs.get("experiment_id") or ds.attrs.get("experiment_id")
+    if label:
+        return str(label)
+    where = location_of(ds)
+    return where.path.rsplit("/", 1)[-1].rsplit(".", 1)[0] if where else str(da.name)
+
+
+def period(da: xr.DataArray, start_year: int, end_year: int, what: str) -> xr.DataArray:
+    """The times of ``da`` in the years ``start_year`` to ``end_year`` (inclusive), time first; lazy.
+
+    Raises:
+        AnalysisInputError: ``da`` has no time axis, or none of its times falls in those years.
+    """
+    time = _dim(da, ("time",), "time")
+    if start_year > end_year:
+        raise AnalysisInputError(f"start year {start_year} is after end year {end_year}")
+    # Years by the calendar's own year field (a 360-day model calendar decodes to cftime, not datetime64).
+    years = da[time].dt.year
+    chosen = (years >= start_year) & (years <= end_year)
+    if not bool(chosen.any()):
+        first, last = int(years.min()), int(years.max())
+        raise AnalysisInputError(f"the {what} has no time in {start_year}-{end_year} (it covers {first}-{last})")
+    index = np.flatnonzero(chosen.values)
+    # Years in order are one slice: a plain slice of the chunks, where an index array would add a shuffle.
+    contiguous = index[-1] - index[0] + 1 == index.size
+    return da.isel({time: slice(index[0], index[-1] + 1) if contiguous else index}).transpose(time, ...)
+
+
+def scenario_difference(
+    scenario: xr.Dataset, baseline: xr.Dataset, variable: str, start_year: int, end_year: int
+) -> xr.DataArray:
+    """The climate-change signal between two runs of a model: ``scenario`` minus ``baseline``, each averaged over
+    ``start_year``-``end_year`` where its data lives (only the two means cross, never the years). Lazy.
+
+    Args:
+        scenario: The run of interest (e.g. HadCM3 under SRES A1B).
+        baseline: The run it is compared with (e.g. the E1 mitigation scenario), on the same grid.
+        variable: The variable both runs have, in the same units.
+        start_year: First year of the averaging period.
+        end_year: Last year of the averaging period (inclusive).
+
+    Returns:
+        The difference, named ``<variable>_difference``, with units, a ``long_name`` naming the scenarios and
+        the years, and :data:`DIVERGING_ATTR` so that plots centre the colour scale on zero.
+
+    Raises:
+        AnalysisInputError: a variable, the time axis or the years missing, different units or grids.
+
+    Examples:
+        >>> a1b = proximate.open_dataset("ecmwf", "real/A1B_north_america.nc")
+        >>> e1 = proximate.open_dataset("gcp", "real/E1_north_america.nc")
+        >>> signal = scenario_difference(a1b, e1, "air_temperature", 2070, 2099).compute()
+    """
+    a = require_variable(scenario, variable, "scenario")
+    b = require_variable(baseline, variable, "baseline")
+    check_units(a, b)
+    lat = (_dim(a, LAT_NAMES, "latitude"), _dim(b, LAT_NAMES, "latitude"))
+    lon = (_dim(a, LON_NAMES, "longitude"), _dim(b, LON_NAMES, "longitude"))
+    if lat[0] != lat[1] or lon[0] != lon[1] or not _same_grid(a, b, lat, lon):
+        raise AnalysisInputError("the scenario and the baseline are on different grids; regrid one first")
+    years = period(a, start_year, end_year, "scenario"), period(b, start_year, end_year, "baseline")
+    mean_a, mean_b = (p.mean(p.dims[0]) for p in years)  # time first: each mean runs where its run lives
+    diff = mean_a - mean_b
+    labels = _scenario_label(a, scenario), _scenario_label(b, baseline)
+    what = str(a.attrs.get("long_name") or a.attrs.get("standard_name") or variable).replace("_", " ")
+    diff.name = f"{variable}_difference"
+    diff.attrs = {
+        "units": a.attrs.get("units", ""),
+        "long_name": f"{what[:1].upper()}{what[1:]}, {labels[0]} minus {labels[1]}, {start_year}-{end_year} mean",
+        DIVERGING_ATTR: "diverging",
     }
     return diff
 
@@ -420,6 +497,16 @@ def summarize_budget(datasets: Sequence[xr.Dataset], variables: Sequence[str], r
         minimum=sum(r.nbytes for r in results),
         centralised=sum(ds[v].nbytes for ds in datasets for v in variables),
     )
+
+
+def scenario_budget(
+    scenario: xr.Dataset, baseline: xr.Dataset, variable: str, start_year: int, end_year: int, result: xr.DataArray
+) -> ByteBudget:
+    """Budget of :func:`scenario_difference`: one run's period mean crosses to the other's region, then the
+    result goes to the client; a centralised run reads both runs' years of the period."""
+    periods = [period(ds[variable], start_year, end_year, "run") for ds in (scenario, baseline)]
+    mean_bytes = [p.isel({p.dims[0]: 0}, drop=True).nbytes for p in periods]  # a mean is one time step's size
+    return ByteBudget(minimum=min(mean_bytes) + result.nbytes, centralised=sum(p.nbytes for p in periods))
 
 
 # -- what a run returns ---------------------------------------------------------------------------------------------

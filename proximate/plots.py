@@ -41,15 +41,20 @@ def title_of(da: xr.DataArray) -> str:
 WIDTH_IN = 10.0
 DPI = 100
 
+#: Attribute of a result whose colour scale is symmetric around zero whatever its values (``"diverging"``): a
+#: difference that happens to be positive everywhere is still a difference, and white must still mean none.
+DIVERGING_ATTR = "proximate_colour_scale"
+
 _LATITUDE_UNITS = {"degrees_north", "degree_north", "degrees_N", "degreeN"}
 _LONGITUDE_UNITS = {"degrees_east", "degree_east", "degrees_E", "degreeE"}
 
 
-def colour_limits(values: np.ndarray) -> tuple[float, float, str, bool]:
+def colour_limits(values: np.ndarray, diverging: bool | None = None) -> tuple[float, float, str, bool]:
     """Colour limits for ``values``: ``(vmin, vmax, extend, diverging)``.
 
-    Data that straddles zero (a difference, an anomaly) gets a symmetric scale around zero, so white means no
-    difference and equal distances mean equal magnitudes; anything else spans its 2nd to 98th percentile. A few
+    Data that straddles zero (a difference, an anomaly), or any data when ``diverging`` is True, gets a symmetric
+    scale around zero, so white means no difference and equal distances mean equal magnitudes; anything else
+    (``diverging`` None and data of one sign, or ``diverging`` False) spans its 2nd to 98th percentile. A few
     extreme values should not wash out the map, so the scale may clip them: ``extend`` (``"neither"``, ``"min"``,
     ``"max"`` or ``"both"``, as matplotlib's colour bar takes it) then draws an arrow on the side that was clipped,
     so a reader knows the data goes beyond the colours.
@@ -59,7 +64,8 @@ def colour_limits(values: np.ndarray) -> tuple[float, float, str, bool]:
         return 0.0, 1.0, "neither", False
     low, high = (float(v) for v in np.percentile(finite, [2, 98]))
     lowest, highest = float(finite.min()), float(finite.max())
-    diverging = lowest < 0 < highest
+    if diverging is None:
+        diverging = lowest < 0 < highest
     if diverging:
         high = max(abs(low), abs(high))
         low = -high
@@ -80,8 +86,14 @@ def _axis_label(coord: xr.DataArray, name: str) -> tuple[str, object | None]:
     if units in _LATITUDE_UNITS or standard == "latitude":
         return "latitude", FuncFormatter(lambda v, _: f"{abs(v):g}°{'N' if v > 0 else 'S' if v < 0 else ''}")
     if units in _LONGITUDE_UNITS or standard == "longitude":
-        return "longitude", FuncFormatter(lambda v, _: f"{abs(v):g}°{'E' if 0 < v < 180 else 'W' if v < 0 else ''}")
+        return "longitude", FuncFormatter(_longitude_label)
     return (f"{name} [{units}]" if units else name), None
+
+
+def _longitude_label(value: float, _position: object = None) -> str:
+    """A longitude in degrees east or west (225, on a 0-360 grid, is 135°W)."""
+    v = (value + 180.0) % 360.0 - 180.0
+    return f"{abs(v):g}°{'E' if 0 < v < 180 else 'W' if v < 0 else ''}"
 
 
 def plot_png(da: xr.DataArray, title: str | None = None) -> bytes:
@@ -124,7 +136,8 @@ def figure(da: xr.DataArray, title: str | None = None):
         fig.suptitle(title, fontsize=11)
         return fig
     panels = [da] if da.ndim == 2 else [da.isel({da.dims[0]: i}) for i in range(da.sizes[da.dims[0]])]
-    vmin, vmax, extend, diverging = colour_limits(np.asarray(da.values, dtype="f8"))
+    forced = True if da.attrs.get(DIVERGING_ATTR) == "diverging" else None
+    vmin, vmax, extend, diverging = colour_limits(np.asarray(da.values, dtype="f8"), forced)
     cols = min(len(panels), 2)
     rows = -(-len(panels) // cols)
     ydim, xdim = da.dims[-2], da.dims[-1]
@@ -156,7 +169,7 @@ def figure(da: xr.DataArray, title: str | None = None):
         for axis, formatter, span in ((ax.xaxis, xformat, np.ptp(x)), (ax.yaxis, yformat, np.ptp(y))):
             if formatter is not None:
                 axis.set_major_formatter(formatter)
-                if span >= 90:  # whole-globe axes read best at the parallels and meridians maps use
+                if span >= 150:  # whole-globe axes read best at the parallels and meridians maps use
                     axis.set_major_locator(MultipleLocator(30 if axis is ax.yaxis else 60))
         ax.tick_params(labelsize=8)
         if len(panels) > 1:

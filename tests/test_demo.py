@@ -19,6 +19,9 @@ def _expected_minimum(name: str, regions, result: xr.DataArray) -> int:
         ):
             level = f.air_temperature.isel(realization=0, height=10).nbytes
             return min(level, o.air_temperature.nbytes) + result.nbytes
+    if name == "scenarios":  # one run's 2070-2099 mean (one year's field) crosses, then the result
+        with xr.open_dataset(regions / "gcp" / "real" / "E1_north_america.nc") as e1:
+            return e1.air_temperature.isel(time=0).nbytes + result.nbytes
     partials = []  # seasonal: one year per region; the smaller region's sums and counts cross, then the result
     for path in (regions / "ecmwf" / "daily" / "tas_2024.nc", regions / "gcp" / "daily" / "tas_2025.nc"):
         with xr.open_dataset(path) as ds:
@@ -35,7 +38,7 @@ def test_end_to_end_demo(prefect_server, tmp_path, capsys):
     out = capsys.readouterr().out
     print(out)  # the demo's own report, shown when the test fails (and with -rP)
     assert "ecmwf: synced" in out and "gcp: synced" in out
-    for name in ("compare", "seasonal"):
+    for name in ("compare", "seasonal", "scenarios"):
         res = results[name]
         with xr.open_dataset(res.output) as ds:
             result = ds[next(iter(ds.data_vars))]
@@ -45,6 +48,10 @@ def test_end_to_end_demo(prefect_server, tmp_path, capsys):
         assert res.cross_region_bytes <= 1.1 * minimum, (name, res)
         assert (tmp_path / "demo" / "results" / f"{res.output.rsplit('/', 1)[1][:-3]}.png").stat().st_size > 1000
     assert len(results["seasonal"].datasets) == 2  # one year in each region
+    # The real runs: A1B (in ecmwf) warms North America more than E1 (in gcp) by 2070-2099, as the demo prints.
+    assert [str(w) for w in results["scenarios"].datasets] == ["ecmwf:real/A1B_north_america.nc",
+                                                                "gcp:real/E1_north_america.nc"]  # fmt: skip
+    assert "Air temperature, A1B minus E1, 2070-2099 mean: mean +" in out
     check_tables(results, tmp_path / "demo" / "regions", out)
 
 
