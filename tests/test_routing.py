@@ -275,3 +275,34 @@ def test_worker_killed_mid_run_completes_in_the_same_region(faulty):
         assert set(report.tasks_by_region) == {"x"}, report.tasks_by_region
         assert [w["name"] for w in c.scheduler_info(n_workers=-1)["workers"].values()] == ["x-1"]
         assert os.path.basename(faulty.regions[0].root) == "x"
+
+
+def test_a_fetch_inside_a_region_stays_there_and_transfers_count_the_bytes_written(client):
+    """A task's own client on a worker of region a fetching what it had another worker of a make (as a table flow's
+    region task gathers its table plan): the transfer stays in a (Dask logs a client's fetch without saying whose;
+    the worker plugin names the requester's region). The same data fetched by this process, outside every region,
+    crosses to the client. Both count what the worker wrote, the pickled object, not Dask's in-memory guess of a
+    Python object's size (about 12 times more here)."""
+    import pickle
+
+    from distributed import worker_client
+
+    [holder, fetcher, *_] = sorted(w for w, r in worker_regions(client).items() if r == "a")
+
+    def rows() -> dict:
+        return {"rows": list(range(20_000))}
+
+    def fetch(holder: str) -> int:
+        with worker_client() as c:
+            return len(c.submit(rows, workers=[holder], pure=False).result()["rows"])
+
+    written = len(pickle.dumps(rows(), protocol=5))
+    with proximate.locality(client) as inside:
+        assert client.submit(fetch, holder, workers=[fetcher], pure=False).result() == 20_000
+    assert written <= inside.bytes_between.get(("a", "a"), 0) < written + 2_048, inside.bytes_between
+    assert inside.cross_region_bytes < 1_024, inside.bytes_between  # the count of rows, not the rows
+
+    held = client.submit(rows, workers=[holder], pure=False)
+    with proximate.locality(client) as outside:
+        assert len(held.result()["rows"]) == 20_000
+    assert written <= outside.bytes_between[("a", "client")] < written + 2_048, outside.bytes_between
