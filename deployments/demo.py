@@ -25,6 +25,8 @@ import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from proximate import config
+
 FORECAST_REGION = "ecmwf"
 OBSERVATIONS_REGION = "gcp"
 #: The CatalogConfig block naming the demo's embedded catalog.
@@ -124,7 +126,7 @@ def demo_environment(workdir: Path, current: Mapping[str, str]) -> dict[str, str
     forced = {
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "DO_NOT_TRACK": "1",
-        "PROXIMATE_RESULTS": str(workdir / "results"),
+        config.env_var("results"): str(workdir / "results"),
     }
     return {**{k: v for k, v in defaults.items() if k not in current}, **forced}
 

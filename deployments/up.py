@@ -37,6 +37,7 @@ from typing import Any
 
 from deployments import stages
 from deployments.stages import POOL_TEMPLATE, PROJECT, WORK_POOL  # noqa: F401 - where up's parts are, for its users
+from proximate import config
 from proximate.errors import ProximateInputError
 from proximate.redaction import redact_url
 
@@ -74,7 +75,7 @@ def up_environment(workdir: Path, port: int, current: Mapping[str, str]) -> dict
         "PREFECT_SERVER_API_HOST": "127.0.0.1",
         "PREFECT_SERVER_API_PORT": str(port),
         "PYTHONPATH": path,
-        "PROXIMATE_HOME": str(PROJECT),
+        config.env_var("home"): str(PROJECT),
     }
 
 
@@ -94,8 +95,8 @@ def worker_environment(workdir: Path, base: Mapping[str, str], opensearch_url: s
 
     return {
         **base,
-        "PROXIMATE_CATALOG": opensearch_url or str(demo_catalog_path(workdir)),
-        "PROXIMATE_RESULTS": str(workdir / "results"),
+        config.env_var("catalog.location"): opensearch_url or str(demo_catalog_path(workdir)),
+        config.env_var("results"): str(workdir / "results"),
         "PREFECT_LOGGING_LEVEL": "INFO",
         "PREFECT_WORKER_QUERY_SECONDS": WORKER_QUERY_SECONDS,
     }
@@ -225,7 +226,7 @@ def _run_up(workdir: Path, workers_per_region: int, database: str | None, use_op
                     "workdir": str(workdir),
                     "deployments": names,
                     "catalog_ids": ids,
-                    "catalog": worker_env["PROXIMATE_CATALOG"],
+                    "catalog": worker_env[config.env_var("catalog.location")],
                     "pids": {
                         "up": os.getpid(),
                         "server": server.process.pid,

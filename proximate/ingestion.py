@@ -8,11 +8,12 @@ and, on the testbed, beside what each link really carried.
 
 from __future__ import annotations
 
-import os
 import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from proximate import config
 
 
 def pickled_size(value: Any) -> int:
@@ -94,7 +95,7 @@ def link_delta(
 
 def testbed_link_counters() -> dict[str, dict[str, int]] | None:
     """The testbed's link counters when this process runs in one (``PROXIMATE_TESTBED_STATE`` is set), else None."""
-    if not os.environ.get("PROXIMATE_TESTBED_STATE"):
+    if not config.get_str("testbed.state"):
         return None
     from proximate.testing.testbed.bed import link_counters
 

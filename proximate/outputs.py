@@ -26,15 +26,16 @@ from typing import Any
 
 import xarray as xr
 
+from proximate import config
 from proximate.datasets import RegionPath
 
 #: Environment variable naming the folder relative ``output`` values go under.
-RESULTS_ENV = "PROXIMATE_RESULTS"
+RESULTS_ENV = config.env_var("results")
 #: Environment variable naming the deployment's home (catalog, results), as for the catalog's default.
-HOME_ENV = "PROXIMATE_HOME"
+HOME_ENV = config.env_var("home")
 #: Environment variable listing the absolute folders and ``s3://`` prefixes outputs may name (separated by commas,
 #: as ``:`` is in every URL); empty by default: only the results root.
-OUTPUT_ROOTS_ENV = "PROXIMATE_OUTPUT_ROOTS"
+OUTPUT_ROOTS_ENV = config.env_var("output-roots")
 #: What a result can be written as.
 SUFFIXES = (".nc", ".zarr")
 #: The mark of a result the flows wrote: a NetCDF global attribute, a JSON top-level key (see check_replaceable).
@@ -50,10 +51,10 @@ def results_root(environ: Mapping[str, str] | None = None) -> Path:
     """Where results go unless an output says otherwise: ``PROXIMATE_RESULTS``, else ``results/`` under
     ``PROXIMATE_HOME``, else under the working directory; absolute, resolved in the calling process (the flow's),
     so a worker's temporary directory never receives them."""
-    env = os.environ if environ is None else environ
-    if env.get(RESULTS_ENV):
-        return Path(env[RESULTS_ENV]).expanduser().absolute()
-    return (Path(env.get(HOME_ENV) or os.getcwd()).expanduser() / "results").absolute()
+    results = config.get_str("results", environ)
+    if results:
+        return Path(results).expanduser().absolute()
+    return (Path(config.get_str("home", environ) or os.getcwd()).expanduser() / "results").absolute()
 
 
 def _s3_prefix(url: str) -> str:
@@ -94,11 +95,9 @@ class OutputPolicy:
             ParameterError: naming ``PROXIMATE_OUTPUT_ROOTS`` for an entry that is neither absolute nor ``s3://``.
         """
         from proximate.analysis import ParameterError
-        from proximate.regions import REGION_ENV, ROOT_ENV
 
-        env = os.environ if environ is None else environ
         allowed = []
-        for entry in filter(None, (e.strip() for e in env.get(OUTPUT_ROOTS_ENV, "").replace("\n", ",").split(","))):
+        for entry in config.get_list("output-roots", environ):
             if entry.startswith("s3://"):
                 allowed.append(_s3_prefix(entry))
             elif Path(entry).expanduser().is_absolute():
@@ -106,9 +105,10 @@ class OutputPolicy:
             else:
                 raise ParameterError(OUTPUT_ROOTS_ENV, f"{entry!r} is neither an absolute folder nor an s3:// prefix")
         refused = dict(forbidden or {})
-        if env.get(ROOT_ENV):
-            refused.setdefault(f"region {env.get(REGION_ENV) or '(this process)'}", env[ROOT_ENV])
-        return cls(results_root(env), tuple(allowed), refused)
+        root = config.get_str("worker.root", environ)
+        if root:
+            refused.setdefault(f"region {config.get_str('worker.region', environ) or '(this process)'}", root)
+        return cls(results_root(environ), tuple(allowed), refused)
 
     # -- the checks ----------------------------------------------------------------------------------------------
 

@@ -12,11 +12,12 @@ import os
 import re
 from pathlib import Path, PurePosixPath
 
+from proximate import config
 from proximate.errors import ProximateInputError
 
 #: Environment variables a regional worker is started with.
-REGION_ENV = "PROXIMATE_REGION"
-ROOT_ENV = "PROXIMATE_ROOT"
+REGION_ENV = config.env_var("worker.region")
+ROOT_ENV = config.env_var("worker.root")
 
 #: Dask resource name prefix, as in dask-worker-pools: a worker of region R offers ``pool-R``.
 POOL_PREFIX = "pool-"
@@ -75,13 +76,13 @@ def check_relative_path(path: str | os.PathLike[str]) -> PurePosixPath:
 
 def current_region() -> str | None:
     """The region of this process, if it is a regional worker."""
-    return os.environ.get(REGION_ENV) or None
+    return config.get_str("worker.region")
 
 
 def local_root(region: str) -> Path:
     """This process's root for ``region``; fails unless this process belongs to that region."""
     here = current_region()
-    root = os.environ.get(ROOT_ENV)
+    root = config.get_str("worker.root")
     if here != region or not root:
         where = f"region {here!r}" if here else "a process outside every region"
         raise FileNotFoundError(

@@ -46,13 +46,21 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from proximate import config
+
 T = TypeVar("T")
 
-#: Environment variables that set a table partial's limits on a worker (read when a task runs, so an operator sets
-#: them in the workers' environment); see :meth:`Limits.from_env`.
-CPU_ENV = "PROXIMATE_PARTIAL_CPU_SECONDS"
-MEMORY_ENV = "PROXIMATE_PARTIAL_MEMORY_MB"
-WALL_ENV = "PROXIMATE_PARTIAL_WALL_SECONDS"
+#: The settings of a table partial's limits on a worker (read when a task runs, so an operator sets them in the
+#: workers' environment or Dask config); see :meth:`Limits.from_env`.
+PARTIAL_LIMIT_KEYS = {
+    "cpu_seconds": "tables.partial.cpu-seconds",
+    "memory_bytes": "tables.partial.memory-mb",
+    "wall_seconds": "tables.partial.wall-seconds",
+}
+#: The environment variables of those settings.
+CPU_ENV = config.env_var(PARTIAL_LIMIT_KEYS["cpu_seconds"])
+MEMORY_ENV = config.env_var(PARTIAL_LIMIT_KEYS["memory_bytes"])
+WALL_ENV = config.env_var(PARTIAL_LIMIT_KEYS["wall_seconds"])
 #: Children kept idle per process for reuse, across callers: one per task a worker runs at once (its threads, by
 #: default one per core) for each of the two callers, since a new child costs an interpreter start and its imports
 #: (1.5-6.5 s measured on a loaded 2-core machine, against 4 ms a call for a kept one). Each idle child holds
@@ -101,9 +109,9 @@ class Limits:
         wall_seconds: Elapsed time before the child is killed (a call blocked without using CPU).
     """
 
-    cpu_seconds: float = 300.0
-    memory_bytes: int = 4 * 2**30
-    wall_seconds: float = 900.0
+    cpu_seconds: float = float(config.default(PARTIAL_LIMIT_KEYS["cpu_seconds"]))
+    memory_bytes: int = int(config.default(PARTIAL_LIMIT_KEYS["memory_bytes"]) * 2**20)
+    wall_seconds: float = float(config.default(PARTIAL_LIMIT_KEYS["wall_seconds"]))
 
     def __post_init__(self) -> None:
         for name in ("cpu_seconds", "memory_bytes", "wall_seconds"):
@@ -118,12 +126,13 @@ class Limits:
         variables: Mapping[str, str] | None = None,
         defaults: Limits | None = None,
     ) -> Limits:
-        """The limits the environment sets, ``defaults`` otherwise.
+        """The limits the settings give (:mod:`proximate.config`: a ``PROXIMATE_*`` variable, else Dask's config),
+        ``defaults`` otherwise.
 
         Args:
             environ: Where to read the variables; ``os.environ`` when omitted.
-            variables: Which variable sets which field (``cpu_seconds``, ``memory_bytes`` in MiB,
-                ``wall_seconds``); a table partial's (:data:`CPU_ENV`, :data:`MEMORY_ENV`, :data:`WALL_ENV`) when
+            variables: Which setting (a ``proximate.`` key without its prefix) sets which field (``cpu_seconds``,
+                ``memory_bytes`` in MiB, ``wall_seconds``); a table partial's (:data:`PARTIAL_LIMIT_KEYS`) when
                 omitted.
             defaults: The limits of the fields no variable sets; ``Limits()`` when omitted.
 
@@ -131,28 +140,20 @@ class Limits:
             The limits.
 
         Raises:
-            ValueError: a variable that is not a positive number, naming it.
+            ValueError: a setting that is not a positive number, naming its variable (or key).
 
         Examples:
             >>> Limits.from_env({"PROXIMATE_PARTIAL_CPU_SECONDS": "30"}).cpu_seconds
             30.0
-            >>> Limits.from_env({"T": "5"}, variables={"wall_seconds": "T"}).wall_seconds
+            >>> Limits.from_env({"PROXIMATE_EXTRACT_TIMEOUT": "5"},
+            ...                 variables={"wall_seconds": "catalog.extract.timeout"}).wall_seconds
             5.0
         """
-        env = os.environ if environ is None else environ
-        if variables is None:
-            variables = {"cpu_seconds": CPU_ENV, "memory_bytes": MEMORY_ENV, "wall_seconds": WALL_ENV}
         values: dict[str, Any] = {}
-        for field_name, var in variables.items():
-            text = env.get(var, "").strip()
-            if not text:
+        for field_name, key in (PARTIAL_LIMIT_KEYS if variables is None else variables).items():
+            number = config.get_float(key, environ, positive=True)
+            if number is None:
                 continue
-            try:
-                number = float(text)
-            except ValueError:
-                raise ValueError(f"{var}={text!r} is not a number") from None
-            if not number > 0:
-                raise ValueError(f"{var}={text!r} must be positive")
             values[field_name] = int(number * 2**20) if field_name == "memory_bytes" else number
         return dataclasses.replace(defaults or cls(), **values)
 

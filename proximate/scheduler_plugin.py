@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections import defaultdict, deque
 from typing import Any
@@ -36,6 +35,7 @@ from distributed.metrics import monotonic
 from distributed.protocol import pickle
 from tornado.ioloop import PeriodicCallback
 
+from proximate import config
 from proximate.errors import CrossRegionReadError, RegionLinkError, RegionUnavailableError
 from proximate.placement import choose_pool, regions_read
 from proximate.regions import POOL_PREFIX, region_of_resource
@@ -43,18 +43,19 @@ from proximate.regions import POOL_PREFIX, region_of_resource
 logger = logging.getLogger("proximate.scheduler")
 
 PLUGIN_NAME = "proximate-region-router"
-REGIONS_ENV = "PROXIMATE_REGIONS"
-NO_WORKERS_TIMEOUT_ENV = "PROXIMATE_NO_WORKERS_TIMEOUT"
-PROPAGATE_ENV = "PROXIMATE_PROPAGATE"
-LINK_TIMEOUT_ENV = "PROXIMATE_LINK_TIMEOUT"
-HEARTBEAT_INTERVAL_ENV = "PROXIMATE_HEARTBEAT_INTERVAL"
-DEFAULT_NO_WORKERS_TIMEOUT = 60.0
+#: The variables ``proximate cluster up`` hands the scheduler it starts (see :mod:`proximate.config`).
+REGIONS_ENV = config.env_var("scheduler.regions")
+NO_WORKERS_TIMEOUT_ENV = config.env_var("scheduler.no-workers-timeout")
+PROPAGATE_ENV = config.env_var("scheduler.propagate")
+LINK_TIMEOUT_ENV = config.env_var("scheduler.link-timeout")
+HEARTBEAT_INTERVAL_ENV = config.env_var("scheduler.heartbeat-interval")
+DEFAULT_NO_WORKERS_TIMEOUT = float(config.default("scheduler.no-workers-timeout"))
 #: Worker arrivals and departures the router remembers (for the workers per region over a run).
 WORKER_EVENTS = 10_000
 #: Seconds a worker's fetches from a peer may keep failing before the tasks waiting on them err. Above Dask's
 #: connect timeout (30 s), so a failure is one whole failed attempt and then some: a cut shorter than this
 #: heals by itself (Dask retries), a longer one errs within about this bound plus one connect timeout.
-DEFAULT_LINK_TIMEOUT = 60.0
+DEFAULT_LINK_TIMEOUT = float(config.default("scheduler.link-timeout"))
 #: The event topic workers report broken peers on (``worker_plugin.LINK_TOPIC``; not imported from there: the
 #: scheduler does not load the worker's preload module).
 LINK_TOPIC = "proximate-peer-link"
@@ -551,12 +552,17 @@ async def retire_in_region(dask_scheduler: Any, workers: list[str]) -> dict[str,
 
 
 def router_from_env(environ: dict[str, str] | None = None) -> RegionRouter:
-    env = os.environ if environ is None else environ
-    regions = [r for r in env.get(REGIONS_ENV, "").split(",") if r]
-    timeout = float(env.get(NO_WORKERS_TIMEOUT_ENV, DEFAULT_NO_WORKERS_TIMEOUT))
-    propagate = env.get(PROPAGATE_ENV, "1").lower() not in ("0", "false", "no")
-    link_timeout = float(env.get(LINK_TIMEOUT_ENV, DEFAULT_LINK_TIMEOUT))
-    return RegionRouter(regions, no_workers_timeout=timeout, propagate=propagate, link_timeout=link_timeout)
+    """The router the ``proximate.scheduler.*`` settings describe (:mod:`proximate.config`)."""
+    regions = config.get_list("scheduler.regions", environ)
+    timeout = config.get_float("scheduler.no-workers-timeout", environ)
+    propagate = config.get_bool("scheduler.propagate", environ)
+    link_timeout = config.get_float("scheduler.link-timeout", environ)
+    return RegionRouter(
+        regions,
+        no_workers_timeout=DEFAULT_NO_WORKERS_TIMEOUT if timeout is None else timeout,
+        propagate=propagate,
+        link_timeout=DEFAULT_LINK_TIMEOUT if link_timeout is None else link_timeout,
+    )
 
 
 def set_heartbeat_floor(seconds: float) -> None:
@@ -582,8 +588,8 @@ def set_heartbeat_floor(seconds: float) -> None:
 
 async def dask_setup(scheduler: Any) -> None:
     """Preload hook: install the router (and a heartbeat floor, when ``PROXIMATE_HEARTBEAT_INTERVAL`` is set)."""
-    floor = os.environ.get(HEARTBEAT_INTERVAL_ENV)
+    floor = config.get_float("scheduler.heartbeat-interval")
     if floor:
-        set_heartbeat_floor(float(floor))
-        logger.info("workers heartbeat every %s s at most (%s)", floor, HEARTBEAT_INTERVAL_ENV)
+        set_heartbeat_floor(floor)
+        logger.info("workers heartbeat every %s s at most (%s)", floor, config.source("scheduler.heartbeat-interval"))
     await scheduler.register_scheduler_plugin(router_from_env(), name=PLUGIN_NAME, idempotent=False)

@@ -14,7 +14,6 @@ place on setup and the original methods back on teardown (when the worker closes
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +23,7 @@ from distributed import Client, WorkerPlugin, rejoin, secede
 from distributed.worker import thread_state
 from distributed.worker_state_machine import GatherDepNetworkFailureEvent
 
+from proximate import config
 from proximate.regions import REGION_ENV, ROOT_ENV, pool_resource, validate_region_name
 
 logger = logging.getLogger("proximate.worker")
@@ -318,7 +318,7 @@ class TransferRequesters(WorkerPlugin):
 async def dask_setup(worker: Any) -> None:
     try:
         region = check_worker_region(
-            os.environ.get(REGION_ENV), os.environ.get(ROOT_ENV), dict(worker.state.total_resources)
+            config.get_str("worker.region"), config.get_str("worker.root"), dict(worker.state.total_resources)
         )
     except RuntimeError as exc:
         # Dask only logs a failing preload; a worker that cannot serve its region must not stay.

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from proximate import config
 from proximate.catalog.base import Catalog, Fingerprint, RecordsRejected
 from proximate.catalog.extract import error_record, extract_in_region
 from proximate.catalog.records import DatasetRecord, merge_with_previous, record_id
@@ -27,13 +28,17 @@ from proximate.sandbox import LimitExceeded, Limits, describe_exit, run_bounded
 #: The sync's private folder (manifest, partial downloads): never indexed.
 SYNC_DIR = ".proximate-sync"
 TEMP_SUFFIXES = (".tmp", ".temp", ".part", ".partial", ".swp", "~")
-#: Seconds one file's extraction may take (environment variable; default :data:`DEFAULT_EXTRACT_LIMITS`).
-TIMEOUT_ENV = "PROXIMATE_EXTRACT_TIMEOUT"
-#: Address space of an extraction process, in MiB (environment variable; default :data:`DEFAULT_EXTRACT_LIMITS`).
-MEMORY_ENV = "PROXIMATE_EXTRACT_MEMORY_MB"
-#: One file's memory and time when the environment sets none (its CPU bound follows the time: see
-#: :func:`extract_limits`).
-DEFAULT_EXTRACT_LIMITS = Limits(memory_bytes=4096 * 2**20, wall_seconds=120.0)
+#: The settings of one file's extraction limits (:mod:`proximate.config`): seconds it may take, and the address
+#: space of its process in MiB.
+EXTRACT_LIMIT_KEYS = {"wall_seconds": "catalog.extract.timeout", "memory_bytes": "catalog.extract.memory-mb"}
+#: Their environment variables, named in the error records of a file stopped at a limit.
+TIMEOUT_ENV = config.env_var(EXTRACT_LIMIT_KEYS["wall_seconds"])
+MEMORY_ENV = config.env_var(EXTRACT_LIMIT_KEYS["memory_bytes"])
+#: One file's memory and time when nothing sets them (its CPU bound follows the time: see :func:`extract_limits`).
+DEFAULT_EXTRACT_LIMITS = Limits(
+    memory_bytes=int(config.default(EXTRACT_LIMIT_KEYS["memory_bytes"]) * 2**20),
+    wall_seconds=float(config.default(EXTRACT_LIMIT_KEYS["wall_seconds"])),
+)
 
 Listing = dict[str, tuple[int, int]]  # relative path -> (size, mtime_ns)
 
@@ -157,8 +162,8 @@ def enclosing_store(root: Path, rel: str) -> str:
 
 
 def extract_limits() -> Limits:
-    """One file's extraction limits: :data:`TIMEOUT_ENV` (seconds) and :data:`MEMORY_ENV` (MiB) from the
-    environment, :data:`DEFAULT_EXTRACT_LIMITS` otherwise.
+    """One file's extraction limits: :data:`TIMEOUT_ENV` (seconds) and :data:`MEMORY_ENV` (MiB), or their
+    ``proximate.catalog.extract.*`` settings, :data:`DEFAULT_EXTRACT_LIMITS` otherwise.
 
     Returns:
         The limits. The CPU time is the wall-clock time times the cores: a file's time is what the variable bounds,
@@ -172,9 +177,7 @@ def extract_limits() -> Limits:
         >>> extract_limits().wall_seconds  # doctest: +SKIP
         120.0
     """
-    limits = Limits.from_env(
-        variables={"wall_seconds": TIMEOUT_ENV, "memory_bytes": MEMORY_ENV}, defaults=DEFAULT_EXTRACT_LIMITS
-    )
+    limits = Limits.from_env(variables=EXTRACT_LIMIT_KEYS, defaults=DEFAULT_EXTRACT_LIMITS)
     return dataclasses.replace(limits, cpu_seconds=limits.wall_seconds * (os.cpu_count() or 1))
 
 

@@ -6,7 +6,6 @@ runs elsewhere (a Dask worker's temporary working directory), it still names the
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import SecretStr
 
+from proximate import config
 from proximate.catalog.errors import CatalogError
 from proximate.redaction import redact_url, split_credentials
 
@@ -24,13 +24,14 @@ if TYPE_CHECKING:
 DEFAULT_SQLITE_PATH = "catalog/proximate.sqlite"
 #: The OpenSearch alias searches go through, unless configured.
 DEFAULT_INDEX = "proximate-datasets"
-#: Environment variable naming the default catalog: a SQLite file path or an http(s):// OpenSearch URL.
-CATALOG_ENV = "PROXIMATE_CATALOG"
+#: Environment variable naming the default catalog: a SQLite file path or an http(s):// OpenSearch URL
+#: (``proximate.catalog.location``).
+CATALOG_ENV = config.env_var("catalog.location")
 #: Environment variables with the OpenSearch basic-auth credentials, kept out of the URL (which is shown in logs
 #: and artifacts); the password may instead be in a file (a mounted secret) named by ``..._PASSWORD_FILE``.
-USERNAME_ENV = "PROXIMATE_CATALOG_USERNAME"
-PASSWORD_ENV = "PROXIMATE_CATALOG_PASSWORD"
-PASSWORD_FILE_ENV = "PROXIMATE_CATALOG_PASSWORD_FILE"
+USERNAME_ENV = config.env_var("catalog.username")
+PASSWORD_ENV = config.env_var("catalog.password")
+PASSWORD_FILE_ENV = config.env_var("catalog.password-file")
 
 
 @dataclass(frozen=True)
@@ -64,10 +65,19 @@ class CatalogSettings:
             object.__setattr__(self, "password", SecretStr(self.password))
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> CatalogSettings:
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, location: str | None = None) -> CatalogSettings:
         """The default catalog: ``PROXIMATE_CATALOG`` (a SQLite file or an OpenSearch URL), else
         :data:`DEFAULT_SQLITE_PATH` under the working directory; for OpenSearch, basic-auth credentials from
         ``PROXIMATE_CATALOG_USERNAME`` and ``PROXIMATE_CATALOG_PASSWORD`` (or ``PROXIMATE_CATALOG_PASSWORD_FILE``).
+        Each variable may instead be set as its ``proximate.catalog.*`` key (:mod:`proximate.config`).
+
+        Args:
+            environ: Where to read the variables; ``os.environ`` when omitted.
+            location: The catalog to use instead of ``PROXIMATE_CATALOG`` (a command's ``--catalog``); the
+                credentials still come from the settings.
+
+        Returns:
+            The settings.
 
         Raises:
             CatalogError: a password file that cannot be read, or both a password and a password file.
@@ -79,12 +89,11 @@ class CatalogSettings:
             >>> s.describe(), s.username, s.password
             ('opensearch: https://search.example:9200 (proximate-datasets)', 'proximate', SecretStr('**********'))
         """
-        env = os.environ if environ is None else environ
-        where = env.get(CATALOG_ENV) or DEFAULT_SQLITE_PATH
+        where = location or config.get_str("catalog.location", environ) or DEFAULT_SQLITE_PATH
         if not where.startswith(("http://", "https://")):
             return cls(backend="sqlite", sqlite_path=where)
-        password = env.get(PASSWORD_ENV) or None
-        password_file = env.get(PASSWORD_FILE_ENV) or None
+        password = config.get_str("catalog.password", environ)
+        password_file = config.get_str("catalog.password-file", environ)
         if password and password_file:
             raise CatalogError(f"set {PASSWORD_ENV} or {PASSWORD_FILE_ENV}, not both")
         if password_file:
@@ -96,7 +105,7 @@ class CatalogSettings:
         return cls(
             backend="opensearch",
             opensearch_url=where,
-            username=env.get(USERNAME_ENV) or None,
+            username=config.get_str("catalog.username", environ),
             password=SecretStr(password) if password else None,
         )
 

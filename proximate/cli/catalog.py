@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from typing import Any
 
 
@@ -32,12 +31,10 @@ def run_export_stac(args: argparse.Namespace) -> int:
         0.
     """
     from proximate.catalog import CatalogSettings
-    from proximate.catalog.settings import CATALOG_ENV
     from proximate.catalog.stac import export_stac
 
     # --catalog replaces only the URL: the credentials variables (PROXIMATE_CATALOG_USERNAME...) still apply.
-    environ = None if args.catalog is None else {**os.environ, CATALOG_ENV: args.catalog}
-    with CatalogSettings.from_env(environ).open() as catalog:
+    with CatalogSettings.from_env(location=args.catalog).open() as catalog:
         path = export_stac(catalog, args.dir)
     print(path)
     return 0

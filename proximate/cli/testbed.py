@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import Any
 
+from proximate import config
 from proximate.cli.common import require_demo_extra
 
 
@@ -74,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
             print(
                 f"# testbed {bed.name}: namespaces {', '.join(bed.namespace(n) for n in bed.nodes)}; links at "
                 f"{bed.rate}; state {bed.state_path}\n# a client: ip netns exec {client_ns} env "
-                f"PROXIMATE_TESTBED_STATE={bed.state_path} python  (then proximate.testing.testbed.connect())\n"
+                f"{config.env_var('testbed.state')}={bed.state_path} python"
+                "  (then proximate.testing.testbed.connect())\n"
                 f"# stop: proximate testbed down --name {bed.name}"
                 + (f" --workdir {bed.workdir}" if args.workdir else ""),
                 file=sys.stderr,

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from proximate import config
 from proximate.regions import RegionPathError
 from proximate.sync.checksums import Hasher
 from proximate.sync.confined import ConfinedRoot
@@ -38,7 +39,7 @@ T = TypeVar("T")
 Buffer = bytes | bytearray | memoryview
 MiB = 2**20
 #: The environment variable that, set to ``0``, keeps durable writes in the page cache (see :func:`direct_wanted`).
-DIRECT_ENV = "PROXIMATE_SYNC_DIRECT"
+DIRECT_ENV = config.env_var("sync.direct")
 #: Direct I/O wants offsets, lengths and memory aligned to the device's logical block (512 B or 4 KiB) and, on
 #: Lustre, to the page: one page, at least 4 KiB, satisfies both.
 DIRECT_ALIGN = max(4096, mmap.PAGESIZE)
@@ -57,7 +58,7 @@ def direct_wanted(direct: bool | None) -> bool:
     (``PROXIMATE_SYNC_DIRECT=0`` turns it off; anything else, or unset, leaves it on)."""
     if direct is not None:
         return direct
-    return os.environ.get(DIRECT_ENV, "1") != "0"
+    return config.get_bool("sync.direct")
 
 
 # -- system calls Python's os module lacks ---------------------------------------------------------------------

@@ -37,7 +37,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from proximate import processes
+from proximate import config, processes
 from proximate.cluster import TLSFiles
 from proximate.errors import ProximateError
 from proximate.processes import Supervised
@@ -400,7 +400,7 @@ class Testbed:
         """Environment of a client process in the client namespace: the scheduler and TLS files in Dask's config,
         so ``distributed.Client()`` and ``proximate.testing.testbed.connect()`` find the cluster."""
         env = self._env()
-        env["PROXIMATE_TESTBED_STATE"] = str(self.state_path)
+        env[config.env_var("testbed.state")] = str(self.state_path)
         if self.scheduler_address:
             env["DASK_SCHEDULER_ADDRESS"] = self.scheduler_address
         if self.tls:
@@ -465,7 +465,10 @@ def connect(**client_kwargs: Any):
     """
     from distributed import Client
 
-    state = load_state(Path(os.environ["PROXIMATE_TESTBED_STATE"]))
+    state_path = config.get_str("testbed.state")
+    if not state_path:
+        raise RuntimeError(f"not in a testbed: {config.env_var('testbed.state')} is not set")
+    state = load_state(Path(state_path))
     if state.get("tls"):
         client_kwargs.setdefault("security", TLSFiles(**state["tls"]).security())
     client_kwargs = {"timeout": 30, "set_as_default": False, **client_kwargs}
@@ -553,7 +556,7 @@ def link_counters(path: str | os.PathLike[str] | None = None) -> dict[str, dict[
     from its state file (``PROXIMATE_TESTBED_STATE``, which :meth:`Testbed.client_env` sets); None outside a
     testbed or where its counters cannot be read (not root).
     """
-    path = path or os.environ.get("PROXIMATE_TESTBED_STATE")
+    path = path or config.get_str("testbed.state")
     if not path:
         return None
     try:
