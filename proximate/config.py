@@ -257,3 +257,37 @@ def keys(tree: Mapping[str, Any] | None = None, prefix: str = "") -> list[str]:
         else:
             found.append(f"{prefix}{name}")
     return found
+
+
+def schema() -> dict[str, Any]:
+    """The schema of the namespace (``proximate-schema.yaml``), loaded.
+
+    Examples:
+        >>> schema()["properties"]["proximate"]["type"]
+        'object'
+    """
+    with SCHEMA_FILE.open() as f:
+        return yaml.safe_load(f)
+
+
+def settings_table() -> str:
+    """The Markdown table of every setting (key, variable, default, meaning) that docs/configuration.md holds,
+    made from the schema and the defaults (tests/test_config.py checks that the page has it as it is now).
+
+    Returns:
+        The table, one row per key, ending with a newline.
+
+    Examples:
+        >>> settings_table().splitlines()[0]
+        '| key | variable | default | meaning |'
+    """
+    rows = ["| key | variable | default | meaning |", "| --- | --- | --- | --- |"]
+    for key in keys():
+        node: Any = schema()["properties"]["proximate"]
+        for part in key.split("."):
+            node = node["properties"][part]
+        value = default(key)
+        shown = "unset" if value is None else "none" if value == [] else f"`{str(value).replace('True', 'true')}`"
+        meaning = " ".join(node["description"].split()).replace("|", "\\|")
+        rows.append(f"| `proximate.{key}` | `{env_var(key)}` | {shown} | {meaning} |")
+    return "\n".join(rows) + "\n"
