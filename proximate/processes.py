@@ -134,7 +134,9 @@ class Supervised:
         """Whether the group id is still the one we started: an unreaped child of ours holds its PID, a recorded
         process must still be there with the same start time."""
         if self.popen is not None:
-            return True  # reaped by stop() only after the group's SIGKILL; before that the PID cannot be reused
+            # Unreaped, its PID cannot be reused (stop() reaps only after the group's SIGKILL); once reaped, it may
+            # be: a second stop() (stop, then close) must not signal whoever has it now.
+            return self.popen.returncode is None
         return self.start is not None and proc_start(self.pid) == self.start
 
     def log_tail(self, lines: int = 30) -> str:

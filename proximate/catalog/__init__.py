@@ -8,8 +8,9 @@ a region.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
+
+from pydantic import SecretStr
 
 from proximate.catalog.base import Catalog, CatalogError, Fingerprint, RecordsRejected
 from proximate.catalog.query import CatalogQuery, SearchResult
@@ -44,26 +45,40 @@ def open_catalog(
     verify_certs: bool = True,
     ca_certs: str | None = None,
 ) -> Catalog:
-    """A catalog backend from plain settings (the ``CatalogConfig`` block calls this with its fields)."""
-    if backend == "sqlite":
-        from proximate.catalog.sqlite import SQLiteCatalog
+    """A catalog backend from plain settings: :meth:`CatalogSettings.open` of these fields.
 
-        return SQLiteCatalog(Path(sqlite_path))
-    if backend == "opensearch":
-        if not opensearch_url:
-            raise CatalogError("the opensearch catalog backend needs opensearch_url")
-        from proximate.catalog.opensearch import OpenSearchCatalog
+    Args:
+        backend: ``sqlite`` or ``opensearch``.
+        sqlite_path: For sqlite: the database file.
+        opensearch_url: For opensearch: ``https://host:port``.
+        index: For opensearch: the alias searches go through.
+        username: For opensearch basic auth.
+        password: For opensearch basic auth.
+        aws_sigv4_region: For Amazon OpenSearch Service: sign requests with SigV4 for this region.
+        verify_certs: For opensearch: verify the server certificate.
+        ca_certs: For opensearch: the CA bundle to verify it against.
 
-        return OpenSearchCatalog.connect(
-            opensearch_url,
-            index,
-            username=username,
-            password=password,
-            aws_sigv4_region=aws_sigv4_region,
-            verify_certs=verify_certs,
-            ca_certs=ca_certs,
-        )
-    raise CatalogError(f"unknown catalog backend {backend!r}: use 'sqlite' or 'opensearch'")
+    Returns:
+        The backend, connected; close it (or use it as a context manager) when done.
+
+    Raises:
+        CatalogError: an unknown backend, or opensearch without a URL.
+
+    Examples:
+        >>> with open_catalog("sqlite", sqlite_path="c.sqlite") as catalog:  # doctest: +SKIP
+        ...     catalog.count()
+    """
+    return CatalogSettings(
+        backend=backend,  # type: ignore[arg-type]  # checked by open()
+        sqlite_path=str(sqlite_path),
+        opensearch_url=opensearch_url,
+        index=index,
+        username=username,
+        password=SecretStr(password) if password is not None else None,
+        aws_sigv4_region=aws_sigv4_region,
+        verify_certs=verify_certs,
+        ca_certs=ca_certs,
+    ).open()
 
 
 def open_from_catalog(record_or_id: DatasetRecord | str, *, catalog: Catalog | None = None, **xarray_kwargs: Any):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from proximate.catalog.base import Catalog, CatalogError, Fingerprint, RecordsRejected, check_facet_fields
 from proximate.catalog.geo import bbox_shapes
@@ -24,7 +24,10 @@ from proximate.catalog.query import (
     search_text,
 )
 from proximate.catalog.records import DatasetRecord
-from proximate.redaction import redact_url, split_credentials
+from proximate.redaction import redact_url
+
+if TYPE_CHECKING:
+    from proximate.catalog.settings import CatalogSettings
 
 MAPPING: dict[str, Any] = {
     "dynamic": False,
@@ -160,33 +163,35 @@ class OpenSearchCatalog(Catalog):
         self._ensure()
 
     @classmethod
-    def connect(
-        cls,
-        url: str,
-        index: str = "proximate-datasets",
-        *,
-        username: str | None = None,
-        password: str | None = None,
-        aws_sigv4_region: str | None = None,
-        verify_certs: bool = True,
-        ca_certs: str | None = None,
-        timeout: float = 30.0,
-    ) -> OpenSearchCatalog:
-        """Connect with basic auth, SigV4 (boto3's default credential chain) or nothing. Credentials inside ``url``
-        are used as basic auth (unless ``username`` is given) and never kept in the URL the catalog shows."""
+    def connect(cls, settings: CatalogSettings, *, timeout: float = 30.0) -> OpenSearchCatalog:
+        """Connect to the cluster ``settings`` names, with basic auth, SigV4 (boto3's default credential chain) or
+        nothing (credentials given inside the URL are already basic auth there, and never kept in the URL the
+        catalog shows).
+
+        Args:
+            settings: An ``opensearch`` catalog's settings.
+            timeout: Seconds one request may take.
+
+        Returns:
+            The catalog, its alias created if missing.
+
+        Raises:
+            CatalogError: no URL, or SigV4 without AWS credentials.
+        """
         from opensearchpy import OpenSearch
 
-        url, url_username, url_password = split_credentials(url)
-        if username is None and url_username is not None:
-            username, password = url_username, url_password
-
+        url = settings.opensearch_url
+        if not url:
+            raise CatalogError("the opensearch catalog backend needs opensearch_url")
         kwargs: dict[str, Any] = {"hosts": [url], "timeout": timeout, "max_retries": 2, "retry_on_timeout": True}
         if url.startswith("https://"):
-            kwargs.update(use_ssl=True, verify_certs=verify_certs, ssl_show_warn=verify_certs)
-            if ca_certs:
-                kwargs["ca_certs"] = ca_certs
-        if username is not None:
-            kwargs["http_auth"] = (username, password or "")
+            kwargs.update(use_ssl=True, verify_certs=settings.verify_certs, ssl_show_warn=settings.verify_certs)
+            if settings.ca_certs:
+                kwargs["ca_certs"] = settings.ca_certs
+        if settings.username is not None:
+            password = settings.password.get_secret_value() if settings.password else ""
+            kwargs["http_auth"] = (settings.username, password)
+        aws_sigv4_region = settings.aws_sigv4_region
         if aws_sigv4_region:
             import boto3
             from opensearchpy import AWSV4SignerAuth, RequestsHttpConnection
@@ -196,7 +201,7 @@ class OpenSearchCatalog(Catalog):
                 raise CatalogError(f"SigV4 for OpenSearch at {url}: no AWS credentials found")
             kwargs["http_auth"] = AWSV4SignerAuth(credentials, aws_sigv4_region, "es")
             kwargs["connection_class"] = RequestsHttpConnection
-        return cls(OpenSearch(**kwargs), index, url=url)
+        return cls(OpenSearch(**kwargs), settings.index, url=url)
 
     def __repr__(self) -> str:
         return f"OpenSearchCatalog({self.url!r}, alias={self.alias!r})"

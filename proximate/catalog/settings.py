@@ -116,17 +116,17 @@ class CatalogSettings:
         return f"opensearch: {redact_url(self.opensearch_url)} ({self.index})"
 
     def open(self) -> Catalog:
-        """The backend, connected; close it (or use it as a context manager) when done."""
-        from proximate.catalog import open_catalog
+        """The backend, connected; close it (or use it as a context manager) when done.
 
-        return open_catalog(
-            self.backend,
-            sqlite_path=self.sqlite_path,
-            opensearch_url=self.opensearch_url,
-            index=self.index,
-            username=self.username,
-            password=self.password.get_secret_value() if self.password else None,
-            aws_sigv4_region=self.aws_sigv4_region,
-            verify_certs=self.verify_certs,
-            ca_certs=self.ca_certs,
-        )
+        Raises:
+            CatalogError: an unknown backend, or opensearch without a URL.
+        """
+        if self.backend == "sqlite":
+            from proximate.catalog.sqlite import SQLiteCatalog
+
+            return SQLiteCatalog(Path(self.sqlite_path))
+        if self.backend == "opensearch":
+            from proximate.catalog.opensearch import OpenSearchCatalog
+
+            return OpenSearchCatalog.connect(self)
+        raise CatalogError(f"unknown catalog backend {self.backend!r}: use 'sqlite' or 'opensearch'")

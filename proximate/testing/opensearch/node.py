@@ -11,14 +11,13 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from proximate import processes
 from proximate.testing.opensearch.build import NodeBuild, build_node
 
 #: A modest heap: the node shares two cores and the memory with the tests, the cluster and other users.
@@ -61,7 +60,7 @@ class OpenSearchNode:
         self.heap = heap
         self.startup_timeout = startup_timeout
         self.home: Path | None = None
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process: processes.Supervised | None = None
         self._build: NodeBuild | None = None
 
     # -- state -------------------------------------------------------------------------------------------------
@@ -75,7 +74,7 @@ class OpenSearchNode:
     @property
     def pid(self) -> int | None:
         """The JVM's process id while it runs."""
-        return self.process.pid if self.process is not None and self.process.poll() is None else None
+        return self.process.pid if self.process is not None and self.process.running() else None
 
     @property
     def log_path(self) -> Path:
@@ -136,37 +135,27 @@ class OpenSearchNode:
             "-Djava.awt.headless=true",
         )
         cmd = self._build.java_command(self.heap, jvm_options) + [f"{k}={v}" for k, v in settings.items()]
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.home,
-                start_new_session=True,
-            )  # fmt: skip
+        self.process = processes.start(cmd, name="opensearch", log=self.log_path, cwd=self.home)
         try:
-            self._await_ready(ports_file)
+            self.process.wait_ready(
+                lambda: self._ready(ports_file),
+                what=f"the OpenSearch node (log {self.log_path})",
+                timeout=self.startup_timeout,
+                interval=0.5,
+                error=NodeStartError,
+            )
         except BaseException:
             self.stop()
             raise
         return self.url
 
-    def _await_ready(self, ports_file: Path) -> None:
-        deadline = time.monotonic() + self.startup_timeout
-        while True:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise NodeStartError(
-                    f"the OpenSearch node exited with code {self.process.returncode} while starting; its log "
-                    f"({self.log_path}):\n{self.log_tail()}"
-                )
-            if time.monotonic() > deadline:
-                raise NodeStartError(
-                    f"the OpenSearch node did not answer green or yellow within {self.startup_timeout:.0f} s; its "
-                    f"log ({self.log_path}):\n{self.log_tail()}"
-                )
-            if ports_file.is_file() and not self.port:
-                self.port = int(ports_file.read_text().split()[0].rsplit(":", 1)[1])
-            if ports_file.is_file() and self.cluster_status() in ("green", "yellow"):
-                return
-            time.sleep(0.5)
+    def _ready(self, ports_file: Path) -> bool:
+        """Whether the node has bound its port (learnt from its ports file) and answers green or yellow."""
+        if not ports_file.is_file():
+            return False
+        if not self.port:
+            self.port = int(ports_file.read_text().split()[0].rsplit(":", 1)[1])
+        return self.cluster_status() in ("green", "yellow")
 
     def cluster_status(self) -> str | None:
         """The cluster's health (``green``/``yellow``/``red``), or ``None`` if the node does not answer."""
@@ -181,28 +170,17 @@ class OpenSearchNode:
         except (OSError, ValueError):
             return None
 
-    def _signal(self, sig: int) -> None:
-        if self.process is not None and self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, sig)
-
     def stop(self, timeout: float = 60.0) -> None:
         """SIGTERM (the node closes its indices cleanly), then SIGKILL after ``timeout`` seconds."""
         if self.process is None:
             return
-        self._signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self._signal(signal.SIGKILL)
-            self.process.wait()
+        self.process.stop(((signal.SIGTERM, timeout),))
 
     def kill(self) -> None:
         """SIGKILL: the node dies as in a crash (its data directory stays, to ``start`` again from)."""
         if self.process is None:
             return
-        self._signal(signal.SIGKILL)
-        self.process.wait()
+        self.process.kill(reap_timeout=None)
 
     def close(self) -> None:
         """Stop the node and remove its home (not a ``data`` directory given to it)."""
