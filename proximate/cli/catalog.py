@@ -5,20 +5,25 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from proximate.cli.common import add_command
+
 
 def register(subparsers: Any) -> None:
     """Add ``catalog`` to ``subparsers`` (the ``proximate`` parser's), ``run`` its function."""
     catalog = subparsers.add_parser("catalog", help="the dataset catalog")
     catalog_sub = catalog.add_subparsers(dest="catalog_command", required=True)
-    export = catalog_sub.add_parser(
+    add_command(
+        catalog_sub,
         "export-stac",
+        run_export_stac,
         help="write the catalog as a static STAC catalog (one collection per region) into DIR",
         description="Every record as a STAC Item (footprint, time span, the file as region:path, status and reason), "
         "one Collection per region, under DIR/catalog.json; the catalog is PROXIMATE_CATALOG's unless --catalog.",
+        arguments={
+            "dir": "the directory to write (created; existing files of the same names replaced)",
+            "--catalog": "a SQLite file or an OpenSearch URL (default: PROXIMATE_CATALOG)",
+        },
     )
-    export.add_argument("dir", help="the directory to write (created; existing files of the same names replaced)")
-    export.add_argument("--catalog", help="a SQLite file or an OpenSearch URL (default: PROXIMATE_CATALOG)")
-    export.set_defaults(func=run_export_stac)
 
 
 def run_export_stac(args: argparse.Namespace) -> int:

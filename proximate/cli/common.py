@@ -1,10 +1,11 @@
-"""What several commands share: TLS options, SIGTERM as Ctrl-C, and commands found through entry points."""
+"""What several commands share: how a command is declared, TLS options, SIGTERM as Ctrl-C, and commands found
+through entry points."""
 
 from __future__ import annotations
 
 import argparse
 import signal
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,44 @@ DEMO_EXTRA_MODULES = ("moto", "flask")
 
 class CommandUnavailableError(ProximateInputError):
     """A command whose part is not installed: exit status 2, as for bad input, with the fix in the message."""
+
+
+def add_command(
+    subparsers: Any,
+    name: str,
+    run: Callable[[argparse.Namespace], int],
+    *,
+    help: str,
+    description: str | None = None,
+    arguments: Mapping[str, str | Mapping[str, Any]] | None = None,
+    **defaults: Any,
+) -> argparse.ArgumentParser:
+    """Declare a command: its parser under ``subparsers``, its arguments in order, and ``run`` as its function.
+
+    Args:
+        subparsers: The ``proximate`` parser's subparsers (or a command's own, for ``catalog export-stac``).
+        name: The command's name.
+        run: What ``main`` calls with the parsed arguments; returns the exit status.
+        help: One line for the list of commands.
+        description: What ``--help`` of the command says first (nothing when omitted).
+        arguments: Each argument (a positional's name, or an option) and its help text, or argparse's keywords
+            for it (``{"type": int, "help": ...}``).
+        **defaults: More attributes the parsed arguments carry (``one_shot=True``).
+
+    Returns:
+        The command's parser, for options added by another helper (:func:`add_tls`).
+
+    Examples:
+        >>> commands = argparse.ArgumentParser().add_subparsers()
+        >>> p = add_command(commands, "echo", lambda args: 0, help="say it", arguments={"text": "what to say"})
+        >>> p.parse_args(["hi"]).text
+        'hi'
+    """
+    parser = subparsers.add_parser(name, help=help, description=description)
+    for flag, spec in (arguments or {}).items():
+        parser.add_argument(flag, **({"help": spec} if isinstance(spec, str) else spec))
+    parser.set_defaults(func=run, **defaults)
+    return parser
 
 
 def terminate_on_sigterm() -> None:

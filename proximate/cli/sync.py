@@ -7,40 +7,46 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from proximate.cli.common import add_command
 from proximate.errors import ProximateInputError
 
 
 def register(subparsers: Any) -> None:
     """Add ``sync`` to ``subparsers`` (the ``proximate`` parser's), ``run`` its function."""
-    sync = subparsers.add_parser(
+    add_command(
+        subparsers,
         "sync",
+        run,
         help="mirror an s3:// (or file://) prefix into a folder once: incremental, atomic, verified",
         description="Mirror SOURCE into DEST as proximate.sync.sync does (the nightly flow's engine). Credentials "
         "come from the environment or --profile, as for the AWS CLI. Exit status 1 when any object failed.",
+        arguments={
+            "source": "s3://bucket/prefix/ or file:///path/",
+            "dest": "the destination root (a region's file system)",
+            "--delete": {"action": "store_true", "help": "remove files this sync wrote whose objects are gone"},
+            "--max-delete": {
+                "type": int,
+                "metavar": "N",
+                "help": "with --delete: remove at most N files (default: refuse to remove more than half the mirror)",
+            },
+            "--delete-all": {
+                "action": "store_true",
+                "help": "with --delete: allow any number of removals, every file included",
+            },
+            "--endpoint-url": "S3 endpoint (default: AWS, or AWS_ENDPOINT_URL_S3)",
+            "--profile": "AWS profile for credentials",
+            "--anon": {"action": "store_true", "help": "read a public bucket without credentials"},
+            "--requester-pays": {"action": "store_true", "help": "the bucket is requester-pays: you pay for reads"},
+            "--sse-c-key-file": {
+                "metavar": "FILE",
+                "help": "the SSE-C key the objects are encrypted with (32 bytes, or base64)",
+            },
+            "--concurrency": {"type": int, "help": "object reads in flight (default: the engine's, 16)"},
+            "--no-fsync": {"action": "store_true", "help": "do not make files durable before naming them"},
+            "--json": {"action": "store_true", "help": "print the SyncResult as JSON"},
+        },
+        one_shot=True,
     )
-    sync.add_argument("source", help="s3://bucket/prefix/ or file:///path/")
-    sync.add_argument("dest", help="the destination root (a region's file system)")
-    sync.add_argument("--delete", action="store_true", help="remove files this sync wrote whose objects are gone")
-    sync.add_argument(
-        "--max-delete",
-        type=int,
-        metavar="N",
-        help="with --delete: remove at most N files (default: refuse to remove more than half the mirror)",
-    )
-    sync.add_argument(
-        "--delete-all", action="store_true", help="with --delete: allow any number of removals, every file included"
-    )
-    sync.add_argument("--endpoint-url", help="S3 endpoint (default: AWS, or AWS_ENDPOINT_URL_S3)")
-    sync.add_argument("--profile", help="AWS profile for credentials")
-    sync.add_argument("--anon", action="store_true", help="read a public bucket without credentials")
-    sync.add_argument("--requester-pays", action="store_true", help="the bucket is requester-pays: you pay for reads")
-    sync.add_argument(
-        "--sse-c-key-file", metavar="FILE", help="the SSE-C key the objects are encrypted with (32 bytes, or base64)"
-    )
-    sync.add_argument("--concurrency", type=int, help="object reads in flight (default: the engine's, 16)")
-    sync.add_argument("--no-fsync", action="store_true", help="do not make files durable before naming them")
-    sync.add_argument("--json", action="store_true", help="print the SyncResult as JSON")
-    sync.set_defaults(func=run, one_shot=True)
 
 
 def _sse_c_key(path: str) -> bytes:

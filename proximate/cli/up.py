@@ -6,32 +6,32 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from proximate.cli.common import find_command, require_demo_extra, terminate_on_sigterm
+from proximate.cli.common import add_command, find_command, require_demo_extra, terminate_on_sigterm
 
 
 def register(subparsers: Any) -> None:
     """Add ``up`` to ``subparsers`` (the ``proximate`` parser's), ``run`` its function."""
-    up = subparsers.add_parser(
+    add_command(
+        subparsers,
         "up",
+        run,
         help="the embedded default kept running for the Prefect UI: server, cluster, work pool, worker, deployments",
         description="Start a Prefect server, the demo's data and a two-region Dask cluster, save the blocks, apply "
         "the deployments and start a worker; print the UI address and what to click; Ctrl-C stops all of it.",
+        arguments={
+            "--workdir": {"default": "proximate-demo", "help": "where data, catalog, Prefect state and logs go"},
+            "--workers-per-region": {"type": int, "default": 2},
+            "--port": {"type": int, "default": 0, "help": "the Prefect server's port on 127.0.0.1 (0: any free port)"},
+            "--prefect-database": "the Prefect server's database, postgresql+asyncpg://USER:PASS@HOST:PORT/DB "
+            "(default: SQLite)",
+            "--catalog": {
+                "choices": ("sqlite", "opensearch"),
+                "default": "sqlite",
+                "help": "the catalog: the embedded SQLite file (default), or a real OpenSearch node started here "
+                "(Java 17 and Maven; the first start downloads its jars)",
+            },
+        },
     )
-    up.add_argument("--workdir", default="proximate-demo", help="where data, catalog, Prefect state and logs go")
-    up.add_argument("--workers-per-region", type=int, default=2)
-    up.add_argument("--port", type=int, default=0, help="the Prefect server's port on 127.0.0.1 (0: any free port)")
-    up.add_argument(
-        "--prefect-database",
-        help="the Prefect server's database, postgresql+asyncpg://USER:PASS@HOST:PORT/DB (default: SQLite)",
-    )
-    up.add_argument(
-        "--catalog",
-        choices=("sqlite", "opensearch"),
-        default="sqlite",
-        help="the catalog: the embedded SQLite file (default), or a real OpenSearch node started here (Java 17 and "
-        "Maven; the first start downloads its jars)",
-    )
-    up.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
