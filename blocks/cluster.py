@@ -13,6 +13,7 @@ from pydantic import Field, model_validator
 from blocks.region import DOCS, LOGO, Region
 from proximate.autoscale import RegionBounds, autoscaled, check_scaling, parse_bounds
 from proximate.cluster import LocalRegionalCluster, RegionSpec, TLSFiles
+from proximate.scheduler_plugin import DEFAULT_NO_WORKERS_TIMEOUT
 
 LOCAL = "local"
 #: The RegionalCluster block every flow runs on unless told otherwise.
@@ -57,7 +58,7 @@ class RegionalCluster(Block):
     workers_per_region: int = Field(default=2, ge=1, description="For 'local': worker processes per region.")
     threads_per_worker: int = Field(default=1, ge=1, description="For 'local': threads per worker process.")
     no_workers_timeout: float = Field(
-        default=60.0,
+        default=DEFAULT_NO_WORKERS_TIMEOUT,
         gt=0,
         le=3600,
         description="For 'local': seconds a task may wait for a region without live workers before it errs.",

@@ -7,6 +7,7 @@ import signal
 import sys
 from typing import Any
 
+from proximate import config
 from proximate.cli.common import add_tls, terminate_on_sigterm, tls_from_args
 from proximate.cli.scaling import add_scaling_options, bounds_from_args
 from proximate.regions import RegionError
@@ -40,7 +41,7 @@ def register(subparsers: Any) -> None:
     up.add_argument(
         "--no-workers-timeout",
         type=float,
-        default=60.0,
+        default=float(config.default("scheduler.no-workers-timeout")),
         help="seconds a task may wait for a region with no live worker before it errs",
     )
     add_tls(up)

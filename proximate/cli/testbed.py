@@ -27,7 +27,7 @@ def register(subparsers: Any) -> None:
     tup.add_argument("--workers-per-region", type=int, default=1)
     tup.add_argument("--nthreads", type=int, default=1, help="threads per worker")
     tup.add_argument("--no-tls", action="store_true", help="plaintext tcp:// (TLS is the default)")
-    tup.add_argument("--no-workers-timeout", type=float, default=60.0)
+    tup.add_argument("--no-workers-timeout", type=float, default=float(config.default("scheduler.no-workers-timeout")))
     tup.add_argument("--worker-ttl", type=float, default=30.0, help="seconds before a silent worker is dropped")
     tup.add_argument("--file-server", action="store_true", help="serve each region's root over HTTP on its address")
     tup.add_argument(

@@ -42,6 +42,7 @@ from proximate.cluster import TLSFiles
 from proximate.errors import ProximateError
 from proximate.processes import Supervised
 from proximate.regions import validate_region_name
+from proximate.scheduler_plugin import DEFAULT_NO_WORKERS_TIMEOUT
 from proximate.testing.testbed import netns
 from proximate.testing.testbed.daskprocs import SCHEDULER_PORT, DaskOptions, DaskProcesses
 from proximate.testing.testbed.netns import LinkEnd, NetnsError
@@ -102,7 +103,7 @@ class Testbed:
         workers_per_region: int | Mapping[str, int] = 1,
         nthreads: int = 1,
         tls: bool = True,
-        no_workers_timeout: float = 60.0,
+        no_workers_timeout: float = DEFAULT_NO_WORKERS_TIMEOUT,
         worker_ttl: float = 30.0,
         tcp_timeout: float = 30.0,
         link_timeout: float | None = None,
