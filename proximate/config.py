@@ -289,5 +289,6 @@ def settings_table() -> str:
         value = default(key)
         shown = "unset" if value is None else "none" if value == [] else f"`{str(value).replace('True', 'true')}`"
         meaning = " ".join(node["description"].split()).replace("|", "\\|")
-        rows.append(f"| `proximate.{key}` | `{env_var(key)}` | {shown} | {meaning} |")
+        var = f"`{_ENV_OF_KEY[key]}`" if key in _ENV_OF_KEY else "none"
+        rows.append(f"| `proximate.{key}` | {var} | {shown} | {meaning} |")
     return "\n".join(rows) + "\n"
