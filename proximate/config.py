@@ -52,6 +52,7 @@ LEGACY_ENV: dict[str, str] = {
     "PROXIMATE_PARTIAL_CPU_SECONDS": "tables.partial.cpu-seconds",
     "PROXIMATE_PARTIAL_MEMORY_MB": "tables.partial.memory-mb",
     "PROXIMATE_PARTIAL_WALL_SECONDS": "tables.partial.wall-seconds",
+    "PROXIMATE_BROADCAST_BELOW_BYTES": "tables.broadcast-below-bytes",
     "PROXIMATE_REGIONS": "scheduler.regions",
     "PROXIMATE_NO_WORKERS_TIMEOUT": "scheduler.no-workers-timeout",
     "PROXIMATE_PROPAGATE": "scheduler.propagate",

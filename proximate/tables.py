@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from proximate import config
 from proximate.datasets import RegionPath
 from proximate.errors import TableInputError
 
@@ -244,14 +245,14 @@ def open_table(where: RegionPath | str, path: str | None = None, *, client: Any 
 # -- joins across regions -------------------------------------------------------------------------------------
 
 
-#: Environment variable overriding :data:`DEFAULT_BROADCAST_BELOW_BYTES` (bytes).
-BROADCAST_BELOW_ENV = "PROXIMATE_BROADCAST_BELOW_BYTES"
+#: Environment variable overriding :data:`DEFAULT_BROADCAST_BELOW_BYTES` (``proximate.tables.broadcast-below-bytes``).
+BROADCAST_BELOW_ENV = config.env_var("tables.broadcast-below-bytes")
 #: A side of a merge whose tables' estimated in-memory size is below this is broadcast into the other side's region
 #: (it crosses once, whole); above it, both sides are shuffled. A shuffle between two regions moves about half of
 #: each side across (each output partition lands on one worker of either region), so a broadcast is cheaper while
 #: the small side is under about half the large side's size; this bound also keeps the broadcast side in the memory
 #: of one worker of the other region.
-DEFAULT_BROADCAST_BELOW_BYTES = 64 * 2**20
+DEFAULT_BROADCAST_BELOW_BYTES = int(config.default("tables.broadcast-below-bytes"))
 
 
 @dataclass(frozen=True)
@@ -354,7 +355,8 @@ def choose_merge(
         ('broadcast', 'right', 48000)
     """
     if broadcast_below_bytes is None:
-        broadcast_below_bytes = int(os.environ.get(BROADCAST_BELOW_ENV, DEFAULT_BROADCAST_BELOW_BYTES))
+        setting = config.get_float("tables.broadcast-below-bytes")
+        broadcast_below_bytes = DEFAULT_BROADCAST_BELOW_BYTES if setting is None else int(setting)
     from proximate.client import client_context
 
     sides = {}
