@@ -220,16 +220,39 @@ def compare_forecast_to_observations(
     )
     (fc_where,), (obs_where,) = located["forecast"], located["observations"]
     log.info("forecast %s, observations %s, variable %s", fc_where, obs_where, variable)
-    client = run_on_cluster(block, located)
-    fc, obs = _open(log, [("forecast", fc_where, {"chunks": {"realization": 1}}), ("observations", obs_where, {})])
-    lazy = analysis.forecast_minus_observations(fc, obs, variable, height=height, height_index=height_index)
-    predicted = _plan(log, "compare", lazy, max_egress_gb, dry_run)
+    level = {"height": height, "height_index": height_index}
+    return _analyse(
+        log, "compare", run_on_cluster(block, located),
+        [("forecast", fc_where, {"chunks": {"realization": 1}}), ("observations", obs_where, {})],
+        lambda fc, obs: analysis.forecast_minus_observations(fc, obs, variable, **level),
+        lambda fc, obs, result: analysis.compare_budget(fc, obs, variable, result, **level),
+        (target, policy, overwrite), max_egress_gb, dry_run,
+    )  # fmt: skip
+
+
+def _analyse(
+    log: logging.LoggerAdapter,
+    key: str,
+    client: Any,
+    wanted: Sequence[tuple[str, RegionPath, dict[str, Any]]],
+    build: Callable[..., Any],
+    budget_of: Callable[..., analysis.ByteBudget],
+    output: tuple[str, OutputPolicy, bool],
+    max_egress_gb: float | None,
+    dry_run: bool,
+) -> AnalysisResult | EgressPlan:
+    """What a flow with one output does once its inputs are located: open each of ``wanted`` in its region,
+    ``build(*datasets)`` the lazy result, plan it (and stop there on a dry run), compute it measuring what crossed,
+    then ``budget_of(*datasets, result)``, write, log and publish."""
+    opened = _open(log, wanted)
+    lazy = build(*opened)
+    predicted = _plan(log, key, lazy, max_egress_gb, dry_run)
     if dry_run:
         return predicted
     result, report = _compute(client, lazy)
-    budget = analysis.compare_budget(fc, obs, variable, result, height=height, height_index=height_index)
-    _finish(log, "compare", result, [report], budget, (target, policy, overwrite), client, predicted)
-    return AnalysisResult.of([target], [fc_where, obs_where], [report], budget)
+    budget = budget_of(*opened, result)
+    _finish(log, key, result, [report], budget, output, client, predicted)
+    return AnalysisResult.of([output[0]], [where for _, where, _ in wanted], [report], budget)
 
 
 def _finish(
@@ -306,16 +329,14 @@ def scenario_difference(
     (scenario_where,), (baseline_where,) = located["scenario"], located["baseline"]
     log.info("scenario %s minus baseline %s, %s, %d-%d", scenario_where, baseline_where, variable, start_year,
              end_year)  # fmt: skip
-    client = run_on_cluster(block, located)
-    runs = _open(log, [("scenario", scenario_where, {}), ("baseline", baseline_where, {})])
-    lazy = analysis.scenario_difference(*runs, variable, start_year, end_year)
-    predicted = _plan(log, "scenario-difference", lazy, max_egress_gb, dry_run)
-    if dry_run:
-        return predicted
-    result, report = _compute(client, lazy)
-    budget = analysis.scenario_budget(*runs, variable, start_year, end_year, result)
-    _finish(log, "scenario-difference", result, [report], budget, (target, policy, overwrite), client, predicted)
-    return AnalysisResult.of([target], [scenario_where, baseline_where], [report], budget)
+    return _analyse(
+        log, "scenario-difference", run_on_cluster(block, located),
+        [("scenario", scenario_where, {}), ("baseline", baseline_where, {})],
+        lambda scenario, baseline: analysis.scenario_difference(scenario, baseline, variable, start_year, end_year),
+        lambda scenario, baseline, result: analysis.scenario_budget(scenario, baseline, variable, start_year, end_year,
+                                                                   result),
+        (target, policy, overwrite), max_egress_gb, dry_run,
+    )  # fmt: skip
 
 
 @flow(name="seasonal-mean", task_runner=RegionalTaskRunner())
