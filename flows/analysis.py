@@ -22,23 +22,26 @@ from typing import Any
 
 import xarray as xr
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_table_artifact
 
 from flows.common import (
     DEFAULT_CLUSTER_BLOCK,
     RegionalTaskRunner,
+    apply_egress_plan,
     catalog_settings,
+    check_egress_parameter,
     cluster_block,
     fails_on_input_errors,
     locate_parameters,
     output_policy,
+    publish_plan,
     run_on_cluster,
 )
 from proximate import analysis
 from proximate.analysis import AnalysisResult, ParameterError
 from proximate.catalog.query import DatasetQuery
 from proximate.datasets import RegionPath
-from proximate.egress import EgressPlan, check_budget, plan, plan_markdown
+from proximate.egress import EgressPlan, plan, plan_markdown
 from proximate.locality_report import LocalityReport, locality
 from proximate.outputs import OutputPolicy, resolve_output, result_path, write_result
 from proximate.pools import pool
@@ -105,31 +108,9 @@ def _compute(client: Any, lazy: Any) -> tuple[Any, LocalityReport]:
     return result, report
 
 
-def _check_egress_parameter(max_egress_gb: float | None) -> None:
-    if max_egress_gb is not None and not max_egress_gb >= 0:
-        raise ParameterError("max_egress_gb", f"must be a number of GB >= 0, got {max_egress_gb!r}")
-
-
-def _plan(log: logging.LoggerAdapter, key: str, lazy: Any, max_egress_gb: float | None, dry_run: bool) -> EgressPlan:
-    """Predict what computing ``lazy`` moves between regions; refuse above ``max_egress_gb`` before submitting;
-    on a dry run publish the plan as the run's ``<key>-egress-plan`` artifact."""
-    predicted = plan(*(lazy if isinstance(lazy, list) else [lazy]))
-    pairs = "; ".join(f"{s} -> {d} {n:,} B" for (s, d), n in sorted(predicted.bytes_between.items()) if s != d)
-    log.info("predicted to cross regions: %s B (%s)", f"{predicted.cross_region_bytes:,}", pairs or "nothing")
-    if max_egress_gb is not None:
-        check_budget(predicted, int(max_egress_gb * 1e9))
-    if dry_run:
-        _publish_plan(key, predicted)
-        log.info("dry run: nothing computed")
-    return predicted
-
-
-def _publish_plan(key: str, predicted: EgressPlan, report: LocalityReport | None = None) -> None:
-    create_markdown_artifact(
-        key=f"{key}-egress-plan",
-        markdown=plan_markdown(predicted, report),
-        description="Bytes predicted to cross regions before the run" + (", beside those measured" if report else ""),
-    )
+def _plan_of(lazy: Any) -> EgressPlan:
+    """The egress plan of a flow's lazy result (one object or a list of them)."""
+    return plan(*(lazy if isinstance(lazy, list) else [lazy]))
 
 
 def _dashboard(client: Any) -> str | None:
@@ -211,7 +192,7 @@ def compare_forecast_to_observations(
         dry run, the plan).
     """
     log = get_run_logger()
-    _check_egress_parameter(max_egress_gb)
+    check_egress_parameter(max_egress_gb)
     policy = output_policy()
     target = resolve_output(output, policy=policy, overwrite=overwrite)
     block = cluster_block(cluster, scheduler_address)
@@ -246,7 +227,7 @@ def _analyse(
     then ``budget_of(*datasets, result)``, write, log and publish."""
     opened = _open(log, wanted)
     lazy = build(*opened)
-    predicted = _plan(log, key, lazy, max_egress_gb, dry_run)
+    predicted = apply_egress_plan(log, key, _plan_of(lazy), max_egress_gb, dry_run)
     if dry_run:
         return predicted
     result, report = _compute(client, lazy)
@@ -275,7 +256,7 @@ def _finish(
         key, result, reports[0], budget=budget, output=target, plot=plot, dashboard=_dashboard(client), predicted=beside
     )
     if predicted is not None:
-        _publish_plan(key, predicted, reports[0])
+        publish_plan(key, predicted, reports[0])
 
 
 @flow(name="scenario-difference", task_runner=RegionalTaskRunner())
@@ -319,7 +300,7 @@ def scenario_difference(
         dry run, the plan).
     """
     log = get_run_logger()
-    _check_egress_parameter(max_egress_gb)
+    check_egress_parameter(max_egress_gb)
     if start_year > end_year:
         raise ParameterError("start_year", f"{start_year} is after end_year {end_year}")
     policy = output_policy()
@@ -381,7 +362,7 @@ def seasonal_mean(
         dry run, the plan).
     """
     log = get_run_logger()
-    _check_egress_parameter(max_egress_gb)
+    check_egress_parameter(max_egress_gb)
     policy = output_policy()
     target = resolve_output(output, policy=policy, overwrite=overwrite)
     block = cluster_block(cluster, scheduler_address)
@@ -391,7 +372,7 @@ def seasonal_mean(
     opened = _open(log, [(str(w), w, {}) for w in wheres])
     partials = [analysis.seasonal_partials(ds, variable, valid_min=valid_min, valid_max=valid_max) for ds in opened]
     lazy = analysis.combine_seasonal(partials)
-    predicted = _plan(log, "seasonal-mean", lazy, max_egress_gb, dry_run)
+    predicted = apply_egress_plan(log, "seasonal-mean", _plan_of(lazy), max_egress_gb, dry_run)
     if dry_run:
         return predicted
     result, report = _compute(client, lazy)
@@ -441,7 +422,7 @@ def summarize(
         a dry run, the plan).
     """
     log = get_run_logger()
-    _check_egress_parameter(max_egress_gb)
+    check_egress_parameter(max_egress_gb)
     if not variables:
         raise ParameterError("variables", "name at least one variable to reduce")
     try:
@@ -456,7 +437,7 @@ def summarize(
     client = run_on_cluster(block, {"datasets" if datasets else "query": wheres})
     opened = _open(log, [(str(w), w, {}) for w in wheres])
     lazy = [analysis.summarize(ds, variables, dims or [], statistics) for ds in opened]  # checks before compute
-    predicted = _plan(log, "summarize", lazy, max_egress_gb, dry_run)
+    predicted = apply_egress_plan(log, "summarize", _plan_of(lazy), max_egress_gb, dry_run)
     if dry_run:
         return predicted
     computed, report = _compute(client, lazy)
@@ -469,7 +450,7 @@ def summarize(
     log.info("results written to %s", folder)
     rows = analysis.reduction_rows(wheres, computed)
     create_table_artifact(key="summarize-statistics", table=rows, description="Reductions per dataset")
-    _publish_plan("summarize", predicted, report)
+    publish_plan("summarize", predicted, report)
     link = _dashboard(client)
     if link:
         publish_dashboard("summarize", link)

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from prefect.artifacts import create_markdown_artifact
 from prefect_dask import DaskTaskRunner
 from prefect_dask.client import PrefectDaskClient
 
@@ -28,18 +29,23 @@ from proximate.analysis import ParameterError
 from proximate.catalog import CatalogSettings
 from proximate.catalog.errors import CatalogError
 from proximate.datasets import CatalogId, DatasetRefError, RegionPath, locate, parse_reference
+from proximate.egress import EgressPlan, check_budget, plan_markdown
 from proximate.errors import ProximateInputError
+from proximate.locality_report import LocalityReport
 from proximate.outputs import OutputPolicy
 
 __all__ = [
     "DEFAULT_CATALOG_BLOCK",
     "DEFAULT_CLUSTER_BLOCK",
     "RegionalTaskRunner",
+    "apply_egress_plan",
     "catalog_settings",
+    "check_egress_parameter",
     "cluster_block",
     "fails_on_input_errors",
     "output_policy",
     "parse_references",
+    "publish_plan",
     "run_on_cluster",
     "run_regions_on_cluster",
 ]
@@ -451,3 +457,54 @@ def _require_live_region(info: Mapping[str, Any], parameter: str, region: str, s
 def reference_error(parameter: str, exc: DatasetRefError) -> ParameterError:
     """A catalog lookup's failure, naming the parameter whose reference it was."""
     return ParameterError(parameter, str(exc))
+
+
+# -- egress plans: the analysis and table flows' max_egress_gb and dry_run -------------------------------------
+
+
+def check_egress_parameter(max_egress_gb: float | None) -> None:
+    """Refuse a ``max_egress_gb`` that is not a number of GB >= 0, before any work.
+
+    Raises:
+        ParameterError: naming ``max_egress_gb``.
+    """
+    if max_egress_gb is not None and not max_egress_gb >= 0:
+        raise ParameterError("max_egress_gb", f"must be a number of GB >= 0, got {max_egress_gb!r}")
+
+
+def apply_egress_plan(
+    log: Any, key: str, predicted: EgressPlan, max_egress_gb: float | None, dry_run: bool
+) -> EgressPlan:
+    """Log a run's plan; refuse above ``max_egress_gb`` before anything is submitted; on a dry run publish the plan
+    as the run's ``<key>-egress-plan`` artifact.
+
+    Args:
+        log: The run's logger.
+        key: The flow's artifact key prefix (``compare``, ``describe-table``, ...).
+        predicted: The plan.
+        max_egress_gb: The flow's budget in decimal GB, or None.
+        dry_run: Publish the plan (the caller then computes nothing).
+
+    Returns:
+        ``predicted``.
+
+    Raises:
+        EgressBudgetError: the plan predicts more than ``max_egress_gb``.
+    """
+    pairs = "; ".join(f"{s} -> {d} {n:,} B" for (s, d), n in sorted(predicted.bytes_between.items()) if s != d)
+    log.info("predicted to cross regions: %s B (%s)", f"{predicted.cross_region_bytes:,}", pairs or "nothing")
+    if max_egress_gb is not None:
+        check_budget(predicted, int(max_egress_gb * 1e9))
+    if dry_run:
+        publish_plan(key, predicted)
+        log.info("dry run: nothing computed")
+    return predicted
+
+
+def publish_plan(key: str, predicted: EgressPlan, report: LocalityReport | None = None) -> None:
+    """The ``<key>-egress-plan`` artifact: the plan, with what was measured beside it when ``report`` is given."""
+    create_markdown_artifact(
+        key=f"{key}-egress-plan",
+        markdown=plan_markdown(predicted, report),
+        description="Bytes predicted to cross regions before the run" + (", beside those measured" if report else ""),
+    )

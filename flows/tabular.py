@@ -15,19 +15,24 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from flows.common import (
     DEFAULT_CLUSTER_BLOCK,
     RegionalTaskRunner,
+    apply_egress_plan,
+    check_egress_parameter,
     cluster_block,
     fails_on_input_errors,
     locate_parameters,
     output_policy,
+    publish_plan,
     run_on_cluster,
 )
 from proximate import tables
 from proximate.analysis import ParameterError
 from proximate.datasets import RegionPath
+from proximate.egress import Crossing, EgressPlan, plan_markdown
 from proximate.ingestion import pickled_size
-from proximate.locality_report import budget_markdown, locality
+from proximate.locality_report import CLIENT, budget_markdown, locality
 from proximate.outputs import OutputPolicy, resolve_output, write_json
 from proximate.pools import pool
+from proximate.regions import pool_resource
 from tasks.tabular import region_partial_task
 
 #: The artifacts' key of each kind of question.
@@ -41,11 +46,13 @@ def _run(
     cluster: str,
     scheduler_address: str | None,
     output: tuple[str, OutputPolicy, bool],
-) -> dict[str, Any]:
+    egress: tuple[float | None, bool] = (None, False),
+) -> dict[str, Any] | EgressPlan:
     """Locate the tables, reduce them per region on the cluster (one Prefect task per region, in its pool),
     measuring what crossed, combine the partials here, write the result to ``output`` (target, policy, overwrite: see
     :func:`proximate.outputs.write_json`) and publish the locality
-    artifact; returns the result with its ``cross_region_bytes`` and ``output``."""
+    artifact; returns the result with its ``cross_region_bytes`` and ``output``. Before any region task, the plan
+    (:func:`plan_tables`) is checked against ``egress`` (max_egress_gb, dry_run); a dry run returns the plan."""
     log = get_run_logger()
     if not datasets:
         raise ParameterError("datasets", "is empty: give region:path references or catalog ids")
@@ -56,6 +63,11 @@ def _run(
         regions.setdefault(where.region, []).append(where)
     log.info("tables by region: %s", {r: [w.path for w in ws] for r, ws in regions.items()})
     client = run_on_cluster(block, located)
+    max_egress_gb, dry_run = egress
+    key = ARTIFACT_KEYS[question.kind]
+    predicted = apply_egress_plan(log, key, plan_tables(client, regions, question), max_egress_gb, dry_run)
+    if dry_run:
+        return predicted
     with locality(client) as report:
         futures = []
         for region, wheres in regions.items():
@@ -79,10 +91,60 @@ def _run(
     result["output"] = write_json(result, target, policy=policy, overwrite=overwrite)
     create_markdown_artifact(
         key=f"{ARTIFACT_KEYS[question.kind]}-locality",
-        markdown=budget_markdown(report, minimum, reduced.nbytes),
+        markdown=budget_markdown(report, minimum, reduced.nbytes)
+        + "\n\n### Predicted before the run, beside measured\n\n"
+        + plan_markdown(predicted, report),
         description="Bytes moved between regions (only each region's partials), against reading every row",
     )
+    publish_plan(key, predicted, report)
+    result["predicted_bytes"] = predicted.cross_region_bytes
     return result
+
+
+def plan_tables(client: Any, regions: dict[str, list[RegionPath]], question: tables.TableQuestion) -> EgressPlan:
+    """What a table flow will move, from the tables' metadata, before any row is read.
+
+    Each region's metadata (Parquet footers, CSV sizes) is read by a small task on one of its workers
+    (:func:`proximate.tables.plan_region`); rows stay in place, and what crosses is each region's partial as
+    Prefect carries it to the flow: the partial (its shape known from the columns; with ``group_by`` sized for the
+    most groups the metadata allows, an upper bound) inside a completed task state.
+
+    Args:
+        client: The run's Dask client on the cluster.
+        regions: Each region's tables.
+        question: What the flow computes.
+
+    Returns:
+        The plan: ``bytes_between`` each region and the client, ``read_bytes`` each region reads in place,
+        ``tasks_by_region`` the partitions each region reads, ``bounds`` where the group count bounds the bytes.
+    """
+    futures = {
+        region: client.submit(tables.plan_region, wheres, question, resources={pool_resource(region): 0}, pure=False)
+        for region, wheres in regions.items()
+    }
+    out = EgressPlan()
+    for region, future in futures.items():
+        reads = future.result()
+        carried = pickled_size(_as_prefect_carries(reads.partial)) + reads.extra_bytes
+        out.bytes_between[(region, CLIENT)] = carried
+        out.crossings.append(Crossing(f"{ARTIFACT_KEYS[question.kind]}-partial", region, CLIENT, carried))
+        out.tasks_by_region[region] = reads.partitions
+        out.read_bytes[region] = reads.read_bytes
+        out.result_bytes += carried
+        out.bounds.extend(reads.notes)
+    return out
+
+
+def _as_prefect_carries(partial: Any) -> Any:
+    """A completed task state as a region task's Dask future holds it (what crosses to the flow): the partial in a
+    result record (its serializer and storage key, from the run's result store), with a task run's identifiers."""
+    import uuid
+
+    from prefect.results import get_result_store
+    from prefect.states import Completed, StateDetails
+
+    details = StateDetails(flow_run_id=uuid.uuid4(), task_run_id=uuid.uuid4())
+    return Completed(data=get_result_store().create_result_record(partial), state_details=details)
 
 
 @flow(name="describe-table", task_runner=RegionalTaskRunner())
@@ -97,7 +159,9 @@ def describe_table(
     cluster: str = DEFAULT_CLUSTER_BLOCK,
     scheduler_address: str | None = None,
     overwrite: bool = False,
-) -> dict[str, Any]:
+    max_egress_gb: float | None = None,
+    dry_run: bool = False,
+) -> dict[str, Any] | EgressPlan:
     """Count, mean, std, min and max of each numeric column over tables in several regions; with `group_by`,
     count, sum and mean of each column per group. Each region reduces its own rows; only the partials cross.
 
@@ -115,19 +179,28 @@ def describe_table(
         scheduler_address: Use this Dask scheduler instead of the block (tcp://host:port).
         overwrite: Replace an existing output that no proximate flow wrote (an output a flow wrote is replaced
             anyway, atomically).
+        max_egress_gb: Refuse to compute, before any region task, if the plan predicts more than this many GB
+            (decimal) crossing regions, the partials' way to the flow included. Empty: no limit.
+        dry_run: Plan only (from the tables' metadata: Parquet footers, CSV sizes): publish the predicted bytes
+            between regions as the `-egress-plan` artifact, read and write nothing else, and return the plan.
 
     Returns:
         `columns` (column -> count, mean, std, min, max), with `group_by` also `groups` (group -> column ->
         count, sum, mean), `cross_region_bytes` (measured), `minimum_bytes` (the partials as Prefect carries
         them: each region task's state, pickled), `rows_bytes` (what a centralised run would move),
-        `tasks_by_region` and `output`.
+        `tasks_by_region`, `predicted_bytes` (the plan's) and `output` (on a dry run, the plan).
     """
+    check_egress_parameter(max_egress_gb)
     policy = output_policy()
     target = resolve_output(output, suffixes=(".json",), policy=policy, overwrite=overwrite)
     question = tables.TableQuestion(
         "describe", tuple(columns or ()), group_by, derive=tables.Derivations(dict(derive or {}))
     )
-    result = _run(datasets, question, catalog, cluster, scheduler_address, (target, policy, overwrite))
+    result = _run(
+        datasets, question, catalog, cluster, scheduler_address, (target, policy, overwrite), (max_egress_gb, dry_run)
+    )
+    if isinstance(result, EgressPlan):
+        return result
     rows = [{"column": c, **{k: _round(v) for k, v in s.items()}} for c, s in result["columns"].items()]
     create_table_artifact(key="describe-table-statistics", table=rows, description=f"Result, written to {target}")
     if result.get("groups"):
@@ -155,7 +228,9 @@ def fit_linear_regression(
     cluster: str = DEFAULT_CLUSTER_BLOCK,
     scheduler_address: str | None = None,
     overwrite: bool = False,
-) -> dict[str, Any]:
+    max_egress_gb: float | None = None,
+    dry_run: bool = False,
+) -> dict[str, Any] | EgressPlan:
     """Ordinary least squares of `target` on `features` (with an intercept) over tables in several regions:
     each region reduces its rows to XᵀX and Xᵀy, only those cross, and the flow solves the combined system.
 
@@ -171,11 +246,17 @@ def fit_linear_regression(
         scheduler_address: Use this Dask scheduler instead of the block (tcp://host:port).
         overwrite: Replace an existing output that no proximate flow wrote (an output a flow wrote is replaced
             anyway, atomically).
+        max_egress_gb: Refuse to compute, before any region task, if the plan predicts more than this many GB
+            (decimal) crossing regions, the partials' way to the flow included. Empty: no limit.
+        dry_run: Plan only (from the tables' metadata: Parquet footers, CSV sizes): publish the predicted bytes
+            between regions as the `-egress-plan` artifact, read and write nothing else, and return the plan.
 
     Returns:
         `coefficients` (feature -> value), `intercept`, `r2`, `n` (rows used), `cross_region_bytes`,
-        `minimum_bytes`, `rows_bytes`, `tasks_by_region` (as describe-table's) and `output`.
+        `minimum_bytes`, `rows_bytes`, `tasks_by_region`, `predicted_bytes` (as describe-table's) and `output` (on a
+        dry run, the plan).
     """
+    check_egress_parameter(max_egress_gb)
     if not features:
         raise ParameterError("features", "is empty: name at least one column to fit on")
     policy = output_policy()
@@ -183,7 +264,17 @@ def fit_linear_regression(
     question = tables.TableQuestion(
         "regression", tuple(features), target=target, derive=tables.Derivations(dict(derive or {}))
     )
-    result = _run(datasets, question, catalog, cluster, scheduler_address, (target_path, policy, overwrite))
+    result = _run(
+        datasets,
+        question,
+        catalog,
+        cluster,
+        scheduler_address,
+        (target_path, policy, overwrite),
+        (max_egress_gb, dry_run),
+    )
+    if isinstance(result, EgressPlan):
+        return result
     rows = [{"term": "intercept", "value": _round(result["intercept"])}]
     rows += [{"term": f, "value": _round(v)} for f, v in result["coefficients"].items()]
     rows += [{"term": "r2", "value": _round(result["r2"])}, {"term": "n (rows used)", "value": result["n"]}]

@@ -12,10 +12,15 @@ another is counted once per (input, destination region), and every output goes t
 :func:`compute` and :func:`egress_budget` refuse a computation whose plan exceeds a budget with
 :class:`EgressBudgetError` before any task reaches the scheduler.
 
-Limits (stated in the plan as ``unsized_tasks``/``unplaced_tasks``): tasks whose layer is not a Dask array
-(DataFrames, delayed) have no predicted size and count as 0 bytes; tasks derived only from unpinned data have no
-region and never count as crossing; Dask moves an input once per *worker* that needs it, so the measurement may
-exceed the plan when several workers of a region fetch the same piece.
+Tables: a partition read by :func:`proximate.tables.open_table` is sized from its Parquet row group's column
+chunks (uncompressed, the columns it reads) or its CSV file's size, before any row is read (``read_bytes`` of
+the plan, by region); what DataFrame operations derive from it has no predicted size.
+
+Limits (stated in the plan as ``unsized_tasks``/``unplaced_tasks``): tasks whose layer is not a Dask array or a
+table read (DataFrame operations, delayed) have no predicted size and count as 0 bytes; tasks derived only from
+unpinned data have no region and never count as crossing; Dask moves an input once per *worker* that needs it, so
+the measurement may exceed the plan when several workers of a region fetch the same piece. Where a size depends on
+the data (a group count, a filter) and the plan can bound it, ``bounds`` says so and the bytes are that bound.
 """
 
 from __future__ import annotations
@@ -85,6 +90,12 @@ class EgressPlan:
     unsized_tasks: int = 0
     #: Bytes of the outputs (what the client receives).
     result_bytes: int = 0
+    #: Bytes read in place, by region, where the data's metadata says (Parquet row groups' column sizes): what
+    #: stays in its region, and what a centralised run would move instead.
+    read_bytes: dict[str, int] = field(default_factory=dict)
+    #: Where a size depends on the data (a group count, a filter): what the plan assumed. A plan with notes gives
+    #: an upper bound in ``bytes_between``, not a guess.
+    bounds: list[str] = field(default_factory=list)
 
     @property
     def cross_region_bytes(self) -> int:
@@ -143,6 +154,8 @@ class EgressPlan:
             "biggest_crossing": None if biggest is None else vars(biggest),
             "unplaced_tasks": self.unplaced_tasks,
             "unsized_tasks": self.unsized_tasks,
+            "read_bytes": dict(sorted(self.read_bytes.items())),
+            "bounds": list(self.bounds),
         }
 
 
@@ -222,11 +235,78 @@ def _read_region(key: Any, task: Any) -> str | None:
     return next(iter(regions), None)
 
 
+def _read_size(task: Any) -> int | None:
+    """Bytes a read task will produce, when its first argument declares them before reading (``read_bytes()``:
+    a :class:`proximate.tables.TablePart`, sized from its Parquet row group's column chunks)."""
+    if isinstance(task, tuple) and task and callable(task[0]):  # a legacy task: (function, *args)
+        args: Any = task[1:]
+    else:
+        args = getattr(task, "args", None)
+    if not args:
+        return None
+    read_bytes = getattr(args[0], "read_bytes", None)
+    if not callable(read_bytes):
+        return None
+    columns = args[1] if len(args) > 1 and isinstance(args[1], (list, tuple)) else None
+    return read_bytes(columns)
+
+
+def _needed_by_layer(graph: Any, outputs: list[Any]) -> list[tuple[str, dict[Any, Any]]]:
+    """The tasks the outputs need, layer by layer (inputs' layers first), each with its dependencies.
+
+    Each layer culls itself as :meth:`dask.highlevelgraph.HighLevelGraph.cull` asks it to, which for an array's
+    Blockwise layer derives the dependencies from its index pattern without building a task: the plan never
+    materialises the graph (that is most of the cost of computing it, and the scheduler does it again anyway).
+    """
+    layers = graph.layers
+    all_ext_keys: Any = (
+        graph.get_all_external_keys() if any(layer.has_legacy_tasks for layer in layers.values()) else set()
+    )
+    wanted = set(outputs)
+    needed: list[tuple[str, dict[Any, Any]]] = []
+    for name in reversed(graph._toposort_layers()):
+        if not wanted:
+            break
+        _, deps = layers[name].cull(wanted, all_ext_keys)
+        if not deps:
+            continue
+        for key, on in deps.items():
+            wanted |= on
+            wanted.discard(key)
+        needed.append((name, deps))
+    needed.reverse()
+    return needed
+
+
+def _in_order(deps: dict[Any, Any]) -> list[Any]:
+    """A layer's keys, each after those of the same layer it depends on (a reduction tree inside one layer)."""
+    order: list[Any] = []
+    done: set[Any] = set()
+    for root in deps:
+        if root in done:
+            continue
+        stack = [(root, False)]
+        while stack:
+            key, expanded = stack.pop()
+            if expanded:
+                order.append(key)
+                continue
+            if key in done:
+                continue
+            done.add(key)
+            stack.append((key, True))
+            stack.extend((d, False) for d in deps[key] if d in deps and d not in done)
+    return order
+
+
 def plan(*collections: Any, region: str | None = None) -> EgressPlan:
     """Predict what computing ``collections`` moves between regions, without submitting anything.
 
+    The graph is walked layer by layer (each layer culled to what the outputs need, as Dask culls it), never
+    materialised: an array layer's chunk sizes and pinned region hold for all its tasks.
+
     Args:
-        *collections: Dask collections (xarray objects, dask arrays) built on region-pinned data.
+        *collections: Dask collections (xarray objects, dask arrays and DataFrames) built on region-pinned data.
         region: Plan as :func:`compute` with ``region=`` runs: every task pinned to this region.
 
     Returns:
@@ -242,78 +322,65 @@ def plan(*collections: Any, region: str | None = None) -> EgressPlan:
         >>> proximate.plan(x.sum()).bytes_between
         {('a', 'client'): 8}
     """
-    from dask._task_spec import convert_legacy_graph
-
     if region is not None:
         validate_region_name(region)
     graph, outputs = _graph_and_keys(collections)
-    # Cull before materialising (array layers cull without building their tasks), then materialise once: the
-    # graph's own construction is most of a plan's time.
-    # Read annotations before culling: a culled MaterializedLayer loses its array's chunks and dtype.
-    infos = {name: _LayerInfo(layer) for name, layer in graph.layers.items()}
-    graph = graph.cull(set(outputs))
-    layer_of: dict[Any, _LayerInfo] = {}
-    for name, layer in graph.layers.items():
-        # A culled layer may be renamed "<name>-<token>".
-        info = infos.get(name) or infos.get(name.rsplit("-", 1)[0]) or _LayerInfo(layer)
-        keys = layer.get_output_keys() if hasattr(layer, "get_output_keys") else layer.keys()
-        for key in keys:
-            layer_of[key] = info
-    tasks = convert_legacy_graph(graph.to_dict())
-    dependencies = {key: task.dependencies for key, task in tasks.items()}
-    # Order what the outputs need inputs first (iteratively: graphs are deep).
-    order: list[Any] = []
-    state: set[Any] = set()
-    for out in outputs:
-        stack = [(out, False)]
-        while stack:
-            key, expanded = stack.pop()
-            if expanded:
-                order.append(key)
-                continue
-            if key in state:
-                continue
-            state.add(key)
-            stack.append((key, True))
-            stack.extend((d, False) for d in dependencies.get(key, ()) if d not in state)
     out = EgressPlan()
     # Regions stand for their pools here: choose_pool compares labels by name only to break ties, and
     # "pool-" + a < "pool-" + b exactly when a < b, so the choice is the router's.
     region_of: dict[Any, str | None] = {}
     nbytes: dict[Any, int] = {}
-    for key in order:
-        info = layer_of.get(key)
-        size = info.bytes_of(key) if info is not None else None
-        if size is None:
-            out.unsized_tasks += 1
-        nbytes[key] = size or 0
-        here = _read_region(key, tasks.get(key))  # rule 1 first, as the router: a read runs where its file is
-        if here is None:
-            here = region if region is not None else info.region_of(key) if info is not None else None
-        for marker in find_in_spec(tasks.get(key), InRegion):  # what the task declares it brings in
-            unsized = [d for d in dependencies.get(key, ()) if not nbytes[d]]
-            for dep in unsized:
-                nbytes[dep] = marker.nbytes // len(unsized)
-        if here is None:
-            here = choose_pool((region_of[d], nbytes[d]) for d in dependencies.get(key, ()))
-        region_of[key] = here
-        if here is None:
-            out.unplaced_tasks += 1
-        else:
-            out.tasks_by_region[here] = out.tasks_by_region.get(here, 0) + 1
+    tasks_by_region: dict[str | None, int] = defaultdict(int)
+    needed = _needed_by_layer(graph, outputs)
+    for name, deps in needed:
+        layer = graph.layers[name]
+        info = _LayerInfo(layer)
+        tasks = getattr(layer, "mapping", None)  # a materialised layer's tasks (DataFrames), for read sizes
+        internal = any(d in deps for on in deps.values() for d in on)
+        sized = info.chunks is not None and info.itemsize is not None
+        pinned = region if region is not None else None if callable(info.resources) else info.region
+        for key in _in_order(deps) if internal else deps:
+            task = tasks.get(key) if tasks is not None else None
+            size = info.bytes_of(key) if sized else None
+            read = _read_size(task) if size is None and task is not None else None
+            if read is not None:
+                size = read
+            if size is None:
+                out.unsized_tasks += 1
+                size = 0
+            nbytes[key] = size
+            # Rule 1 first, as the router: a read runs where its file is (a materialised layer's tasks only: an
+            # array's Blockwise layers read through pinned layers, and the router finds no file in them either).
+            here = _read_region(key, task) if task is not None else None
+            if here is None:
+                here = pinned if pinned is not None else info.region_of(key) if callable(info.resources) else None
+            if task is not None:
+                for marker in find_in_spec(task, InRegion):  # what the task declares it brings in
+                    unsized = [d for d in deps[key] if not nbytes.get(d)]
+                    for dep in unsized:
+                        nbytes[dep] = marker.nbytes // len(unsized)
+            if here is None:
+                here = _place(deps[key], region_of, nbytes)
+            region_of[key] = here
+            tasks_by_region[here] += 1
+            if read is not None and here is not None:
+                out.read_bytes[here] = out.read_bytes.get(here, 0) + read
+    out.unplaced_tasks = tasks_by_region.pop(None, 0)
+    out.tasks_by_region = dict(tasks_by_region)
     # Each input crosses once per destination region that needs it.
     moved: dict[tuple[str, str, str], int] = defaultdict(int)
     seen: set[tuple[Any, str]] = set()
-    for key in order:
-        to = region_of[key]
-        if to is None:
-            continue
-        for dep in dependencies.get(key, ()):
-            source = region_of[dep]
-            if source is None or source == to or (dep, to) in seen:
+    for _, deps in needed:
+        for key, on in deps.items():
+            to = region_of[key]
+            if to is None:
                 continue
-            seen.add((dep, to))
-            moved[(key_name(dep), source, to)] += nbytes[dep]
+            for dep in on:
+                source = region_of.get(dep)
+                if source is None or source == to or (dep, to) in seen:
+                    continue
+                seen.add((dep, to))
+                moved[(key_name(dep), source, to)] += nbytes.get(dep, 0)
     for key in dict.fromkeys(outputs):
         out.result_bytes += nbytes[key]
         if region_of[key] is not None:
@@ -324,6 +391,15 @@ def plan(*collections: Any, region: str | None = None) -> EgressPlan:
         out.crossings.append(Crossing(name, src, dst, n))
     out.bytes_between = dict(between)
     return out
+
+
+def _place(deps: Any, region_of: dict[Any, str | None], nbytes: dict[Any, int]) -> str | None:
+    """A derived task's region: the one of its inputs when they agree (most tasks), else the router's rule."""
+    regions = {region_of.get(d) for d in deps}
+    regions.discard(None)
+    if len(regions) <= 1:
+        return regions.pop() if regions else None
+    return choose_pool((region_of.get(d), nbytes.get(d, 0)) for d in deps)
 
 
 # -- budgets ---------------------------------------------------------------------------------------------------
@@ -465,6 +541,11 @@ def plan_markdown(egress: EgressPlan, measured: Any = None) -> str:
     rows.append(total)
     biggest = egress.biggest_crossing()
     notes = [f"Predicted cost at default prices: ${egress.cost():.6f}."]
+    if egress.read_bytes:
+        reads = ", ".join(f"{r}: {n:,}" for r, n in sorted(egress.read_bytes.items()))
+        notes.append(f"Bytes read in place (a centralised run would move them): {reads}.")
+    if egress.bounds:
+        notes.append("An upper bound, as sizes depend on the data: " + "; ".join(egress.bounds) + ".")
     if biggest is not None:
         notes.append(
             f"Biggest crossing: `{biggest.name}`, {_size(biggest.nbytes)} from {biggest.source} to "

@@ -6,7 +6,7 @@ would cost the server a full 1 GB copy and the baseline would measure moto, not 
 reads (what fsspec's ``HTTPFileSystem`` does, and what NFS or S3 do for a remote reader) cost the server
 only the bytes asked for.
 
-    python -m proximate.testing.testbed.fileserver --root DIR --host ADDR --port PORT
+    python -m proximate.testing.testbed.fileserver --root DIR --host ADDR --port PORT [--ranges-log FILE]
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
-def _handler(root: Path) -> type[BaseHTTPRequestHandler]:
+def _handler(root: Path, ranges_log: Path | None = None) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive: one connection serves many range reads
 
@@ -72,6 +72,11 @@ def _handler(root: Path) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             if not body:
                 return
+            if ranges_log is not None:
+                # One short line per read, appended whole (O_APPEND): what a reader asked for, so that a bench can
+                # tell bytes read once from bytes fetched again.
+                with open(ranges_log, "a") as log:
+                    log.write(f"{full.relative_to(root)} {start} {length}\n")
             with open(full, "rb") as fh:
                 # sendfile: the bytes go from the page cache to the socket without passing through Python
                 sent = 0
@@ -89,8 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", required=True)
     parser.add_argument("--host", required=True)
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--ranges-log", help="append 'path start length' for every GET served to this file")
     args = parser.parse_args(argv)
-    server = ThreadingHTTPServer((args.host, args.port), _handler(Path(args.root).resolve()))
+    log = Path(args.ranges_log) if args.ranges_log else None
+    server = ThreadingHTTPServer((args.host, args.port), _handler(Path(args.root).resolve(), log))
     server.daemon_threads = True
     server.serve_forever()
     return 0

@@ -95,9 +95,13 @@ class Services:
         name = f"files-{region}"
         address = self.network.address(region)
         cmd = [sys.executable, "-m", "proximate.testing.testbed.fileserver", "--root", str(self.root(region))]
-        cmd += ["--host", address, "--port", str(FILES_PORT)]
+        cmd += ["--host", address, "--port", str(FILES_PORT), "--ranges-log", str(self.ranges_log(region))]
         self.roster.spawn(name, region, cmd, self.env(), "files")
         self.roster.wait_port(name, region, address, FILES_PORT)
+
+    def ranges_log(self, region: str) -> Path:
+        """Where the region's file server logs each range it served (``path start length`` per line)."""
+        return self.root(region).parent / f"files-{region}.ranges"
 
     def file_url(self, region: str, path: str) -> str:
         """URL of a file under the region's root on its file server (reachable from linked namespaces)."""
