@@ -35,8 +35,9 @@ from typing import Any
 
 import numpy as np
 
+from proximate.datasets import RegionPath
 from proximate.locality_report import CLIENT, key_name
-from proximate.placement import InRegion, choose_pool, find_in_spec, regions_read
+from proximate.placement import InRegion, choose_pool, find_in_spec
 from proximate.regions import POOL_PREFIX, region_of_resource, validate_region_name
 
 #: USD per decimal GB moved, by ``(from, to)``; ``"*"`` matches any region. The defaults are the usual public cloud
@@ -221,13 +222,14 @@ def _graph_and_keys(collections: tuple[Any, ...]) -> tuple[Any, list[Any]]:
     return HighLevelGraph.merge(*graphs), keys
 
 
-def _read_region(key: Any, task: Any) -> str | None:
-    """The region whose files a task reads (rule 1 of :mod:`proximate.placement`); None if it reads none.
+def _read_region(key: Any, found: Any) -> str | None:
+    """The region whose files a task reads (rule 1, as :func:`proximate.placement.regions_read` finds it), from
+    what :func:`proximate.placement.find_in_spec` found in the task; None if it reads none.
 
     Raises:
         CrossRegionReadError: The task reads files of several regions: no region can run it.
     """
-    regions = regions_read(task) if task is not None else frozenset()
+    regions = {where.region for where in found}
     if len(regions) > 1:
         from proximate.errors import CrossRegionReadError
 
@@ -351,11 +353,14 @@ def plan(*collections: Any, region: str | None = None) -> EgressPlan:
             nbytes[key] = size
             # Rule 1 first, as the router: a read runs where its file is (a materialised layer's tasks only: an
             # array's Blockwise layers read through pinned layers, and the router finds no file in them either).
-            here = _read_region(key, task) if task is not None else None
+            # One look through the task for both the files it reads and what it declares it brings in; not into an
+            # array's chunk tasks (sized from their layer): those read through the pinned layers of their data.
+            found = find_in_spec(task, (RegionPath, InRegion)) if task is not None and not sized else ()
+            here = _read_region(key, found) if found else None
             if here is None:
                 here = pinned if pinned is not None else info.region_of(key) if callable(info.resources) else None
-            if task is not None:
-                for marker in find_in_spec(task, InRegion):  # what the task declares it brings in
+            for marker in found:
+                if isinstance(marker, InRegion):  # what the task declares it brings in
                     unsized = [d for d in deps[key] if not nbytes.get(d)]
                     for dep in unsized:
                         nbytes[dep] = marker.nbytes // len(unsized)
