@@ -107,7 +107,8 @@ def plan_tables(client: Any, regions: dict[str, list[RegionPath]], question: tab
     Each region's metadata (Parquet footers, CSV sizes) is read by a small task on one of its workers
     (:func:`proximate.tables.plan_region`); rows stay in place, and what crosses is each region's partial as
     Prefect carries it to the flow: the partial (its shape known from the columns; with ``group_by`` sized for the
-    most groups the metadata allows, an upper bound) inside a completed task state.
+    most groups the metadata allows, an upper bound) inside a completed task state, in Dask's reply message as a
+    worker writes it.
 
     Args:
         client: The run's Dask client on the cluster.
@@ -125,7 +126,7 @@ def plan_tables(client: Any, regions: dict[str, list[RegionPath]], question: tab
     out = EgressPlan()
     for region, future in futures.items():
         reads = future.result()
-        carried = pickled_size(_as_prefect_carries(reads.partial)) + reads.extra_bytes
+        carried = _wire_size(_as_prefect_carries(reads.partial)) + reads.extra_bytes
         out.bytes_between[(region, CLIENT)] = carried
         out.crossings.append(Crossing(f"{ARTIFACT_KEYS[question.kind]}-partial", region, CLIENT, carried))
         out.tasks_by_region[region] = reads.partitions
@@ -133,6 +134,23 @@ def plan_tables(client: Any, regions: dict[str, list[RegionPath]], question: tab
         out.result_bytes += carried
         out.bounds.extend(reads.notes)
     return out
+
+
+def _wire_size(state: Any) -> int:
+    """Bytes a worker writes sending ``state`` as a task's result (what the locality report counts): Dask's reply
+    message around it, serialised as Dask serialises it, with its frame lengths."""
+    import uuid
+
+    from distributed.protocol import dumps, to_serialize
+
+    key = f"reduce-region-tables-{uuid.uuid4()}"  # a Prefect task's Dask key: its name and a run id
+    frames = dumps(
+        {"status": "OK", "data": {key: to_serialize(state)}},
+        serializers=("dask", "pickle", "error"),
+        on_error="raise",
+        context={"sender": "", "recipient": ""},
+    )
+    return sum(len(f) for f in frames) + 8 * (len(frames) + 1)  # each frame's length, and their count, as 8 bytes
 
 
 def _as_prefect_carries(partial: Any) -> Any:
