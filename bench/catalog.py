@@ -72,9 +72,14 @@ def write_grib(path: Path, rng: random.Random) -> None:
     # whole even degrees: the sample's 2-degree grid (31 x 16 points) must fit its first and last points exactly
     west, south = 2 * rng.randint(-90, 74), 2 * rng.randint(-45, 15)
     h = eccodes.codes_grib_new_from_samples("regular_ll_sfc_grib2")
-    for key, value in (("latitudeOfFirstGridPointInDegrees", south + 60), ("latitudeOfLastGridPointInDegrees", south),
-                       ("longitudeOfFirstGridPointInDegrees", west), ("longitudeOfLastGridPointInDegrees", west + 30),
-                       ("dataDate", 20000101 + rng.randint(0, 20) * 10000), ("stepRange", str(rng.choice([0, 6, 24])))):
+    for key, value in (
+        ("latitudeOfFirstGridPointInDegrees", south + 60),
+        ("latitudeOfLastGridPointInDegrees", south),
+        ("longitudeOfFirstGridPointInDegrees", west),
+        ("longitudeOfLastGridPointInDegrees", west + 30),
+        ("dataDate", 20000101 + rng.randint(0, 20) * 10000),
+        ("stepRange", str(rng.choice([0, 6, 24]))),
+    ):
         eccodes.codes_set(h, key, value)
     eccodes.codes_set_values(h, np.zeros(eccodes.codes_get(h, "numberOfValues")))
     path.parent.mkdir(parents=True, exist_ok=True)

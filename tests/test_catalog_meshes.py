@@ -106,8 +106,13 @@ def corners_to_bounds(corner: np.ndarray) -> np.ndarray:
 def write_tripolar(path, lon_corner, lat_corner) -> tuple[np.ndarray, np.ndarray]:
     lon_b, lat_b = corners_to_bounds(lon_corner), corners_to_bounds(lat_corner)
     # Centres as the mean of the corners on the unit sphere (inside each cell, whatever its shape).
-    xyz = np.stack([np.cos(np.radians(lat_b)) * np.cos(np.radians(lon_b)),
-                    np.cos(np.radians(lat_b)) * np.sin(np.radians(lon_b)), np.sin(np.radians(lat_b))]).mean(axis=-1)
+    xyz = np.stack(
+        [
+            np.cos(np.radians(lat_b)) * np.cos(np.radians(lon_b)),
+            np.cos(np.radians(lat_b)) * np.sin(np.radians(lon_b)),
+            np.sin(np.radians(lat_b)),
+        ]
+    ).mean(axis=-1)
     lon = lon_b[..., 0] + (np.degrees(np.arctan2(xyz[1], xyz[0])) - lon_b[..., 0] + 180.0) % 360.0 - 180.0
     lat = np.degrees(np.arctan2(xyz[2], np.hypot(xyz[0], xyz[1])))
     xr.Dataset(
