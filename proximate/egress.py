@@ -14,7 +14,12 @@ another is counted once per (input, destination region), and every output goes t
 
 Tables: a partition read by :func:`proximate.tables.open_table` is sized from its Parquet row group's column
 chunks (uncompressed, the columns it reads) or its CSV file's size, before any row is read (``read_bytes`` of
-the plan, by region); what DataFrame operations derive from it has no predicted size.
+the plan, by region); what DataFrame operations derive from it has no predicted size, except what enters a shuffle
+(a P2P or task-based merge, ``set_index``, ``groupby(split_out=...)``): each shuffle input is sized by the read
+bytes it derives from, and the shuffle's crossing is predicted from where those bytes are and how many workers
+each region has (:func:`expected_shuffle_cross_bytes`). Where the outputs land depends on the data, so the plan
+counts the upper bound (every shuffled byte leaves its region) in ``bytes_between`` and ``bounds``, and the
+expected value in ``expected_bytes_between``.
 
 Limits (stated in the plan as ``unsized_tasks``/``unplaced_tasks``): tasks whose layer is not a Dask array or a
 table read (DataFrame operations, delayed) have no predicted size and count as 0 bytes; tasks derived only from
@@ -94,9 +99,12 @@ class EgressPlan:
     #: Bytes read in place, by region, where the data's metadata says (Parquet row groups' column sizes): what
     #: stays in its region, and what a centralised run would move instead.
     read_bytes: dict[str, int] = field(default_factory=dict)
-    #: Where a size depends on the data (a group count, a filter): what the plan assumed. A plan with notes gives
-    #: an upper bound in ``bytes_between``, not a guess.
+    #: Where a size depends on the data (a shuffle's destinations, a group count, a filter): what the plan assumed.
+    #: A plan with notes gives an upper bound in ``bytes_between``, not a guess.
     bounds: list[str] = field(default_factory=list)
+    #: As ``bytes_between``, with the expected value where it gives an upper bound (a shuffle: each output
+    #: partition lands on one worker of the cluster, evenly); equal to ``bytes_between`` when ``bounds`` is empty.
+    expected_bytes_between: dict[tuple[str, str], int] = field(default_factory=dict)
 
     @property
     def cross_region_bytes(self) -> int:
@@ -104,9 +112,17 @@ class EgressPlan:
         return sum(n for (src, dst), n in self.bytes_between.items() if src != dst)
 
     @property
+    def expected_cross_region_bytes(self) -> int:
+        """The expected bytes between different places: ``cross_region_bytes`` with a shuffle's expected crossing
+        instead of its upper bound."""
+        between = self.expected_bytes_between if self.bounds else self.bytes_between
+        return sum(n for (src, dst), n in between.items() if src != dst)
+
+    @property
     def exact(self) -> bool:
-        """True when every task was placed and sized: the prediction is not a lower bound."""
-        return not self.unplaced_tasks and not self.unsized_tasks
+        """True when every task was placed and sized and no size depends on the data: neither a lower bound nor an
+        upper one."""
+        return not self.unplaced_tasks and not self.unsized_tasks and not self.bounds
 
     def cost(self, prices: Mapping[tuple[str, str], float] | None = None) -> float:
         """Predicted charge in USD for the bytes crossing, at ``prices`` per decimal GB.
@@ -157,6 +173,8 @@ class EgressPlan:
             "unsized_tasks": self.unsized_tasks,
             "read_bytes": dict(sorted(self.read_bytes.items())),
             "bounds": list(self.bounds),
+            "expected_cross_region_bytes": self.expected_cross_region_bytes,
+            "expected_bytes_between": {f"{s}->{d}": n for (s, d), n in sorted(self.expected_bytes_between.items())},
         }
 
 
@@ -301,7 +319,9 @@ def _in_order(deps: dict[Any, Any]) -> list[Any]:
     return order
 
 
-def plan(*collections: Any, region: str | None = None) -> EgressPlan:
+def plan(
+    *collections: Any, region: str | None = None, workers_by_region: Mapping[str, int] | None = None
+) -> EgressPlan:
     """Predict what computing ``collections`` moves between regions, without submitting anything.
 
     The graph is walked layer by layer (each layer culled to what the outputs need, as Dask culls it), never
@@ -310,6 +330,9 @@ def plan(*collections: Any, region: str | None = None) -> EgressPlan:
     Args:
         *collections: Dask collections (xarray objects, dask arrays and DataFrames) built on region-pinned data.
         region: Plan as :func:`compute` with ``region=`` runs: every task pinned to this region.
+        workers_by_region: Workers per region, for a shuffle's expected crossing (its outputs spread evenly over
+            the workers); None: the current distributed client's workers if there is a client, else equal
+            workers per region.
 
     Returns:
         The :class:`EgressPlan`.
@@ -333,6 +356,10 @@ def plan(*collections: Any, region: str | None = None) -> EgressPlan:
     region_of: dict[Any, str | None] = {}
     nbytes: dict[Any, int] = {}
     tasks_by_region: dict[str | None, int] = defaultdict(int)
+    # Bytes of the reads a DataFrame task derives from (None: after a shuffle, or unknown), for shuffle inputs.
+    flow: dict[Any, int | None] = {}
+    shuffled: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    unknown_shuffle_inputs = 0
     needed = _needed_by_layer(graph, outputs)
     for name, deps in needed:
         layer = graph.layers[name]
@@ -347,9 +374,16 @@ def plan(*collections: Any, region: str | None = None) -> EgressPlan:
             read = _read_size(task) if size is None and task is not None else None
             if read is not None:
                 size = read
+            entering = False
             if size is None:
                 out.unsized_tasks += 1
                 size = 0
+                # Only tasks without a size of their own pay for this (never an array's chunks).
+                inputs = [flow.get(d) for d in deps[key]]
+                flow[key] = None if None in inputs else sum(inputs)  # type: ignore[arg-type]
+                entering = _shuffle_input(key)
+            else:
+                flow[key] = size
             nbytes[key] = size
             # Rule 1 first, as the router: a read runs where its file is (a materialised layer's tasks only: an
             # array's Blockwise layers read through pinned layers, and the router finds no file in them either).
@@ -368,6 +402,12 @@ def plan(*collections: Any, region: str | None = None) -> EgressPlan:
                 here = _place(deps[key], region_of, nbytes)
             region_of[key] = here
             tasks_by_region[here] += 1
+            if entering:
+                if flow[key] is not None and here is not None:
+                    shuffled[key_name(key)][here] += flow[key]  # type: ignore[operator]
+                elif not any(key_name(d).startswith("stage-") for d in deps[key]):  # not a later stage of one
+                    unknown_shuffle_inputs += 1
+                flow[key] = None  # what leaves a shuffle depends on the data
             if read is not None and here is not None:
                 out.read_bytes[here] = out.read_bytes.get(here, 0) + read
     out.unplaced_tasks = tasks_by_region.pop(None, 0)
@@ -386,6 +426,7 @@ def plan(*collections: Any, region: str | None = None) -> EgressPlan:
                     continue
                 seen.add((dep, to))
                 moved[(key_name(dep), source, to)] += nbytes.get(dep, 0)
+    below = _add_shuffles(out, shuffled, unknown_shuffle_inputs, workers_by_region, moved)
     for key in dict.fromkeys(outputs):
         out.result_bytes += nbytes[key]
         if region_of[key] is not None:
@@ -395,6 +436,7 @@ def plan(*collections: Any, region: str | None = None) -> EgressPlan:
         between[(src, dst)] += n
         out.crossings.append(Crossing(name, src, dst, n))
     out.bytes_between = dict(between)
+    out.expected_bytes_between = {pair: n - int(below.get(pair, 0.0)) for pair, n in between.items()}
     return out
 
 
@@ -405,6 +447,130 @@ def _place(deps: Any, region_of: dict[Any, str | None], nbytes: dict[Any, int]) 
     if len(regions) <= 1:
         return regions.pop() if regions else None
     return choose_pool((region_of.get(d), nbytes.get(d, 0)) for d in deps)
+
+
+# -- shuffles --------------------------------------------------------------------------------------------------
+
+#: Name prefixes of the tasks through which a partition enters a shuffle (one per input partition), as dask 2026.x
+#: names them: P2P (``hash-join-transfer`` for a merge's sides, ``shuffle-transfer`` for ``set_index``/``shuffle``/
+#: ``groupby(split_out=...)``), task-based (``group-`` of dask-expr's ``taskshuffle``, or of its first stage when
+#: staged; legacy ``shuffle-group``) and on-disk (``shuffle-partition``).
+SHUFFLE_INPUT_PREFIXES = (
+    "hash-join-transfer-",
+    "shuffle-transfer-",
+    "group-taskshuffle-",
+    "group-stage-0-",
+    "shuffle-group-",
+    "shuffle-partition-",
+)
+
+
+def shuffle_crossings(
+    bytes_by_region: Mapping[str, float], workers_by_region: Mapping[str, int], *, upper_bound: bool = False
+) -> dict[tuple[str, str], float]:
+    """Bytes a shuffle moves between regions, by ``(from, to)``: each output partition lands on one worker of the
+    cluster, evenly, so the bytes of region R go to region S with the share of S's workers (staying in R with R's).
+
+    Args:
+        bytes_by_region: Bytes entering the shuffle in each region.
+        workers_by_region: Workers per region.
+        upper_bound: Every byte leaves its region instead (spread over the other regions by their workers): what a
+            placement of the outputs driven by the data (all keys landing elsewhere) can reach.
+
+    Returns:
+        Bytes by ``(from, to)`` for ``from != to`` (floats: shares of a byte count).
+
+    Examples:
+        >>> shuffle_crossings({"a": 1000, "b": 600}, {"a": 2, "b": 2})
+        {('a', 'b'): 500.0, ('b', 'a'): 300.0}
+        >>> shuffle_crossings({"a": 1000, "b": 600}, {"a": 2, "b": 2}, upper_bound=True)
+        {('a', 'b'): 1000.0, ('b', 'a'): 600.0}
+    """
+    total = sum(workers_by_region.values())
+    out: dict[tuple[str, str], float] = {}
+    for src, nbytes in bytes_by_region.items():
+        elsewhere = total - workers_by_region.get(src, 0)
+        share = elsewhere if upper_bound else total
+        if not nbytes or not elsewhere:
+            continue
+        for dst, workers in sorted(workers_by_region.items()):
+            if dst != src and workers:
+                out[(src, dst)] = nbytes * workers / share
+    return out
+
+
+def expected_shuffle_cross_bytes(bytes_by_region: Mapping[str, float], workers_by_region: Mapping[str, int]) -> int:
+    """Expected bytes a shuffle moves between regions (see :func:`shuffle_crossings`); what
+    :meth:`proximate.tables.MergeChoice.shuffle_cross_bytes` and :func:`plan` predict.
+
+    Args:
+        bytes_by_region: Bytes entering the shuffle in each region.
+        workers_by_region: Workers per region (``proximate.client.worker_regions`` counted).
+
+    Returns:
+        The expected cross-region bytes of the shuffle (not of the result's way to the client).
+
+    Examples:
+        >>> expected_shuffle_cross_bytes({"a": 1000, "b": 600}, {"a": 2, "b": 2})
+        800
+    """
+    return int(sum(shuffle_crossings(bytes_by_region, workers_by_region).values()))
+
+
+def _shuffle_input(key: Any) -> bool:
+    return key_name(key).startswith(SHUFFLE_INPUT_PREFIXES)
+
+
+def _live_workers_by_region() -> dict[str, int] | None:
+    """Workers per region of the current distributed client, or None without one."""
+    try:
+        from distributed import default_client
+
+        client = default_client()
+    except (ImportError, ValueError):  # no distributed, or no client: the caller assumes equal workers
+        return None
+    from proximate.client import worker_regions
+
+    counts: dict[str, int] = defaultdict(int)
+    for where in worker_regions(client).values():
+        counts[where] += 1
+    return dict(counts) or None
+
+
+def _add_shuffles(
+    out: EgressPlan,
+    shuffled: dict[str, dict[str, int]],
+    unknown_inputs: int,
+    workers_by_region: Mapping[str, int] | None,
+    moved: dict[tuple[str, str, str], int],
+) -> dict[tuple[str, str], float]:
+    """Count each shuffle's upper bound into ``moved`` and its bound into ``out.bounds``; returns, by direction,
+    what the expected value is below the bound."""
+    below: dict[tuple[str, str], float] = defaultdict(float)
+    if not shuffled and not unknown_inputs:
+        return below
+    workers = dict(workers_by_region) if workers_by_region is not None else _live_workers_by_region()
+    if not workers:
+        workers = dict.fromkeys(out.tasks_by_region, 1)
+        assumed = "equal workers per region (no client)"
+    else:
+        assumed = "workers " + ", ".join(f"{r}: {n}" for r, n in sorted(workers.items()))
+    for name, by_region in sorted(shuffled.items()):
+        bound = shuffle_crossings(by_region, workers, upper_bound=True)
+        expected = shuffle_crossings(by_region, workers)
+        for (src, dst), n in bound.items():
+            moved[(name, src, dst)] += int(n)
+            below[(src, dst)] += int(n) - expected.get((src, dst), 0.0)
+        sides = ", ".join(f"{r}: {n:,}" for r, n in sorted(by_region.items()))
+        out.bounds.append(
+            f"shuffle {name.rsplit('-', 1)[0]!r} of {sides} bytes counted as crossing whole "
+            f"(expected {int(sum(expected.values())):,} with {assumed})"
+        )
+    if unknown_inputs:
+        out.bounds.append(
+            f"{unknown_inputs} shuffle input(s) of data-dependent size (after another shuffle) not counted"
+        )
+    return below
 
 
 # -- budgets ---------------------------------------------------------------------------------------------------
@@ -550,15 +716,20 @@ def plan_markdown(egress: EgressPlan, measured: Any = None) -> str:
         reads = ", ".join(f"{r}: {n:,}" for r, n in sorted(egress.read_bytes.items()))
         notes.append(f"Bytes read in place (a centralised run would move them): {reads}.")
     if egress.bounds:
-        notes.append("An upper bound, as sizes depend on the data: " + "; ".join(egress.bounds) + ".")
+        notes.append(
+            "An upper bound, as sizes depend on the data: "
+            + "; ".join(egress.bounds)
+            + f". Expected in total: {egress.expected_cross_region_bytes:,} bytes."
+        )
     if biggest is not None:
         notes.append(
             f"Biggest crossing: `{biggest.name}`, {_size(biggest.nbytes)} from {biggest.source} to "
             f"{biggest.destination}."
         )
-    if not egress.exact:
+    if egress.unsized_tasks or egress.unplaced_tasks:
         notes.append(
-            f"A lower bound: {egress.unsized_tasks} task(s) of unknown size and {egress.unplaced_tasks} task(s) "
-            "not derived from pinned data are not counted."
+            ("Besides, not counted" if egress.bounds else "A lower bound")
+            + f": {egress.unsized_tasks} task(s) of unknown size and {egress.unplaced_tasks} task(s) "
+            "not derived from pinned data (0 bytes each)."
         )
     return "\n".join(rows) + "\n\n" + " ".join(notes) + "\n"

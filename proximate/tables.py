@@ -330,16 +330,13 @@ class MergeChoice:
             >>> MergeChoice("shuffle", None, ("a",), ("b",), 1000, 600, "").shuffle_cross_bytes({"a": 2, "b": 2})
             800
         """
-        total = sum(workers_by_region.values())
-        if not total:
-            return 0
-        moved = 0.0
+        from proximate.egress import expected_shuffle_cross_bytes  # the one rule, shared with proximate.plan
+
+        by_region: dict[str, float] = {}
         for regions, nbytes in ((self.left_regions, self.left_bytes), (self.right_regions, self.right_bytes)):
-            if len(regions) == 1:
-                moved += nbytes * (1 - workers_by_region.get(regions[0], 0) / total)
-            else:  # a side spread over several regions: its bytes by region are not known here, assume even
-                moved += nbytes * (1 - sum(workers_by_region.get(r, 0) for r in regions) / total / len(regions))
-        return int(moved)
+            for region in regions:  # a side spread over several regions: its bytes by region unknown here, even
+                by_region[region] = by_region.get(region, 0.0) + nbytes / len(regions)
+        return expected_shuffle_cross_bytes(by_region, workers_by_region)
 
     @property
     def predicted_cross_bytes(self) -> int | None:
