@@ -255,16 +255,17 @@ def _read_region(key: Any, found: Any) -> str | None:
     return next(iter(regions), None)
 
 
-def _read_size(task: Any) -> int | None:
-    """Bytes a read task will produce, when its first argument declares them before reading (``read_bytes()``:
-    a :class:`proximate.tables.TablePart`, sized from its Parquet row group's column chunks)."""
+def _read_size(task: Any, declared: str = "read_bytes") -> int | None:
+    """Bytes a read task will read, when its first argument declares them before reading (``read_bytes()``:
+    a :class:`proximate.tables.TablePart`, sized from its Parquet row group's column chunks); with
+    ``declared="memory_bytes"``, what its rows will take in memory."""
     if isinstance(task, tuple) and task and callable(task[0]):  # a legacy task: (function, *args)
         args: Any = task[1:]
     else:
         args = getattr(task, "args", None)
     if not args:
         return None
-    read_bytes = getattr(args[0], "read_bytes", None)
+    read_bytes = getattr(args[0], declared, None)
     if not callable(read_bytes):
         return None
     columns = args[1] if len(args) > 1 and isinstance(args[1], (list, tuple)) else None
@@ -382,8 +383,8 @@ def plan(
                 inputs = [flow.get(d) for d in deps[key]]
                 flow[key] = None if None in inputs else sum(inputs)  # type: ignore[arg-type]
                 entering = _shuffle_input(key)
-            else:
-                flow[key] = size
+            else:  # a read: its rows in memory are what a shuffle moves (encoding shrinks them on disk)
+                flow[key] = size if read is None else _read_size(task, "memory_bytes") or size
             nbytes[key] = size
             # Rule 1 first, as the router: a read runs where its file is (a materialised layer's tasks only: an
             # array's Blockwise layers read through pinned layers, and the router finds no file in them either).

@@ -65,6 +65,9 @@ class TablePart:
     column_bytes: tuple[tuple[str, int], ...] = ()
     #: Bytes of the CSV file (None for Parquet).
     file_bytes: int | None = None
+    #: Estimated in-memory bytes of each column chunk of the row group, from the Parquet footer (the rule of
+    #: :func:`parts_nbytes`); empty for CSV.
+    column_memory: tuple[tuple[str, int], ...] = ()
 
     def read_bytes(self, columns: Sequence[str] | None = None) -> int | None:
         """What reading ``columns`` (None: every column) of this part takes, before anything is read: the
@@ -80,6 +83,21 @@ class TablePart:
             wanted = None if columns is None else set(columns)
             return sum(n for c, n in self.column_bytes if wanted is None or c in wanted)
         return self.file_bytes
+
+    def memory_bytes(self, columns: Sequence[str] | None = None) -> int | None:
+        """What ``columns`` (None: every column) of this part take in memory once read, before anything is read:
+        rows times width for fixed-width columns (whose Parquet encoding may have shrunk them far below it), the
+        uncompressed column chunks otherwise; :meth:`read_bytes` when not recorded (CSV).
+
+        Examples:
+            >>> part = TablePart(RegionPath("a", "t.parquet"), 0, rows=2, column_memory=(("x", 16), ("y", 24)))
+            >>> part.memory_bytes(), part.memory_bytes(["y"])
+            (40, 24)
+        """
+        if self.column_memory:
+            wanted = None if columns is None else set(columns)
+            return sum(n for c, n in self.column_memory if wanted is None or c in wanted)
+        return self.read_bytes(columns)
 
 
 def _files(where: RegionPath) -> list[RegionPath]:
@@ -158,9 +176,14 @@ def parts_nbytes(parts: Sequence[TablePart]) -> int:
 
 
 def _row_group_nbytes(pf: Any, row_group: int) -> int:
+    return sum(n for _, n in _column_memory(pf, row_group))
+
+
+def _column_memory(pf: Any, row_group: int) -> tuple[tuple[str, int], ...]:
+    """Each column chunk of a row group with its estimated bytes in memory (see :func:`parts_nbytes`)."""
     meta = pf.metadata.row_group(row_group)
     schema = pf.schema_arrow
-    total = 0
+    out = []
     for i in range(meta.num_columns):
         chunk = meta.column(i)
         name = chunk.path_in_schema.split(".")[0]
@@ -169,8 +192,8 @@ def _row_group_nbytes(pf: Any, row_group: int) -> int:
             width = field.type.bit_width // 8 if field is not None else 0
         except ValueError:  # not fixed-width
             width = 0
-        total += meta.num_rows * width if width else chunk.total_uncompressed_size
-    return int(total)
+        out.append((name, int(meta.num_rows * width if width else chunk.total_uncompressed_size)))
+    return tuple(out)
 
 
 def _parquet_parts(file: RegionPath, pf: Any) -> list[TablePart]:
@@ -186,7 +209,9 @@ def _parquet_parts(file: RegionPath, pf: Any) -> list[TablePart]:
             (group.column(j).path_in_schema, int(group.column(j).total_uncompressed_size))
             for j in range(group.num_columns)
         )
-        parts.append(TablePart(file, i, rows=int(group.num_rows), column_bytes=sizes))
+        parts.append(
+            TablePart(file, i, rows=int(group.num_rows), column_bytes=sizes, column_memory=_column_memory(pf, i))
+        )
     return parts
 
 

@@ -133,6 +133,43 @@ def test_a_shuffle_between_regions_is_reported_by_the_locality_report(client, fr
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("shuffle_method", ["p2p", "tasks"])
+def test_the_plan_of_a_shuffle_between_regions_bounds_and_expects_what_crosses(client, frames, shuffle_method):
+    """proximate.plan sizes a shuffled merge of two regions' tables before it runs (from the Parquet footers): its
+    upper bound (every shuffled byte leaves its region) holds, and its expected value (outputs spread evenly over
+    the four workers) is within 25% of what the locality report then measures between the regions."""
+    from proximate.egress import plan_markdown
+
+    left = tables.open_table("a", LEFT, client=client)
+    right = tables.open_table("b", RIGHT, client=client)
+    total = left.merge(right, on="k", shuffle_method=shuffle_method)[["v_x", "v_y"]].sum()
+    egress = proximate.plan(total)  # workers per region from the default client: two in each region
+    regions = list(worker_regions(client).values())
+    assert proximate.plan(total, workers_by_region={r: regions.count(r) for r in set(regions)}).to_dict() == (
+        egress.to_dict()
+    )
+    with Reads(client) as reads, locality(client) as report:
+        got = total.compute()
+    reads.assert_in_place()
+    expected = frames["left"].merge(frames["right"], on="k")[["v_x", "v_y"]].sum()
+    np.testing.assert_allclose(got.to_numpy(), expected.to_numpy(), rtol=1e-9)
+    # The oracle of the bound: both sides' rows as pandas holds them (all three columns enter the shuffle).
+    sides = int(frames["left"].memory_usage(index=False).sum() + frames["right"].memory_usage(index=False).sum())
+    upper = egress.bytes_between.get(("a", "b"), 0) + egress.bytes_between.get(("b", "a"), 0)
+    expected_cross = egress.expected_bytes_between.get(("a", "b"), 0) + egress.expected_bytes_between.get(("b", "a"), 0)
+    crossed = _between_regions(report)
+    print(shuffle_method, "measured", crossed, "upper", upper, "expected", expected_cross, egress.to_dict())
+    assert upper == sides, egress.to_dict()
+    assert expected_cross == sides // 2, egress.to_dict()  # two workers of four in each region
+    assert not egress.exact and egress.bounds, egress.to_dict()
+    assert "An upper bound" in plan_markdown(egress) and f"Expected in total: {expected_cross:,}" in plan_markdown(
+        egress
+    )
+    assert crossed <= upper, (crossed, upper, report.bytes_between)
+    assert abs(crossed - expected_cross) <= 0.25 * crossed, (crossed, expected_cross, report.bytes_between)
+
+
+@pytest.mark.slow
 def test_a_broadcast_join_moves_the_small_table_once(client, frames):
     large = tables.open_table("a", LEFT, client=client)
     small = tables.open_table("b", STATIONS, client=client)
