@@ -357,9 +357,11 @@ def plan(
     region_of: dict[Any, str | None] = {}
     nbytes: dict[Any, int] = {}
     tasks_by_region: dict[str | None, int] = defaultdict(int)
-    # Bytes of the reads a DataFrame task derives from (None: after a shuffle, or unknown), for shuffle inputs.
-    flow: dict[Any, int | None] = {}
-    shuffled: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    # The sized tasks (reads, chunks) a DataFrame task derives from (None: after a shuffle, or unknown), each counted
+    # once (a set_index task takes a partition and its partitioning column, both from one read), with their sizes.
+    flow: dict[Any, frozenset[Any] | None] = {}
+    source_bytes: dict[Any, int] = {}
+    shuffled: dict[str, dict[Any, str]] = defaultdict(dict)  # shuffle name -> source -> region it enters in
     unknown_shuffle_inputs = 0
     needed = _needed_by_layer(graph, outputs)
     for name, deps in needed:
@@ -381,10 +383,11 @@ def plan(
                 size = 0
                 # Only tasks without a size of their own pay for this (never an array's chunks).
                 inputs = [flow.get(d) for d in deps[key]]
-                flow[key] = None if None in inputs else sum(inputs)  # type: ignore[arg-type]
+                flow[key] = None if None in inputs else frozenset().union(*inputs)  # type: ignore[arg-type]
                 entering = _shuffle_input(key)
             else:  # a read: its rows in memory are what a shuffle moves (encoding shrinks them on disk)
-                flow[key] = size if read is None else _read_size(task, "memory_bytes") or size
+                flow[key] = frozenset((key,))
+                source_bytes[key] = size if read is None else _read_size(task, "memory_bytes") or size
             nbytes[key] = size
             # Rule 1 first, as the router: a read runs where its file is (a materialised layer's tasks only: an
             # array's Blockwise layers read through pinned layers, and the router finds no file in them either).
@@ -405,7 +408,8 @@ def plan(
             tasks_by_region[here] += 1
             if entering:
                 if flow[key] is not None and here is not None:
-                    shuffled[key_name(key)][here] += flow[key]  # type: ignore[operator]
+                    for source in flow[key]:  # type: ignore[union-attr]
+                        shuffled[key_name(key)].setdefault(source, here)
                 elif not any(key_name(d).startswith("stage-") for d in deps[key]):  # not a later stage of one
                     unknown_shuffle_inputs += 1
                 flow[key] = None  # what leaves a shuffle depends on the data
@@ -427,7 +431,12 @@ def plan(
                     continue
                 seen.add((dep, to))
                 moved[(key_name(dep), source, to)] += nbytes.get(dep, 0)
-    below = _add_shuffles(out, shuffled, unknown_shuffle_inputs, workers_by_region, moved)
+    shuffled_bytes: dict[str, dict[str, int]] = {}
+    for name, entered in shuffled.items():
+        shuffled_bytes[name] = defaultdict(int)
+        for source, where in entered.items():
+            shuffled_bytes[name][where] += source_bytes[source]
+    below = _add_shuffles(out, shuffled_bytes, unknown_shuffle_inputs, workers_by_region, moved)
     for key in dict.fromkeys(outputs):
         out.result_bytes += nbytes[key]
         if region_of[key] is not None:
