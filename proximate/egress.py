@@ -381,13 +381,22 @@ def plan(
             if size is None:
                 out.unsized_tasks += 1
                 size = 0
-                # Only tasks without a size of their own pay for this (never an array's chunks).
-                inputs = [flow.get(d) for d in deps[key]]
+                # Only tasks without a size of their own pay for this (never an array's chunks: a sized input is
+                # its own source, looked at only when a DataFrame task takes it).
+                inputs = []
+                for dep in deps[key]:
+                    if dep in flow:
+                        inputs.append(flow[dep])
+                    elif dep in nbytes:
+                        inputs.append(frozenset((dep,)))
+                        source_bytes.setdefault(dep, nbytes[dep])
+                    else:
+                        inputs.append(None)
                 flow[key] = None if None in inputs else frozenset().union(*inputs)  # type: ignore[arg-type]
                 entering = _shuffle_input(key)
-            else:  # a read: its rows in memory are what a shuffle moves (encoding shrinks them on disk)
+            elif read is not None:  # a read: its rows in memory are what a shuffle moves (encoding shrinks them)
                 flow[key] = frozenset((key,))
-                source_bytes[key] = size if read is None else _read_size(task, "memory_bytes") or size
+                source_bytes[key] = _read_size(task, "memory_bytes") or size
             nbytes[key] = size
             # Rule 1 first, as the router: a read runs where its file is (a materialised layer's tasks only: an
             # array's Blockwise layers read through pinned layers, and the router finds no file in them either).
