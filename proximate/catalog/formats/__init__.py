@@ -11,8 +11,7 @@ from proximate.catalog.formats.zarr import ZarrHandler
 
 #: The handler of each format :func:`proximate.formats.dataset_format` can return.
 HANDLERS: dict[str, FormatHandler] = {
-    h.name: h
-    for h in (NetCDFHandler(), ZarrHandler(), GribHandler(), GeoTiffHandler(), ParquetHandler(), CSVHandler())
+    h.name: h for h in (NetCDFHandler(), ZarrHandler(), GribHandler(), GeoTiffHandler(), ParquetHandler(), CSVHandler())
 }
 
 __all__ = ["HANDLERS", "FormatHandler", "Header", "Var"]
