@@ -16,10 +16,10 @@ Tables: a partition read by :func:`proximate.tables.open_table` is sized from it
 chunks (uncompressed, the columns it reads) or its CSV file's size, before any row is read (``read_bytes`` of
 the plan, by region); what DataFrame operations derive from it has no predicted size, except what enters a shuffle
 (a P2P or task-based merge, ``set_index``, ``groupby(split_out=...)``): each shuffle input is sized by the rows
-in memory of the reads it derives from (each read once), and the shuffle's crossing is predicted from where those bytes are and how many workers
-each region has (:func:`expected_shuffle_cross_bytes`). Where the outputs land depends on the data, so the plan
-counts the upper bound (every shuffled byte leaves its region) in ``bytes_between`` and ``bounds``, and the
-expected value in ``expected_bytes_between``.
+in memory of the reads it derives from (each read once), and the shuffle's crossing is predicted from where those
+bytes are and how many workers each region has (:func:`expected_shuffle_cross_bytes`). Where the outputs land
+depends on the data, so the plan counts the upper bound (every shuffled byte leaves its region) in
+``bytes_between`` and ``bounds``, and the expected value in ``expected_bytes_between``.
 
 Limits (stated in the plan as ``unsized_tasks``/``unplaced_tasks``): tasks whose layer is not a Dask array or a
 table read (DataFrame operations, delayed) have no predicted size and count as 0 bytes; tasks derived only from
