@@ -105,6 +105,7 @@ def test_compare_flow_interpolates_observations_on_a_different_grid(prefect_serv
     assert res.cross_region_bytes <= 1.1 * minimum, res
 
 
+@pytest.mark.slow  # needs the module's two-region cluster (about 20 s to start): kept out of the fast tier
 @pytest.mark.parametrize(
     "kwargs, message",
     [
@@ -204,6 +205,7 @@ def _seasonal_partial_bytes(path, valid_min: float) -> int:
         return seasons.sum().nbytes + seasons.count().nbytes
 
 
+@pytest.mark.slow  # needs the module's two-region cluster (about 20 s to start): kept out of the fast tier
 def test_summarize_flow_reduces_each_dataset_in_place(cluster, seasonal_catalog, tmp_path):
     from flows.analysis import summarize
     from proximate.catalog.query import DatasetQuery
@@ -225,6 +227,7 @@ def test_summarize_flow_reduces_each_dataset_in_place(cluster, seasonal_catalog,
         np.testing.assert_allclose(got.tas_max.values, src.tas.max("time").values)
 
 
+@pytest.mark.slow  # needs the module's two-region cluster (about 20 s to start): kept out of the fast tier
 def test_query_flows_fail_clearly_before_heavy_work(cluster, seasonal_catalog, tmp_path):
     from flows.analysis import seasonal_mean
     from proximate.catalog.query import DatasetQuery
@@ -418,6 +421,7 @@ def test_bad_parameters_fail_within_seconds_naming_the_value_and_start_no_cluste
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow  # needs the module's two-region cluster (about 20 s to start): kept out of the fast tier
 def test_a_dataset_in_a_region_the_cluster_lacks_fails_fast_naming_it(cluster, seasonal_catalog, tmp_path):
     from proximate.analysis import ParameterError
 
@@ -431,6 +435,7 @@ def test_a_dataset_in_a_region_the_cluster_lacks_fails_fast_naming_it(cluster, s
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow  # needs the module's two-region cluster (about 20 s to start): kept out of the fast tier
 def test_relative_outputs_go_under_the_results_root_of_the_flows_process(
     cluster, flow_data, seasonal_catalog, tmp_path, monkeypatch
 ):
@@ -589,6 +594,7 @@ def _run_record(flow_run_id):
     return asyncio.run(fetch())
 
 
+@pytest.mark.slow  # needs the module's two-region cluster (about 20 s to start): kept out of the fast tier
 @pytest.mark.parametrize(
     ("parameters", "message"),
     [
@@ -641,6 +647,7 @@ def test_an_input_error_fails_the_run_once_without_a_traceback_before_any_work(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow  # needs the module's two-region cluster (about 20 s to start): kept out of the fast tier
 def test_seasonal_mean_logs_each_opened_path_once(cluster, seasonal_catalog, run_page_logs, tmp_path):
     from flows.analysis import seasonal_mean
 

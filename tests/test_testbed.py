@@ -284,6 +284,7 @@ def test_tls_cluster_works_and_plaintext_is_refused(bed, tb_agent):
     assert tb_agent.call(plaintext_and_foreign_ca_refused, bed.scheduler_address) == ["plaintext", "foreign CA"]
 
 
+@pytest.mark.slow  # the testbed's namespaces and processes (8 s to build): kept out of the fast tier
 def test_no_testbed_process_listens_on_a_wildcard(bed):
     """Each process binds its namespace's address (or loopback there); the scheduler serves no HTTP at all."""
     bound = {name: tree_listeners(proc.pid) for name, proc in bed.processes.items()}
