@@ -4,6 +4,7 @@ derived task is placed by the router's rule on predicted sizes, and shuffles bet
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import defaultdict
 from collections.abc import Mapping
@@ -21,7 +22,7 @@ from proximate.regions import POOL_PREFIX, region_of_resource, validate_region_n
 class _LayerInfo:
     """What a layer tells about each of its tasks: the region its annotations pin them to, their chunk sizes."""
 
-    __slots__ = ("chunks", "itemsize", "region", "resources")
+    __slots__ = ("chunks", "itemsize", "region", "resources", "uniform_bytes")
 
     def __init__(self, layer: Any) -> None:
         self.resources = (layer.annotations or {}).get("resources")
@@ -32,6 +33,13 @@ class _LayerInfo:
             self.itemsize = np.dtype(info["dtype"]).itemsize if info.get("dtype") is not None else None
         except TypeError:
             self.itemsize = None
+        # Most arrays have chunks of one size along each axis: then every task's size is the same, computed once
+        # (a 100,000-task plan spent a sixth of its time multiplying chunk shapes).
+        self.uniform_bytes: int | None = None
+        if self.chunks is not None and self.itemsize is not None:
+            with contextlib.suppress(TypeError, ValueError):
+                if all(len(set(axis)) == 1 for axis in self.chunks):
+                    self.uniform_bytes = self.itemsize * math.prod(axis[0] for axis in self.chunks)
 
     def region_of(self, key: Any) -> str | None:
         """The region ``key`` is pinned to, if any."""
@@ -44,6 +52,8 @@ class _LayerInfo:
         chunks = self.chunks
         if chunks is None or self.itemsize is None or not isinstance(key, tuple) or len(key) != len(chunks) + 1:
             return None
+        if self.uniform_bytes is not None:
+            return self.uniform_bytes
         try:
             return self.itemsize * math.prod(chunks[d][i] for d, i in enumerate(key[1:]))
         except (IndexError, TypeError):
