@@ -107,19 +107,31 @@ def _between_regions(report) -> int:
     return report.bytes_between.get(("a", "b"), 0) + report.bytes_between.get(("b", "a"), 0)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("shuffle_method", ["p2p", "tasks"])
-def test_a_shuffle_between_regions_is_reported_by_the_locality_report(client, frames, shuffle_method):
-    """A reduced result (one number) after a shuffled merge: what crosses between regions is the shuffle's shards,
-    about half of each side (each output partition lands on one of the four workers, two per region)."""
+def _merged_sum(client, shuffle_method: str):
+    """The two regions' tables, and the sums of both value columns of their merge on ``k`` (lazy)."""
     left = tables.open_table("a", LEFT, client=client)
     right = tables.open_table("b", RIGHT, client=client)
-    total = left.merge(right, on="k", shuffle_method=shuffle_method)[["v_x", "v_y"]].sum()
+    return left, right, left.merge(right, on="k", shuffle_method=shuffle_method)[["v_x", "v_y"]].sum()
+
+
+def _computed_in_place_equal_to_pandas(client, frames, total):
+    """Compute the merged sums, check every read ran in its region and the answer is pandas', and return the
+    locality report of the computation."""
     with Reads(client) as reads, locality(client) as report:
         got = total.compute()
     reads.assert_in_place()
     expected = frames["left"].merge(frames["right"], on="k")[["v_x", "v_y"]].sum()
     np.testing.assert_allclose(got.to_numpy(), expected.to_numpy(), rtol=1e-9)
+    return report
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shuffle_method", ["p2p", "tasks"])
+def test_a_shuffle_between_regions_is_reported_by_the_locality_report(client, frames, shuffle_method):
+    """A reduced result (one number) after a shuffled merge: what crosses between regions is the shuffle's shards,
+    about half of each side (each output partition lands on one of the four workers, two per region)."""
+    left, right, total = _merged_sum(client, shuffle_method)
+    report = _computed_in_place_equal_to_pandas(client, frames, total)
     sides = int(frames["left"].memory_usage(index=False).sum() + frames["right"].memory_usage(index=False).sum())
     crossed = _between_regions(report)
     regions = worker_regions(client).values()
@@ -140,19 +152,13 @@ def test_the_plan_of_a_shuffle_between_regions_bounds_and_expects_what_crosses(c
     the four workers) is within 25% of what the locality report then measures between the regions."""
     from proximate.egress import plan_markdown
 
-    left = tables.open_table("a", LEFT, client=client)
-    right = tables.open_table("b", RIGHT, client=client)
-    total = left.merge(right, on="k", shuffle_method=shuffle_method)[["v_x", "v_y"]].sum()
+    _, _, total = _merged_sum(client, shuffle_method)
     egress = proximate.plan(total)  # workers per region from the default client: two in each region
     regions = list(worker_regions(client).values())
     assert proximate.plan(total, workers_by_region={r: regions.count(r) for r in set(regions)}).to_dict() == (
         egress.to_dict()
     )
-    with Reads(client) as reads, locality(client) as report:
-        got = total.compute()
-    reads.assert_in_place()
-    expected = frames["left"].merge(frames["right"], on="k")[["v_x", "v_y"]].sum()
-    np.testing.assert_allclose(got.to_numpy(), expected.to_numpy(), rtol=1e-9)
+    report = _computed_in_place_equal_to_pandas(client, frames, total)
     # The oracle of the bound: both sides' rows as pandas holds them (all three columns enter the shuffle).
     sides = int(frames["left"].memory_usage(index=False).sum() + frames["right"].memory_usage(index=False).sum())
     upper = egress.bytes_between.get(("a", "b"), 0) + egress.bytes_between.get(("b", "a"), 0)

@@ -22,6 +22,12 @@ TABLE_SUFFIXES = PARQUET_SUFFIXES + CSV_SUFFIXES
 # -- opening ------------------------------------------------------------------------------------------------------
 
 
+def _sum_of_columns(sizes: Sequence[tuple[str, int]], columns: Sequence[str] | None) -> int:
+    """The sizes of ``columns`` (None: all) among ``(column, bytes)`` pairs, summed."""
+    wanted = None if columns is None else set(columns)
+    return sum(n for c, n in sizes if wanted is None or c in wanted)
+
+
 @dataclass(frozen=True)
 class TablePart:
     """One partition of a table: a file of the dataset (a row group of it, for Parquet)."""
@@ -51,8 +57,7 @@ class TablePart:
             (40, 16)
         """
         if self.column_bytes:
-            wanted = None if columns is None else set(columns)
-            return sum(n for c, n in self.column_bytes if wanted is None or c in wanted)
+            return _sum_of_columns(self.column_bytes, columns)
         return self.file_bytes
 
     def memory_bytes(self, columns: Sequence[str] | None = None) -> int | None:
@@ -66,8 +71,7 @@ class TablePart:
             (40, 24)
         """
         if self.column_memory:
-            wanted = None if columns is None else set(columns)
-            return sum(n for c, n in self.column_memory if wanted is None or c in wanted)
+            return _sum_of_columns(self.column_memory, columns)
         return self.read_bytes(columns)
 
 
