@@ -52,9 +52,19 @@ def _run_deployment(api: str, name: str, parameters: dict) -> str:
         time.sleep(2)
 
 
-def _run_messages(api: str, run_id: str) -> list[str]:
-    logs = httpx.post(f"{api}/logs/filter", json={"logs": {"flow_run_id": {"any_": [run_id]}}}, timeout=60).json()
-    return [entry["message"] for entry in logs]
+def _run_messages(api: str, run_id: str, containing: str, timeout: float = 120) -> list[str]:
+    """The run's log messages once one contains `containing`.
+
+    A flow run's process ships its logs to the server in batches, so a run can be COMPLETED before its last
+    lines are stored: poll until the line looked for arrives or `timeout` s pass.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        logs = httpx.post(f"{api}/logs/filter", json={"logs": {"flow_run_id": {"any_": [run_id]}}}, timeout=60).json()
+        messages = [entry["message"] for entry in logs]
+        if any(containing in m for m in messages) or time.monotonic() > deadline:
+            return messages
+        time.sleep(1)
 
 
 @pytest.mark.slow  # a real OpenSearch node and proximate up: 445 s measured at load 17-22 on 2 cores
@@ -84,8 +94,9 @@ def test_up_with_the_opensearch_catalog_indexes_the_demo_and_a_deployment_search
         client.delete(index=DEFAULT_INDEX, id=record_id("gcp", "daily/tas_2025.nc"), refresh=True)
         parameters = {"query": {"text": QUERY}, "variables": ["tas"], "statistics": ["mean"], "dry_run": True}
         run_id = _run_deployment(up.state["api"], "summarize", parameters)
-        found = [m for m in _run_messages(up.state["api"], run_id) if " dataset(s): " in m]
-        assert len(found) == 1, _run_messages(up.state["api"], run_id)
+        messages = _run_messages(up.state["api"], run_id, containing=" dataset(s): ")
+        found = [m for m in messages if " dataset(s): " in m]
+        assert len(found) == 1, messages
         assert set(found[0].split(": ", 1)[1].split(", ")) == matches - {"gcp:daily/tas_2025.nc"}, found
 
         pids = up.state["pids"]
