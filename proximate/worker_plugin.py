@@ -49,6 +49,63 @@ def _in_task_thread() -> bool:
     return getattr(thread_state, "key", None) is not None and getattr(thread_state, "actor", False) is False
 
 
+class _ProcessPatch:
+    """Attributes of a class replaced for the whole process while at least one owner holds the patch.
+
+    distributed has no hook for several things proximate needs to see (a client opened in a task, a shard sent, a
+    connection's handshake), so plugins wrap class attributes. A class is shared by every worker of a process
+    while each worker installs its own plugin, hence one record per patch: the first ``hold`` puts the wrappers
+    in place, the last ``release`` puts the originals back (an attribute the class only inherited is deleted
+    again), and both are idempotent per owner.
+
+    Args:
+        target: returns the class to patch (called at the first hold, so an import can wait until needed).
+        names: the attributes replaced.
+        wrap: given the owners' mapping (owner -> the value it held with, alive for the patch's life) and the
+            original attributes, returns the replacements, in the order of ``names``.
+    """
+
+    def __init__(
+        self,
+        target: Callable[[], type],
+        names: tuple[str, ...],
+        wrap: Callable[..., tuple[Callable[..., Any], ...]],
+    ) -> None:
+        self._target = target
+        self._names = names
+        self._wrap = wrap
+        self.owners: dict[Any, Any] = {}
+        # (class, {name: (original, defined on the class itself)}) while the patch is in place.
+        self._saved: tuple[type, dict[str, tuple[Any, bool]]] | None = None
+
+    @property
+    def in_place(self) -> bool:
+        return self._saved is not None
+
+    def hold(self, owner: Any, value: Any = None) -> None:
+        """Record ``owner`` (with ``value``), putting the wrappers in place unless they already are."""
+        self.owners[owner] = value
+        if self._saved is None:
+            cls = self._target()
+            saved = {name: (getattr(cls, name), name in vars(cls)) for name in self._names}
+            replacements = self._wrap(self.owners, *(original for original, _ in saved.values()))
+            for name, replacement in zip(self._names, replacements, strict=True):
+                setattr(cls, name, replacement)
+            self._saved = (cls, saved)
+
+    def release(self, owner: Any) -> None:
+        """Forget ``owner``; once no owner is left, put the originals back."""
+        self.owners.pop(owner, None)
+        if not self.owners and self._saved is not None:
+            cls, saved = self._saved
+            for name, (original, own) in saved.items():
+                if own:
+                    setattr(cls, name, original)
+                else:
+                    delattr(cls, name)
+            self._saved = None
+
+
 class SecedeWhileClientsBlock(WorkerPlugin):
     """A task that opens a synchronous Client (prefect-dask's ``get_dask_client()`` does) waits on work that may
     need its own thread: with every thread of a region so occupied, the region deadlocks. While this plugin is
@@ -62,9 +119,10 @@ class SecedeWhileClientsBlock(WorkerPlugin):
     """
 
     name = "proximate-secede-while-clients-block"
-    # The plugins that have the patch in place: there is one Client class per process, whatever the workers.
-    _owners: ClassVar[set[SecedeWhileClientsBlock]] = set()
-    _originals: ClassVar[tuple[Callable[..., Any], Callable[..., Any]] | None] = None
+    # One Client class per process, whatever the workers: the plugins share one patch.
+    _patch: ClassVar[_ProcessPatch] = _ProcessPatch(
+        lambda: Client, ("__enter__", "__exit__"), lambda _owners, enter, exit_: _seceding(enter, exit_)
+    )
 
     def setup(self, worker: Any = None) -> None:
         """Wrap ``Client.__enter__``/``__exit__`` unless already wrapped.
@@ -72,11 +130,7 @@ class SecedeWhileClientsBlock(WorkerPlugin):
         Args:
             worker: the worker installing the plugin (unused: the patch is process-wide).
         """
-        cls = SecedeWhileClientsBlock
-        if cls._originals is None:
-            cls._originals = (Client.__enter__, Client.__exit__)
-            Client.__enter__, Client.__exit__ = _seceding(*cls._originals)  # type: ignore[method-assign]
-        cls._owners.add(self)
+        self._patch.hold(self)
 
     def teardown(self, worker: Any = None) -> None:
         """Put the original ``Client.__enter__``/``__exit__`` back once no installed plugin is left.
@@ -84,11 +138,7 @@ class SecedeWhileClientsBlock(WorkerPlugin):
         Args:
             worker: the worker removing the plugin (unused: the patch is process-wide).
         """
-        cls = SecedeWhileClientsBlock
-        cls._owners.discard(self)
-        if not cls._owners and cls._originals is not None:
-            Client.__enter__, Client.__exit__ = cls._originals  # type: ignore[method-assign]
-            cls._originals = None
+        self._patch.release(self)
 
 
 def _seceding(enter: Callable[..., Any], exit_: Callable[..., Any]) -> tuple[Callable[..., Any], Callable[..., Any]]:
@@ -186,28 +236,23 @@ class P2PSendLog(WorkerPlugin):
     """
 
     name = "proximate-p2p-send-log"
-    #: Worker address -> worker, for the process-wide wrapper.
-    _workers: ClassVar[dict[str, Any]] = {}
-    _original: ClassVar[Callable[..., Any] | None] = None
+    #: Owner: the worker's address, held with the worker (the process-wide wrapper finds the sender by it).
+    _patch: ClassVar[_ProcessPatch] = _ProcessPatch(
+        lambda: _shuffle_run(), ("_send",), lambda workers, send: (_logging_send(send, workers),)
+    )
 
     def setup(self, worker: Any = None) -> None:
-        from distributed.shuffle._core import ShuffleRun
-
-        cls = P2PSendLog
-        cls._workers[worker.address] = worker
-        if cls._original is None:
-            cls._original = ShuffleRun._send
-            ShuffleRun._send = _logging_send(cls._original, cls._workers)  # type: ignore[method-assign]
+        self._patch.hold(worker.address, worker)
 
     def teardown(self, worker: Any = None) -> None:
-        from distributed.shuffle._core import ShuffleRun
-
-        cls = P2PSendLog
         if worker is not None:
-            cls._workers.pop(worker.address, None)
-        if not cls._workers and cls._original is not None:
-            ShuffleRun._send = cls._original  # type: ignore[method-assign]
-            cls._original = None
+            self._patch.release(worker.address)
+
+
+def _shuffle_run() -> type:
+    from distributed.shuffle._core import ShuffleRun
+
+    return ShuffleRun
 
 
 def _logging_send(send: Callable[..., Any], workers: dict[str, Any]) -> Callable[..., Any]:
@@ -265,27 +310,14 @@ class TransferRequesters(WorkerPlugin):
     """
 
     name = "proximate-transfer-requesters"
-    #: Installed plugins and their worker's region: the process says a region only while they all agree.
-    _regions: ClassVar[dict[TransferRequesters, str | None]] = {}
-    _original: ClassVar[Callable[..., Any] | None] = None
+    #: Owner: an installed plugin, held with its worker's region (the process says a region only while all agree).
+    _patch: ClassVar[_ProcessPatch] = _ProcessPatch(
+        lambda: _comm(), ("handshake_info",), lambda regions, info: (_handshake_with_region(info, regions),)
+    )
 
     def setup(self, worker: Any = None) -> None:
         """Wrap ``Comm.handshake_info`` (once per process) and this worker's ``get_data`` handler."""
-        from distributed.comm.core import Comm
-
-        cls = TransferRequesters
-        cls._regions[self] = getattr(worker, "proximate_region", None)
-        if cls._original is None:
-            cls._original = original_info = Comm.handshake_info
-
-            def handshake_info(comm: Any) -> dict[str, Any]:
-                info = original_info(comm)
-                regions = set(cls._regions.values())
-                if len(regions) == 1 and None not in regions:
-                    info[REGION_HANDSHAKE_KEY] = next(iter(regions))
-                return info
-
-            Comm.handshake_info = handshake_info  # type: ignore[method-assign]
+        self._patch.hold(self, getattr(worker, "proximate_region", None))
         original = worker.handlers["get_data"]
         log = worker.transfer_outgoing_log
 
@@ -303,16 +335,31 @@ class TransferRequesters(WorkerPlugin):
 
     def teardown(self, worker: Any = None) -> None:
         """Put this worker's ``get_data`` back, and ``Comm.handshake_info`` once no plugin is left."""
-        from distributed.comm.core import Comm
-
-        cls = TransferRequesters
-        cls._regions.pop(self, None)
+        self._patch.release(self)
         handler = worker.handlers.get("get_data") if worker is not None else None
         if handler is not None and hasattr(handler, "proximate_original"):
             worker.handlers["get_data"] = handler.proximate_original
-        if not cls._regions and cls._original is not None:
-            Comm.handshake_info = cls._original  # type: ignore[method-assign]
-            cls._original = None
+
+
+def _comm() -> type:
+    from distributed.comm.core import Comm
+
+    return Comm
+
+
+def _handshake_with_region(
+    handshake_info: Callable[..., dict[str, Any]], regions: dict[Any, str | None]
+) -> Callable[..., dict[str, Any]]:
+    """``Comm.handshake_info`` adding this process's region, when every installed plugin names the same one."""
+
+    def wrapped(comm: Any) -> dict[str, Any]:
+        info = handshake_info(comm)
+        named = set(regions.values())
+        if len(named) == 1 and None not in named:
+            info[REGION_HANDSHAKE_KEY] = next(iter(named))
+        return info
+
+    return wrapped
 
 
 async def dask_setup(worker: Any) -> None:

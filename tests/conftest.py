@@ -3,6 +3,7 @@ Dask cluster of separate processes. Each binds to 127.0.0.1, starts once per ses
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import urllib.request
@@ -38,6 +39,23 @@ REAL_DATA = Path(__file__).resolve().parent / "data" / "real"
 from proximate.testing.local_s3 import free_port  # noqa: E402, F401 - tests import it from here; after the env setup
 
 # -- Prefect ---------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _no_heartbeats(*args, **kwargs):
+    yield
+
+
+def pytest_configure(config):
+    """Every flow called in this process ends by joining Prefect's heartbeat thread, which sleeps in whole
+    seconds: about 1 s per flow call whatever the flow does, ~100 s of the fast tier. Heartbeats only let the
+    server notice a crashed run, which no test here relies on, and Prefect's setting cannot turn them off (it
+    takes 30 s or more, never None), so this process skips them. Processes the tests start (`proximate up`,
+    its Prefect worker and flow runs) keep Prefect's default."""
+    import prefect.flow_engine
+
+    assert hasattr(prefect.flow_engine, "_send_heartbeats"), "Prefect's heartbeat helper moved: update this hook"
+    prefect.flow_engine._send_heartbeats = _no_heartbeats
 
 
 @pytest.fixture(scope="session")

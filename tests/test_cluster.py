@@ -76,6 +76,41 @@ def test_workers_run_the_secede_plugin_which_owns_its_patch(client):
         second.teardown()
 
 
+def test_a_process_patch_is_in_place_while_any_owner_holds_it_and_leaves_the_class_as_found():
+    from proximate.worker_plugin import _ProcessPatch
+
+    class Base:
+        def inherited(self):
+            return "base"
+
+    class Target(Base):
+        def own(self):
+            return "own"
+
+    seen = []
+
+    def wrap(owners, own, inherited):
+        def own_wrapped(self):
+            seen.append(dict(owners))
+            return "wrapped " + own(self)
+
+        return own_wrapped, lambda self: "wrapped " + inherited(self)
+
+    patch = _ProcessPatch(lambda: Target, ("own", "inherited"), wrap)
+    original_own = Target.own
+    patch.hold("w1", "a")
+    patch.hold("w1", "a")  # idempotent per owner
+    patch.hold("w2", "b")
+    assert (Target().own(), Target().inherited()) == ("wrapped own", "wrapped base")
+    assert seen == [{"w1": "a", "w2": "b"}]  # the wrappers see the owners as they are now
+    patch.release("w1")
+    assert patch.in_place and Target().own() == "wrapped own"
+    patch.release("w2")
+    patch.release("w2")  # idempotent
+    assert not patch.in_place
+    assert Target.own is original_own and "inherited" not in vars(Target) and Target().inherited() == "base"
+
+
 def _descendants(pid: int) -> set[int]:
     try:
         return {p.pid for p in psutil.Process(pid).children(recursive=True)}

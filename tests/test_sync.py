@@ -568,7 +568,7 @@ def test_server_faults_fail_only_their_objects_and_a_rerun_finishes(s3, tmp_path
         assert proxy.gets[f"{BUCKET}/p/d2/sub2/obj-0002.bin"] == 3
     failed = dict(result.failed)
     assert set(failed) == broken | {"p/d3/sub0/obj-0003.bin", "p/plain.bin", "p/multi.bin"}, failed
-    assert all("503" in failed[k] or "ServiceUnavailable" in failed[k] for k in broken), failed
+    assert all("503" in failed[k] or "ServiceUnavailable" in failed[k] for k in broken), {k: failed[k] for k in broken}
     assert "CRC32 (crc32)" in failed["p/d3/sub0/obj-0003.bin"] and "MD5 (md5)" in failed["p/plain.bin"], failed
     assert "multipart checksum" in failed["p/multi.bin"], failed  # part-wise reads: the -N checksum is recomputed
     assert result.transferred == len(objects) - 5
