@@ -34,6 +34,8 @@ NLAT, NLON, HEIGHTS = 90, 180, 16
 # Short enough to keep the cut-link test quick, long enough that a heartbeat late on a loaded 2-core machine
 # does not drop a healthy worker.
 WORKER_TTL = 10.0
+#: Bytes two transfers of the same keys may differ by in message headers (a message frame is tens of bytes).
+FRAMING_SLACK = 1024
 TCP_TIMEOUT = 12.0
 NO_WORKERS_TIMEOUT = 5.0
 # Below Dask's connect timeout (30 s): a cut link errs once the first fetch attempt has failed.
@@ -370,7 +372,9 @@ def test_a_10s_inter_region_cut_heals_with_the_same_result_and_cross_region_byte
     assert out["error"] is None, out
     assert out["seconds"] > 9, out  # the cross-region transfer had to wait for the link
     xr.testing.assert_allclose(out["result"], uncut["result"])
-    assert out["cross_region_bytes"] == uncut["cross_region_bytes"], (out, uncut)
+    # The same data crossed, nothing twice: equal up to the framing of Dask's messages (after a failed fetch it
+    # may batch the keys into other messages; 41 B apart in one run at load 13), and never below the data itself.
+    assert out["minimum"] <= out["cross_region_bytes"] <= uncut["cross_region_bytes"] + FRAMING_SLACK, (out, uncut)
     print(f"\n10 s cut: completed in {out['seconds']:.1f} s (uncut {uncut['seconds']:.1f} s)")
 
 
