@@ -75,8 +75,9 @@ class _ProcessPatch:
         self._names = names
         self._wrap = wrap
         self.owners: dict[Any, Any] = {}
-        # (class, {name: (original, defined on the class itself)}) while the patch is in place.
-        self._saved: tuple[type, dict[str, tuple[Any, bool]]] | None = None
+        # (class, {name: what the class itself held, None where it only inherited}) while the patch is in place;
+        # the raw entry, so that a staticmethod or classmethod goes back as one.
+        self._saved: tuple[type, dict[str, Any]] | None = None
 
     @property
     def in_place(self) -> bool:
@@ -87,8 +88,8 @@ class _ProcessPatch:
         self.owners[owner] = value
         if self._saved is None:
             cls = self._target()
-            saved = {name: (getattr(cls, name), name in vars(cls)) for name in self._names}
-            replacements = self._wrap(self.owners, *(original for original, _ in saved.values()))
+            saved = {name: vars(cls).get(name) for name in self._names}
+            replacements = self._wrap(self.owners, *(getattr(cls, name) for name in self._names))
             for name, replacement in zip(self._names, replacements, strict=True):
                 setattr(cls, name, replacement)
             self._saved = (cls, saved)
@@ -98,11 +99,11 @@ class _ProcessPatch:
         self.owners.pop(owner, None)
         if not self.owners and self._saved is not None:
             cls, saved = self._saved
-            for name, (original, own) in saved.items():
-                if own:
-                    setattr(cls, name, original)
-                else:
+            for name, original in saved.items():
+                if original is None:
                     delattr(cls, name)
+                else:
+                    setattr(cls, name, original)
             self._saved = None
 
 
