@@ -118,7 +118,10 @@ class FaultProxy:
                         if left:
                             proxy.flaky[target] = left - 1
                     if target in proxy.fail or left:
-                        self._reply(503, {"Content-Type": "application/xml"}, ERROR_503)
+                        # A HEAD answer has no body: one written anyway would stay in the keep-alive connection and
+                        # break whatever request used it next, failing another object with a garbled response.
+                        head = self.command == "HEAD"
+                        self._reply(503, {"Content-Type": "application/xml"}, ERROR_503, head=head)
                         return
                     if proxy.delay:
                         time.sleep(proxy.delay)
