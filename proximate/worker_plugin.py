@@ -107,6 +107,18 @@ class _ProcessPatch:
             self._saved = None
 
 
+def _shuffle_run() -> type:
+    from distributed.shuffle._core import ShuffleRun
+
+    return ShuffleRun
+
+
+def _comm() -> type:
+    from distributed.comm.core import Comm
+
+    return Comm
+
+
 class SecedeWhileClientsBlock(WorkerPlugin):
     """A task that opens a synchronous Client (prefect-dask's ``get_dask_client()`` does) waits on work that may
     need its own thread: with every thread of a region so occupied, the region deadlocks. While this plugin is
@@ -239,7 +251,7 @@ class P2PSendLog(WorkerPlugin):
     name = "proximate-p2p-send-log"
     #: Owner: the worker's address, held with the worker (the process-wide wrapper finds the sender by it).
     _patch: ClassVar[_ProcessPatch] = _ProcessPatch(
-        lambda: _shuffle_run(), ("_send",), lambda workers, send: (_logging_send(send, workers),)
+        _shuffle_run, ("_send",), lambda workers, send: (_logging_send(send, workers),)
     )
 
     def setup(self, worker: Any = None) -> None:
@@ -248,12 +260,6 @@ class P2PSendLog(WorkerPlugin):
     def teardown(self, worker: Any = None) -> None:
         if worker is not None:
             self._patch.release(worker.address)
-
-
-def _shuffle_run() -> type:
-    from distributed.shuffle._core import ShuffleRun
-
-    return ShuffleRun
 
 
 def _logging_send(send: Callable[..., Any], workers: dict[str, Any]) -> Callable[..., Any]:
@@ -313,7 +319,7 @@ class TransferRequesters(WorkerPlugin):
     name = "proximate-transfer-requesters"
     #: Owner: an installed plugin, held with its worker's region (the process says a region only while all agree).
     _patch: ClassVar[_ProcessPatch] = _ProcessPatch(
-        lambda: _comm(), ("handshake_info",), lambda regions, info: (_handshake_with_region(info, regions),)
+        _comm, ("handshake_info",), lambda regions, info: (_handshake_with_region(info, regions),)
     )
 
     def setup(self, worker: Any = None) -> None:
@@ -340,12 +346,6 @@ class TransferRequesters(WorkerPlugin):
         handler = worker.handlers.get("get_data") if worker is not None else None
         if handler is not None and hasattr(handler, "proximate_original"):
             worker.handlers["get_data"] = handler.proximate_original
-
-
-def _comm() -> type:
-    from distributed.comm.core import Comm
-
-    return Comm
 
 
 def _handshake_with_region(

@@ -118,10 +118,7 @@ class FaultProxy:
                         if left:
                             proxy.flaky[target] = left - 1
                     if target in proxy.fail or left:
-                        # A HEAD answer has no body: one written anyway would stay in the keep-alive connection and
-                        # break whatever request used it next, failing another object with a garbled response.
-                        head = self.command == "HEAD"
-                        self._reply(503, {"Content-Type": "application/xml"}, ERROR_503, head=head)
+                        self._reply(503, {"Content-Type": "application/xml"}, ERROR_503)
                         return
                     if proxy.delay:
                         time.sleep(proxy.delay)
@@ -155,11 +152,9 @@ class FaultProxy:
                     if cut:
                         self._reply(resp.status, out, data, cut_at=len(data) // 2)
                         return
-                if self.command == "HEAD":
+                if self.command == "HEAD":  # the object's length, as S3 says it; _reply sends no body
                     out["Content-Length"] = resp.getheader("Content-Length") or "0"
-                    self._reply(resp.status, out, b"", head=True)
-                else:
-                    self._reply(resp.status, out, data)
+                self._reply(resp.status, out, data)
 
             def _refused(self, target: str, bucket: str, query: dict, is_object_read: bool) -> bool:
                 """Answer as real S3 refuses a request moto would serve; True when it did."""
@@ -175,7 +170,7 @@ class FaultProxy:
                     with proxy._lock:
                         proxy.bucket_requests[f"{self.command} {kind}"] += 1
                 if head and not is_object_read and bucket in proxy.refuse_head_bucket:
-                    self._reply(403, named if proxy.refuse_head_bucket[bucket] else {}, b"", head=True)
+                    self._reply(403, named if proxy.refuse_head_bucket[bucket] else {}, b"")
                     return True
                 if self.command == "GET" and "location" in query and not is_object_read:
                     if bucket in proxy.refuse_location:
@@ -195,17 +190,17 @@ class FaultProxy:
                     )
                     if bucket in proxy.unnamed_region:
                         message = "The authorization header is malformed; the region is wrong"
-                        body = b"" if head else error("AuthorizationHeaderMalformed", message)
+                        body = error("AuthorizationHeaderMalformed", message)
                     else:
-                        body = b"" if head else error("AuthorizationHeaderMalformed", message, Region=home)
-                    self._reply(400, {**named, "Content-Type": "application/xml"}, body, head=head)
+                        body = error("AuthorizationHeaderMalformed", message, Region=home)
+                    self._reply(400, {**named, "Content-Type": "application/xml"}, body)
                     return True
                 if is_object_read and self.command == "GET" and region:
                     with proxy._lock:
                         proxy.signed_regions[region] += 1
                 if bucket in proxy.requester_pays and self.headers.get("x-amz-request-payer") != "requester":
-                    body = b"" if head else error("AccessDenied", "Access Denied")
-                    self._reply(403, {"Content-Type": "application/xml"}, body, head=head)
+                    body = error("AccessDenied", "Access Denied")
+                    self._reply(403, {"Content-Type": "application/xml"}, body)
                     return True
                 if target in proxy.sse_c:
                     given = self.headers.get("x-amz-server-side-encryption-customer-key-MD5")
@@ -216,8 +211,8 @@ class FaultProxy:
                             "The object was stored using a form of Server Side Encryption. The correct parameters "
                             "must be provided to retrieve the object."
                         )
-                        body = b"" if head else error("InvalidRequest", message)
-                        self._reply(400, {"Content-Type": "application/xml"}, body, head=head)
+                        body = error("InvalidRequest", message)
+                        self._reply(400, {"Content-Type": "application/xml"}, body)
                         return True
                 if target in proxy.cold and self.command == "GET":
                     message = "The operation is not valid for the object's access tier"
@@ -298,9 +293,10 @@ class FaultProxy:
                     data = re.sub(rb"<NextContinuationToken>.*?</NextContinuationToken>", b"", data)
                 return data
 
-            def _reply(
-                self, status: int, headers: dict[str, str], data: bytes, head: bool = False, cut_at: int | None = None
-            ) -> None:
+            def _reply(self, status: int, headers: dict[str, str], data: bytes, cut_at: int | None = None) -> None:
+                # An answer to a HEAD has no body, whatever the caller built: one written anyway would stay in the
+                # keep-alive connection and garble whatever request used it next.
+                head = self.command == "HEAD"
                 self.send_response(status)
                 for k, v in headers.items():
                     self.send_header(k, v)
